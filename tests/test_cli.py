@@ -79,3 +79,9 @@ def test_recipes_lists_all():
     assert result.exit_code == 0
     for name in ("devlin2019", "mosbach2021", "zhang2021", "mixout", "llrd", "pretrained-wd"):
         assert name in result.output
+
+
+def test_stabilizer_the_model_cannot_take_is_a_one_line_error(tiny_bert_dir, glue_dir, tmp_path):
+    result = runner.invoke(app, tiny_train_args(tiny_bert_dir, glue_dir, tmp_path / "r.db", "--reinit-layers", "9"))
+    assert result.exit_code == 2, result.output
+    assert "3 transformer layers" in result.output and "Traceback" not in result.output

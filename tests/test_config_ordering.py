@@ -63,14 +63,30 @@ def test_recipes_resolve_to_the_papers_settings():
     assert resolved_recipe("pretrained-wd").pretrained_wd == 1e-3
 
 
-def test_epoch_batches_are_a_pure_function_of_do_seed_and_epoch():
-    a = ordering.epoch_batches(50, 16, do_seed=3, epoch=1)
-    b = ordering.epoch_batches(50, 16, do_seed=3, epoch=1)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert [len(x) for x in a] == [16, 16, 16, 2]
+@pytest.mark.parametrize("grouped", [False, True])
+def test_epoch_batches_are_a_pure_function_of_do_seed_and_epoch(grouped):
+    lengths = np.random.default_rng(0).integers(5, 128, size=50)
+    batches = lambda seed, epoch: ordering.epoch_batches(lengths, 16, seed, epoch, grouped)
+    a = batches(3, 1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, batches(3, 1)))
+    assert sorted(len(x) for x in a) == [2, 16, 16, 16]
     assert sorted(np.concatenate(a).tolist()) == list(range(50))
-    assert not np.array_equal(np.concatenate(a), np.concatenate(ordering.epoch_batches(50, 16, 3, 2)))
-    assert not np.array_equal(np.concatenate(a), np.concatenate(ordering.epoch_batches(50, 16, 4, 1)))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(batches(3, 2)))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(batches(4, 1)))
+
+
+def test_length_grouping_cuts_padding():
+    lengths = np.random.default_rng(0).integers(10, 129, size=2490)
+
+    def padded_tokens(grouped: bool) -> int:
+        batches = ordering.epoch_batches(lengths, 16, 1, 0, grouped)
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    real = lengths.sum()
+    assert padded_tokens(True) < 1.05 * real < 1.5 * real < padded_tokens(False)
+    # Batches are shuffled after grouping: the longest batch is not always first.
+    firsts = {int(lengths[ordering.epoch_batches(lengths, 16, seed, 0, True)[0]].max()) for seed in range(5)}
+    assert len(firsts) > 1
 
 
 def test_step_counts_and_eval_schedule():

@@ -71,6 +71,9 @@ class TrialConfig(BaseModel):
     epochs: float = Field(3.0, gt=0, description="Training epochs (ignored when --max-steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Train for exactly this many optimizer steps "
                                   "(Zhang et al.'s longer training); the schedule follows.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together (sorted within shuffled "
+                                  "windows of 50 batches, still a pure function of --do-seed), so little compute goes "
+                                  "to padding; --no-group-by-length gives plain random batches.")
     warmup: float = Field(0.1, ge=0, description="Linear warmup: a fraction of all steps if < 1, else a step count.")
     lr_schedule: Literal["linear", "constant", "cosine"] = Field("linear", description="Learning-rate schedule after warmup.")
     weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay toward 0 (not on biases and LayerNorm).")
@@ -167,7 +170,7 @@ SECTIONS = {
              "label_names", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
     "Model": ["model", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
-    "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "warmup", "lr_schedule", "weight_decay",
+    "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
     "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "init_from"],
     "Evaluation": ["evals_per_epoch", "eval_batch_size"],

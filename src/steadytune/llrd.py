@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from steadytune.architecture import encoder_layout, layer_index
+from steadytune.architecture import UnsupportedArchitecture, encoder_layout, layer_index
 
 
 def _is_norm(module_path: str, module: nn.Module) -> bool:
@@ -83,7 +83,7 @@ def parameter_groups(
         raise ValueError(f"layer-wise LR decay factor must be in (0, 1], got {llrd}")
     layout = encoder_layout(model)
     if layout.shared_layers:
-        raise ValueError(
+        raise UnsupportedArchitecture(
             f"layer-wise LR decay is undefined for {type(model).__name__}: all its layers share one set of "
             "weights; disable llrd for this architecture"
         )

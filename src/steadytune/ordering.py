@@ -21,10 +21,31 @@ def total_steps(num_examples: int, batch_size: int, epochs: float, max_steps: in
     return max(1, math.ceil(epochs * steps_per_epoch(num_examples, batch_size)))
 
 
-def epoch_batches(num_examples: int, batch_size: int, do_seed: int, epoch: int) -> list[np.ndarray]:
-    """The batches of example indices for one epoch; the last batch may be smaller."""
-    order = np.random.default_rng([do_seed, epoch]).permutation(num_examples)
-    return [order[start:start + batch_size] for start in range(0, num_examples, batch_size)]
+# Length grouping sorts within windows of this many batches (as the HF Trainer's group_by_length):
+# wide enough that batches are nearly uniform in length, narrow enough that the order stays random.
+MEGABATCH_BATCHES = 50
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, do_seed: int, epoch: int,
+                  group_by_length: bool) -> list[np.ndarray]:
+    """The batches of example indices for one epoch; the last batch may be smaller.
+
+    Plain: consecutive slices of a random permutation. Grouped by length: the permutation is cut into
+    mega-batches of MEGABATCH_BATCHES x batch_size, each sorted by length and sliced into batches,
+    and the batches are shuffled; so padding is small and every choice is still drawn from the
+    (do_seed, epoch) stream alone.
+    """
+    rng = np.random.default_rng([do_seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    window = MEGABATCH_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        mega = order[start:start + window]
+        mega = mega[np.argsort(-lengths[mega], kind="stable")]
+        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def eval_steps(per_epoch: int, total: int, evals_per_epoch: int) -> list[int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from steadytune.architecture import encoder_layout
+from steadytune.architecture import UnsupportedArchitecture, encoder_layout
 
 
 def _draw_normal(param: torch.Tensor, std: float, generator: torch.Generator) -> None:
@@ -59,23 +59,23 @@ def reinit_top_layers(
     the same weights for every ``num_layers`` under one seed. Returns the full names (as in
     ``model.named_parameters()``) of the re-initialized parameters.
 
-    Raises ``ValueError`` when ``num_layers`` is outside ``0..num_layers_of_model``, when
+    Raises :class:`~steadytune.architecture.UnsupportedArchitecture` (a ``ValueError``) for models
+    of other families, when ``num_layers`` is outside ``0..num_layers_of_model``, when
     ``num_layers > 0`` on ALBERT (one set of weights is shared by every layer, so "the top
     layers" do not exist separately), and when ``reinit_pooler`` is asked of an architecture
     without a pooler (RoBERTa, ELECTRA, MPNet: their classification head is already new).
-    Raises :class:`~steadytune.architecture.UnsupportedArchitecture` for other models.
     """
     layout = encoder_layout(model)
     model_name = type(model).__name__
     if layout.shared_layers and num_layers != 0:
-        raise ValueError(
+        raise UnsupportedArchitecture(
             f"cannot re-initialize the top {num_layers} layers of {model_name}: all its layers share one set "
             "of weights; use num_layers=0 (re-initializing the pooler is supported)"
         )
     if not 0 <= num_layers <= len(layout.layers):
-        raise ValueError(f"num_layers={num_layers} but {model_name} has {len(layout.layers)} transformer layers")
+        raise UnsupportedArchitecture(f"num_layers={num_layers} but {model_name} has {len(layout.layers)} transformer layers")
     if reinit_pooler and layout.pooler is None:
-        raise ValueError(
+        raise UnsupportedArchitecture(
             f"{model_name} has no pooler: its classification head (with its own dense layer) is already "
             "newly initialized; set reinit_pooler to false"
         )

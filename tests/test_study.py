@@ -1,0 +1,182 @@
+"""Seed studies: grid expansion, resume after a real kill, early stopping, worker processes, Ray."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from steadytune.config import ConfigError, RunOptions
+from steadytune.early_stopping import EarlyStop, cut_step, survivors
+from steadytune.store import Store
+from steadytune.study import Executor, StudyRunner, expand, load_spec, parse_seeds
+
+
+@pytest.fixture
+def spec_file(tmp_path, tiny_bert_dir, glue_dir):
+    def write(**values):
+        spec = dict(model=str(tiny_bert_dir), glue_dir=str(glue_dir), max_train=16, batch_size=8, max_length=32,
+                    epochs=1, evals_per_epoch=1, lr=1e-3)
+        spec.update(values)
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+    return write
+
+
+def options(tmp_path) -> RunOptions:
+    return RunOptions(device="cpu", cache_dir=tmp_path / "cache")
+
+
+def test_seed_ranges():
+    assert parse_seeds("1-3,7") == [1, 2, 3, 7]
+    assert parse_seeds(5) == [5]
+    assert parse_seeds([2, 4]) == [2, 4]
+
+
+def test_plan_expansion_and_precedence(spec_file):
+    spec = load_spec(spec_file(tasks=["rte", "mrpc"], recipes=["devlin2019", "mosbach2021"], wi_seeds="1-2",
+                               do_seeds="1-3", epochs=2), {"lr": 3e-5})
+    trials = expand(spec)
+    assert len(trials) == 2 * 2 * 2 * 3
+    assert {(t.config.task, t.config.recipe) for t in trials} == {
+        ("rte", "devlin2019"), ("rte", "mosbach2021"), ("mrpc", "devlin2019"), ("mrpc", "mosbach2021")}
+    assert {(t.config.wi_seed, t.config.do_seed) for t in trials} == {(w, d) for w in (1, 2) for d in (1, 2, 3)}
+    assert all(t.config.epochs == 2 for t in trials)  # spec beats recipe (mosbach2021 says 20)
+    assert all(t.config.lr == 3e-5 for t in trials)   # CLI beats spec
+    assert {t.config.optimizer for t in trials if t.config.recipe == "devlin2019"} == {"bertadam"}
+    assert len({t.config.trial_key() for t in trials}) == len(trials)
+    assert spec.study_name() == load_spec(spec_file(tasks=["rte", "mrpc"], recipes=["devlin2019", "mosbach2021"],
+                                                    wi_seeds="1-2", do_seeds="1-3", epochs=2),
+                                          {"lr": 3e-5}).study_name()
+
+
+def test_spec_errors(spec_file):
+    with pytest.raises(ConfigError, match="wi_seeds"):
+        load_spec(spec_file(wi_seed=3), {})
+    with pytest.raises(ConfigError, match="early"):
+        load_spec(spec_file(early_stop="start=2,fraction=2,keep=1"), {})
+    with pytest.raises(ConfigError, match="only 1 seed pairs"):
+        expand(load_spec(spec_file(early_stop="start=4,fraction=0.5,keep=1"), {}))
+
+
+def test_early_stopping_rules():
+    stop = EarlyStop.parse("start=16,fraction=0.25,keep=4")
+    assert stop.cost() == pytest.approx(16 * 0.25 + 4 * 0.75)
+    assert cut_step(100, 0.25) == 25 and cut_step(3, 0.9) == 2 and cut_step(1, 0.5) == 1
+    assert survivors([0.5, 0.9, float("nan"), 0.7, 0.9], 3) == [1, 3, 4]
+    assert survivors([None, 0.1], 1) == [1]
+
+
+def run_study(store_path, spec, tmp_path, **executor):
+    with Store(store_path) as store:
+        return StudyRunner(spec, store, options(tmp_path), Executor(**{"workers": 1, **executor})).run()
+
+
+def test_study_runs_and_rerun_skips_finished(spec_file, tmp_path):
+    spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1-2"), {})
+    first = run_study(tmp_path / "s.db", spec, tmp_path)
+    assert (first["ran"], first["complete"]) == (4, 4)
+    again = run_study(tmp_path / "s.db", spec, tmp_path)
+    assert (again["ran"], again["complete"]) == (0, 4)
+    with Store(tmp_path / "s.db") as store:
+        trials = store.trials()
+    assert len(trials) == 4 and trials.trial_key.is_unique and set(trials.status) == {"complete"}
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):
+    spec_path = spec_file(wi_seeds="1-3", do_seeds="1-2", max_train=24)
+    store_path = tmp_path / "killed.db"
+    command = [sys.executable, "-m", "steadytune", "study", "run", str(spec_path), "--store", str(store_path),
+               "--cache-dir", str(tmp_path / "cache")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if store_path.exists():
+                with Store(store_path) as store:
+                    statuses = store.trials().status.tolist()
+                if statuses.count("complete") >= 2 and "running" in statuses:
+                    break
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9, mid-trial
+        process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    with Store(store_path) as store:
+        before = store.trials()
+    assert "running" in before.status.tolist()  # killed mid-trial
+    survivors_before = before[before.status == "complete"].set_index("trial_key").id
+
+    spec = load_spec(spec_path, {})
+    summary = run_study(store_path, spec, tmp_path)
+    assert summary["complete"] == 6 and summary["ran"] == 6 - len(survivors_before)
+    with Store(store_path) as store:
+        after = store.trials()
+    assert len(after) == 6 and after.trial_key.is_unique and set(after.status) == {"complete"}
+    kept = after.set_index("trial_key").id
+    assert all(kept[key] == trial_id for key, trial_id in survivors_before.items())  # not re-run
+
+    # Resumed results equal an uninterrupted study's, trial by trial.
+    run_study(tmp_path / "straight.db", spec, tmp_path)
+    with Store(tmp_path / "straight.db") as store:
+        straight = store.trials().set_index("trial_key")
+    resumed = after.set_index("trial_key")
+    assert (resumed.loc[straight.index, "best_metric"] == straight.best_metric).all()
+    assert (resumed.loc[straight.index, "final_metric"] == straight.final_metric).all()
+
+
+def test_early_stopping_keeps_exactly_the_top_p(spec_file, tmp_path):
+    spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1-2", epochs=2, max_train=24,
+                               early_stop="start=4,fraction=0.5,keep=2"), {})
+    summary = run_study(tmp_path / "es.db", spec, tmp_path)
+    assert (summary["complete"], summary["stopped"]) == (2, 2)
+    assert summary["full_trials_spent"] == pytest.approx(4 * 0.5 + 2 * 0.5)
+    with Store(tmp_path / "es.db") as store:
+        trials = store.trials().set_index("id")
+        cut = {tid: store.dev_score_at(tid, 3) for tid in trials.index}  # 6 steps in all, cut after 3
+    kept = set(trials[trials.status == "complete"].index)
+    ranked = sorted(cut, key=lambda tid: (-cut[tid], tid))
+    assert kept == set(ranked[:2])
+    assert (trials.loc[list(kept), "steps_done"] == 6).all()
+    assert (trials[trials.status == "stopped"].steps_done == 3).all()
+    assert not list((tmp_path / "es-states").glob("*.pt"))  # states are removed once the cut is final
+
+    # A continued trial ends exactly where an uninterrupted run of it ends.
+    plain = load_spec(spec_file(wi_seeds="1-2", do_seeds="1-2", epochs=2, max_train=24), {})
+    run_study(tmp_path / "plain.db", plain, tmp_path)
+    with Store(tmp_path / "plain.db") as store:
+        straight = store.trials().set_index("trial_key")
+    continued = trials.loc[list(kept)].set_index("trial_key")
+    assert (continued.final_metric == straight.loc[continued.index, "final_metric"]).all()
+
+
+def test_worker_processes(spec_file, tmp_path):
+    spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {})
+    summary = run_study(tmp_path / "w.db", spec, tmp_path, workers=2)
+    assert summary["complete"] == 2
+    single = run_study(tmp_path / "single.db", spec, tmp_path)
+    assert single["complete"] == 2
+    with Store(tmp_path / "w.db") as a, Store(tmp_path / "single.db") as b:
+        left, right = a.trials().set_index("trial_key"), b.trials().set_index("trial_key")
+    assert (left.best_metric == right.loc[left.index, "best_metric"]).all()
+
+
+def test_ray_on_a_local_cluster(spec_file, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {})
+        summary = run_study(tmp_path / "ray.db", spec, tmp_path, ray_address="auto", cpus_per_trial=1)
+    finally:
+        ray.shutdown()
+    assert summary["complete"] == 2
+    with Store(tmp_path / "ray.db") as store:
+        trials = store.trials()
+        assert len(store.curves()) > 0
+    assert set(trials.status) == {"complete"} and trials.trial_key.is_unique

@@ -1,0 +1,171 @@
+"""Loading trials and curves, and deriving one score per trial at each of Dodge et al.'s eval frequencies.
+
+Which trials are results: `complete` ones, and `diverged` ones (they count as failed runs, scored with
+their last dev values, or the majority baseline when they diverged before any evaluation). `running`
+and `failed` rows (crashed or errored) are ignored. `stopped` trials were cut by live early stopping:
+they have no final score and are a survivor-biased selection, so every analysis excludes them and the
+report counts them in its header instead.
+
+Trials are grouped by task and *arm*: the recipe name plus every configuration field that varies among
+the trials of one task and recipe other than the seeds and evaluation/IO settings (e.g. `lr=3e-05`), so
+a sweep never pools different settings into one seed distribution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..store import Store, StoreError
+
+RESULT_STATUSES = ("complete", "diverged")
+# Dodge et al. evaluate once at the end, once per epoch, or many times per epoch; a trial's score at a
+# frequency is its best dev score over those evaluation points.
+FREQUENCIES: dict[str, str] = {
+    "final": "final evaluation only",
+    "epoch": "best of per-epoch evaluations",
+    "all": "best of all evaluations",
+}
+# Config fields that never define an arm: seeds, evaluation and where data/models come from.
+_NOT_ARM_FIELDS = {"task", "recipe", "wi_seed", "do_seed", "dropout_seed", "evals_per_epoch", "eval_batch_size",
+                   "glue_dir", "train_file", "dev_file", "init_from"}
+_TABLE_SUFFIXES = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+_NEEDED_TRIAL_COLUMNS = {"id", "task", "recipe", "status", "wi_seed", "do_seed", "metric", "final_metric", "best_metric",
+                         "baseline_metric", "total_steps"}
+_NEEDED_CURVE_COLUMNS = {"trial_id", "step", "epoch", "split", "metric", "value"}
+
+
+class AnalysisError(ValueError):
+    """Input that cannot be analysed (wrong files, no results); the message is one line."""
+
+
+class NotEnoughData(AnalysisError):
+    """An analysis lacks what it needs (one task, no seed grid, too few runs); reports say so and go on."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """Result trials with their scores, their curves, and every trial row (for counts)."""
+
+    trials: pd.DataFrame  # one row per result trial: trial columns + `arm` + one column per FREQUENCIES key
+    curves: pd.DataFrame  # curve rows of the result trials only
+    all_trials: pd.DataFrame  # every row of the source, any status
+
+    def groups(self) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+        """(task, arm) and its trials, in a stable order."""
+        return [(key, frame) for key, frame in self.trials.groupby(["task", "arm"], sort=True)]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    reader = _TABLE_SUFFIXES.get(path.suffix.lower())
+    if reader is None:
+        raise AnalysisError(f"{path}: expected a .csv or .parquet export")
+    if not path.is_file():
+        raise AnalysisError(f"{path}: file does not exist")
+    try:
+        return reader(path)
+    except Exception as err:  # pandas/pyarrow raise many types for unreadable files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise AnalysisError(f"{path}: cannot read ({reason})") from None
+
+
+def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trials and curves from a store file, or from a `steadytune export` pair (trials file + curves file).
+
+    For an export, `curves` defaults to the trials file's sibling with 'trials' replaced by 'curves'.
+    """
+    source = Path(source)
+    if source.suffix.lower() not in _TABLE_SUFFIXES:
+        if not source.is_file():
+            raise StoreError(f"{source}: store file does not exist")
+        with Store(source) as store:
+            trials, curve_frame = store.trials(), store.curves()
+    else:
+        if curves is None:
+            guess = source.with_name(source.name.replace("trials", "curves"))
+            if guess == source or not guess.is_file():
+                raise AnalysisError(f"{source}: a trials export needs its curves export too (--curves FILE)")
+            curves = guess
+        trials, curve_frame = _read_table(source), _read_table(Path(curves))
+    for frame, needed, what in ((trials, _NEEDED_TRIAL_COLUMNS, "trials"), (curve_frame, _NEEDED_CURVE_COLUMNS, "curves")):
+        missing = needed - set(frame.columns)
+        if missing:
+            raise AnalysisError(f"{what} table lacks column(s) {', '.join(sorted(missing))}; "
+                                f"is it a steadytune {what} export?")
+    return trials, curve_frame
+
+
+def arm_labels(trials: pd.DataFrame) -> pd.Series:
+    """Recipe name plus the config fields that vary within (task, recipe), e.g. 'mosbach2021 lr=1e-05'."""
+    recipe = trials["recipe"].astype(object).where(trials["recipe"].notna(), "(no recipe)").astype(str)
+    labels = recipe.copy()
+    fields = [c for c in trials.columns if c.startswith("cfg.") and c[4:] not in _NOT_ARM_FIELDS]
+    for _, group in trials.groupby([trials["task"], recipe], sort=False):
+        varying = [c for c in fields if group[c].astype(str).nunique(dropna=False) > 1]
+        for index, row in group[varying].iterrows():
+            labels.loc[index] += "".join(f" {c[4:]}={_short(row[c])}" for c in varying)
+    return labels
+
+
+def _short(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def dev_trajectory(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Every dev evaluation of each trial's primary metric: trial_id, step, epoch, fraction (of total steps), value."""
+    primary = trials[["id", "metric", "total_steps"]].rename(columns={"id": "trial_id", "metric": "primary"})
+    dev = curves[curves["split"] == "dev"].merge(primary, on="trial_id")
+    dev = dev[dev["metric"] == dev["primary"]]
+    dev = dev.assign(fraction=dev["step"] / dev["total_steps"])
+    return dev[["trial_id", "step", "epoch", "fraction", "value"]].sort_values(["trial_id", "step"], ignore_index=True)
+
+
+def frequency_scores(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per trial id, its dev score at each eval frequency (columns = FREQUENCIES keys).
+
+    final = dev primary metric at the last evaluation; epoch = best over evaluations at integer epochs
+    plus the last one; all = best over every dev evaluation. Trials without dev points fall back to the
+    stored final/best metrics; a final score still missing (diverged before any evaluation, or an undefined
+    metric such as the correlation of constant predictions) becomes the majority baseline: a failed run.
+    """
+    dev = dev_trajectory(trials, curves)
+    by_trial = dev.groupby("trial_id")["value"]
+    at_epoch = (dev["epoch"] - dev["epoch"].round()).abs() < 1e-9
+    is_last = dev["step"] == dev.groupby("trial_id")["step"].transform("max")
+    scores = pd.DataFrame({
+        "final": dev[is_last].set_index("trial_id")["value"],  # NaN (e.g. pearson of constant output) stays NaN
+        "epoch": dev[at_epoch | is_last].groupby("trial_id")["value"].max(),
+        "all": by_trial.max(),
+    }).reindex(trials["id"])
+    stored = trials.set_index("id")
+    fallback_final = stored["final_metric"].fillna(stored["baseline_metric"])
+    scores["final"] = scores["final"].fillna(fallback_final)
+    scores["all"] = scores["all"].fillna(stored["best_metric"]).fillna(scores["final"])
+    scores["epoch"] = scores["epoch"].fillna(scores["final"])
+    return scores
+
+
+def build_results(trials: pd.DataFrame, curves: pd.DataFrame) -> Results:
+    """Select the result trials, label their arms and attach their scores."""
+    done = trials[trials["status"].isin(RESULT_STATUSES)].reset_index(drop=True)
+    if done.empty:
+        counts = ", ".join(f"{s} {n}" for s, n in trials["status"].value_counts().items()) or "no trials at all"
+        raise AnalysisError(f"no complete or diverged trials to analyse ({counts})")
+    done = done.assign(arm=arm_labels(done))
+    scores = frequency_scores(done, curves)
+    done = done.join(scores, on="id")
+    return Results(trials=done, curves=curves[curves["trial_id"].isin(done["id"])].reset_index(drop=True),
+                   all_trials=trials)
+
+
+def load_results(source: Path, curves: Path | None = None) -> Results:
+    """`build_results` on a store file or an export pair."""
+    return build_results(*load_frames(source, curves))
+
+
+def score_array(frame: pd.DataFrame, score: str) -> np.ndarray:
+    """The finite values of one score column as a float array."""
+    values = frame[score].to_numpy(dtype=float)
+    return values[np.isfinite(values)]

@@ -1,0 +1,155 @@
+"""How much of the spread comes from the weight-initialization (WI) seed and how much from data order (DO).
+
+Dodge et al. 2020 vary both seeds over a grid. The ANOVA fits least squares on dummy variables, so it
+also holds for grids with missing cells (Type II sums of squares: each factor's sum of squares is what
+it adds to a model that already has the other); on a complete one-trial-per-cell grid this is the
+classic two-way decomposition with main effects only (the interaction is the residual). With more than
+one trial per cell the WI x DO interaction gets its own row.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .results import NotEnoughData, Results
+
+SEED_KINDS = {"wi_seed": "WI", "do_seed": "DO"}
+
+
+def seed_grid(frame: pd.DataFrame, score: str = "final") -> pd.DataFrame:
+    """WI seeds (rows) x DO seeds (columns) of a score; the mean where a cell has several trials."""
+    return frame.pivot_table(index="wi_seed", columns="do_seed", values=score, aggfunc="mean")
+
+
+def _dummies(codes: np.ndarray) -> np.ndarray:
+    """One column per level except the first (the intercept carries it)."""
+    levels = np.unique(codes)
+    return (codes[:, None] == levels[None, 1:]).astype(float)
+
+
+def _rss(y: np.ndarray, *blocks: np.ndarray) -> tuple[float, int]:
+    """Residual sum of squares of y on an intercept plus `blocks`, and the model's rank."""
+    design = np.column_stack([np.ones_like(y), *blocks])
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    return float(residual @ residual), int(rank)
+
+
+def anova_two_way(frame: pd.DataFrame, score: str = "final",
+                  factors: tuple[str, str] = ("wi_seed", "do_seed")) -> pd.DataFrame:
+    """Two-way ANOVA of `score` on two seed factors: df, sum_sq, mean_sq, F, p and share of the total sum of squares.
+
+    Rows: one per factor, the interaction when cells hold replicates, and Residual.
+    """
+    data = frame[[*factors, score]].dropna()
+    y = data[score].to_numpy(dtype=float)
+    a_codes, b_codes = (data[f].to_numpy() for f in factors)
+    if min(len(np.unique(a_codes)), len(np.unique(b_codes))) < 2:
+        raise NotEnoughData("no seed grid: both seeds need at least two values")
+    a, b = _dummies(a_codes), _dummies(b_codes)
+    rss_full, rank_full = _rss(y, a, b)
+    rss_without_a, rank_without_a = _rss(y, b)
+    rss_without_b, rank_without_b = _rss(y, a)
+    effects = {factors[0]: (rss_without_a - rss_full, rank_full - rank_without_a),
+               factors[1]: (rss_without_b - rss_full, rank_full - rank_without_b)}
+    residual, residual_df = rss_full, len(y) - rank_full
+    cells = pd.Series(list(zip(a_codes, b_codes))).astype(str).to_numpy()
+    if len(np.unique(cells)) < len(y):  # replicates: the interaction is estimable
+        rss_cells, rank_cells = _rss(y, _dummies(cells))
+        effects["interaction"] = (rss_full - rss_cells, rank_cells - rank_full)
+        residual, residual_df = rss_cells, len(y) - rank_cells
+    if residual_df < 1:
+        raise NotEnoughData("no residual degrees of freedom: the grid needs more trials than cells + 1")
+    total = float(((y - y.mean()) ** 2).sum())
+    residual_ms = residual / residual_df
+    rows = []
+    for name, (sum_sq, df) in effects.items():
+        mean_sq = sum_sq / df
+        f_value = mean_sq / residual_ms if residual_ms > 0 else np.inf
+        rows.append({"source": SEED_KINDS.get(name, name), "df": df, "sum_sq": sum_sq, "mean_sq": mean_sq,
+                     "F": f_value, "p": float(stats.f.sf(f_value, df, residual_df))})
+    rows.append({"source": "Residual", "df": residual_df, "sum_sq": residual, "mean_sq": residual_ms,
+                 "F": np.nan, "p": np.nan})
+    table = pd.DataFrame(rows)
+    table["share"] = table["sum_sq"] / total if total > 0 else np.nan
+    return table
+
+
+def seed_means(frame: pd.DataFrame, seed_col: str, score: str = "final") -> pd.DataFrame:
+    """Per seed value: mean, sd and count of the score over the other seed (sorted by mean, best first)."""
+    summary = frame.groupby(seed_col)[score].agg(["mean", "std", "count"]).rename(columns={"std": "sd", "count": "n"})
+    return summary.sort_values("mean", ascending=False).reset_index().rename(columns={seed_col: "seed"})
+
+
+def seed_spread(results: Results, score: str = "final") -> pd.DataFrame:
+    """How far apart the per-seed means are, per task, arm and seed kind: best/worst seed and the sd of means."""
+    rows = []
+    for (task, arm), frame in results.groups():
+        for seed_col, kind in SEED_KINDS.items():
+            means = seed_means(frame, seed_col, score)
+            if len(means) < 2:
+                continue
+            rows.append({"task": task, "arm": arm, "seed": kind, "seeds": len(means),
+                         "best seed": f"{means['seed'].iloc[0]} ({means['mean'].iloc[0]:.4f})",
+                         "worst seed": f"{means['seed'].iloc[-1]} ({means['mean'].iloc[-1]:.4f})",
+                         "range of means": means["mean"].iloc[0] - means["mean"].iloc[-1],
+                         "sd of means": means["mean"].std()})
+    if not rows:
+        raise NotEnoughData("no seed took more than one value")
+    return pd.DataFrame(rows)
+
+
+def _seed_task_means(results: Results, seed_col: str, score: str) -> dict[str, pd.DataFrame]:
+    """Per arm present on at least two tasks: seeds (rows) x tasks (columns) of the mean score."""
+    means = results.trials.groupby(["arm", seed_col, "task"])[score].mean().unstack("task")
+    tables = {arm: table.droplevel("arm").dropna(axis=1, how="all") for arm, table in means.groupby(level="arm")}
+    return {arm: table for arm, table in tables.items() if table.shape[1] >= 2}
+
+
+def seed_transfer(results: Results, seed_col: str = "wi_seed", score: str = "final") -> pd.DataFrame:
+    """Spearman rank correlation of per-seed means between every pair of tasks (same arm): are good seeds good
+    everywhere?"""
+    rows = []
+    for arm, table in _seed_task_means(results, seed_col, score).items():
+        tasks = list(table.columns)
+        for i, task_a in enumerate(tasks):
+            for task_b in tasks[i + 1:]:
+                pair = table[[task_a, task_b]].dropna()
+                if len(pair) < 3:
+                    continue
+                with warnings.catch_warnings():  # constant means give nan, which is the honest answer
+                    warnings.simplefilter("ignore")
+                    rho, p = stats.spearmanr(pair[task_a], pair[task_b])
+                rows.append({"arm": arm, "seed": SEED_KINDS[seed_col], "task A": task_a, "task B": task_b,
+                             "seeds": len(pair), "spearman rho": float(rho), "p": float(p)})
+    if not rows:
+        raise NotEnoughData("seed transfer needs one arm run on two or more tasks with three or more shared seeds")
+    return pd.DataFrame(rows)
+
+
+def seed_extremes(results: Results, seed_col: str = "wi_seed", k: int | None = None, score: str = "final") -> pd.DataFrame:
+    """Scores of the k best and k worst seeds, chosen by their mean on one task, on every task (Dodge et al.'s
+    density figure).
+
+    Long format: arm, chosen on, task, group ('best k' / 'worst k'), seed, value (one row per trial).
+    k defaults to a quarter of the shared seeds, at most 3.
+    """
+    rows = []
+    for arm, table in _seed_task_means(results, seed_col, score).items():
+        shared = table.dropna()
+        if len(shared) < 2:
+            continue
+        count = k or max(1, min(3, len(shared) // 4))
+        trials = results.trials[(results.trials["arm"] == arm) & results.trials[seed_col].isin(shared.index)]
+        for chosen_on in shared.columns:
+            ranked = shared[chosen_on].sort_values(ascending=False).index
+            for group, seeds in ((f"best {count}", ranked[:count]), (f"worst {count}", ranked[-count:])):
+                picked = trials[trials[seed_col].isin(seeds)]
+                rows.append(pd.DataFrame({"arm": arm, "chosen on": chosen_on, "task": picked["task"], "group": group,
+                                          "seed": picked[seed_col], "value": picked[score]}))
+    if not rows:
+        raise NotEnoughData("seed densities need one arm run on two or more tasks with shared seeds")
+    return pd.concat(rows, ignore_index=True)

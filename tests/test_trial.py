@@ -7,24 +7,15 @@ import pytest
 import torch
 
 from steadytune import trial as trial_module
-from steadytune.config import RunOptions, TrialConfig
 from steadytune.store import Store
 from steadytune.trial import Trial, run_stored
 
 
 @pytest.fixture
-def make_config(tiny_bert_dir, glue_dir):
-    def make(**overrides) -> TrialConfig:
-        values = dict(task="rte", model=str(tiny_bert_dir), glue_dir=str(glue_dir), max_train=48, batch_size=8,
-                      max_length=64, epochs=1, evals_per_epoch=2, lr=1e-4)
-        values.update(overrides)
-        return TrialConfig(**values)
-    return make
-
-
-@pytest.fixture
-def options(tmp_path) -> RunOptions:
-    return RunOptions(device="cpu", cache_dir=tmp_path / "cache")
+def make_config(tiny_trial_config):
+    """48 examples (6 steps an epoch at batch 8), evaluated twice an epoch."""
+    defaults = dict(max_train=48, max_length=64, evals_per_epoch=2, lr=1e-4)
+    return lambda **overrides: tiny_trial_config(**{**defaults, **overrides})
 
 
 def head_weights(trial: Trial) -> torch.Tensor:

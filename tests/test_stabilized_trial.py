@@ -41,7 +41,7 @@ def test_bertadam_first_step_is_larger_by_the_bias_correction_factor(tiny_trial_
     settings = dict(max_steps=1, warmup=0, lr_schedule="constant", weight_decay=0.0, max_grad_norm=0, adam_eps=1e-12)
     bert = Trial(tiny_trial_config(optimizer="bertadam", **settings), options)
     adamw = Trial(tiny_trial_config(optimizer="adamw", **settings), options)
-    assert isinstance(bert._optimizer()[0], BERTAdam)
+    assert isinstance(bert.optimizer, BERTAdam)
     ratio = first_update(bert) / first_update(adamw)
     # Step 1 without bias correction: (1 - b1) / sqrt(1 - b2) = 0.1 / sqrt(0.001).
     assert torch.allclose(ratio, torch.full_like(ratio, 0.1 / 0.001**0.5), rtol=1e-4)
@@ -49,9 +49,8 @@ def test_bertadam_first_step_is_larger_by_the_bias_correction_factor(tiny_trial_
 
 def test_llrd_learning_rates_per_group(tiny_trial_config, options):
     trial = Trial(tiny_trial_config(llrd=0.5), options)
-    optimizer, _, _ = trial._optimizer()
     lr_of = {}
-    for group in optimizer.param_groups:
+    for group in trial.optimizer.param_groups:
         for p in group["params"]:
             lr_of[id(p)] = group["initial_lr"]
     named = dict(trial.model.named_parameters())
@@ -78,9 +77,8 @@ def test_mixout_turns_dropout_off_and_uses_the_dropout_seed(tiny_trial_config, o
 
 def test_pretrained_wd_replaces_decay_toward_zero(tiny_trial_config, options):
     trial = Trial(tiny_trial_config(pretrained_wd=0.5, weight_decay=0.01), options)
-    optimizer, _, pretrained_wd = trial._optimizer()
-    assert pretrained_wd is not None
-    assert all(group["weight_decay"] == 0 for group in optimizer.param_groups)
+    assert trial.pretrained_wd is not None
+    assert all(group["weight_decay"] == 0 for group in trial.optimizer.param_groups)
 
 
 def test_pretrained_wd_keeps_weights_near_the_start(tiny_trial_config, options):
@@ -110,13 +108,15 @@ def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(tiny_trial_c
                                   store)
         saved = model_artifact_dir(store_path, source_id)
         assert (saved / "config.json").exists()
-        transfer = Trial(tiny_trial_config(init_from=str(source_id)), options, init_path=str(saved))
+        transfer = Trial(tiny_trial_config(init_from=str(source_id)), options, store_path)
+        by_folder = Trial(tiny_trial_config(init_from=str(saved)), options)
     from transformers import AutoModel
 
     encoder = AutoModel.from_pretrained(saved)
     expected = dict(encoder.named_parameters())["encoder.layer.2.output.dense.weight"]
     got = dict(transfer.model.named_parameters())["bert.encoder.layer.2.output.dense.weight"]
     assert torch.equal(expected, got)
+    assert torch.equal(expected, dict(by_folder.model.named_parameters())["bert.encoder.layer.2.output.dense.weight"])
     fresh_head = Trial(tiny_trial_config(), options).model.classifier.weight
     assert torch.equal(transfer.model.classifier.weight, fresh_head)
 
@@ -125,10 +125,11 @@ def test_init_from_unknown_trial_is_a_clear_error(tiny_trial_config, options, tm
     from steadytune.store import StoreError
     from steadytune.trial import resolve_init_from
 
-    with Store(tmp_path / "runs.db") as store:
-        with pytest.raises(StoreError, match="no saved encoder"):
-            resolve_init_from("7", store)
-        assert resolve_init_from("some/folder", store) == "some/folder"
+    with pytest.raises(StoreError, match="no saved encoder"):
+        resolve_init_from("7", tmp_path / "runs.db")
+    with pytest.raises(StoreError, match="needs the store"):
+        resolve_init_from("7", None)
+    assert resolve_init_from("some/folder", None) == "some/folder"
 
 
 @pytest.mark.parametrize("model_type", ["roberta", "electra", "mpnet"])

@@ -156,3 +156,20 @@ def test_restore_refuses_another_trials_state(make_config, options, tmp_path):
     trial.save_state(tmp_path / "state.pt")
     with pytest.raises(ValueError, match="another trial"):
         Trial(make_config(wi_seed=2), options).restore_state(tmp_path / "state.pt")
+
+
+def test_interleaved_trials_in_one_process_match_their_solo_runs(make_config, options):
+    """Each trial owns its dropout stream: other trials running in between cannot shift its masks."""
+    config_a, config_b = make_config(wi_seed=1, do_seed=1), make_config(wi_seed=2, do_seed=2)
+    _, solo_a = run(Trial(config_a, options))
+    _, solo_b = run(Trial(config_b, options))
+    a, b = Trial(config_a, options), Trial(config_b, options)
+    a_points: list = []
+    _, pending = a.run(a_points.extend, stop_at=2)
+    a_points += pending
+    _, both_b = run(b)
+    torch.rand(100)  # unrelated use of the global RNG between the two halves of `a`
+    _, rest = run(a)
+    values = lambda points: sorted((p.step, p.split, p.metric, p.value) for p in points)
+    assert values(a_points + rest) == values(solo_a)
+    assert values(both_b) == values(solo_b)

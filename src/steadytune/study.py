@@ -137,6 +137,7 @@ class Job:
 
     config: dict
     options: dict
+    store_path: str | None = None  # resolves --init-from trial ids
     stop_at_fraction: float | None = None
     state_in: str | None = None
     state_out: str | None = None
@@ -154,7 +155,7 @@ def execute(job: Job) -> JobResult:
 
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
     try:
-        trial = Trial(config, options)
+        trial = Trial(config, options, Path(job.store_path) if job.store_path else None)
         if job.state_in:
             trial.restore_state(Path(job.state_in))
         stop_at = None
@@ -271,7 +272,7 @@ class StudyRunner:
         if save_state or resume:
             self.states_dir.mkdir(parents=True, exist_ok=True)
         return Job(trial.config.model_dump(mode="json"), self.options.model_dump(mode="json"),
-                   stop_at_fraction=stop_at_fraction,
+                   store_path=str(self.store.path), stop_at_fraction=stop_at_fraction,
                    state_in=str(self._state_path(trial)) if resume else None,
                    state_out=str(self._state_path(trial)) if save_state else None)
 

@@ -92,7 +92,8 @@ class Trial:
     Preparation raises DataError/ModelError for bad input before anything is written to a store.
     """
 
-    def __init__(self, config: TrialConfig, options: RunOptions, init_path: str | None = None):
+    def __init__(self, config: TrialConfig, options: RunOptions, store_path: Path | None = None):
+        """`store_path` resolves --init-from given as a trial id (its saved encoder lives beside the store)."""
         configure_torch(options)
         self.config, self.options = config, options
         self.device = pick_device(options.device)
@@ -100,7 +101,8 @@ class Trial:
         self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)
         self.task = self.inputs.task
         wi_generator = torch.Generator().manual_seed(config.wi_seed)
-        self.model = load_classifier(init_path or config.model, self.task, wi_generator)
+        source = resolve_init_from(config.init_from, store_path) or config.model
+        self.model = load_classifier(source, self.task, wi_generator)
         if config.reinit_layers or config.reinit_pooler:
             reinit_top_layers(self.model, config.reinit_layers, config.reinit_pooler, wi_generator)
         if config.mixout > 0:
@@ -112,7 +114,8 @@ class Trial:
         self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
                                                 config.max_steps)
         self.eval_at = set(ordering.eval_steps(self.per_epoch, self.total_steps, config.evals_per_epoch))
-        self.optimizer = None  # built by _start(), on the first run() or restore_state()
+        # Built now so that options the model cannot take (e.g. LLRD on ALBERT) fail before anything is stored.
+        self._start()
 
     @property
     def baseline_metric(self) -> float:
@@ -143,11 +146,27 @@ class Trial:
         return points
 
     def _start(self) -> None:
-        """Build optimizer, schedule and loop state, then seed the dropout stream: nothing draws from it before."""
+        """Build optimizer, schedule and loop state, and this trial's own dropout RNG stream."""
         self.optimizer, self.scheduler, self.pretrained_wd = self._optimizer()
         self.state = TrialState(metric=self.task.metric)
         self.step, self.diverged, self.elapsed = 0, False, 0.0
-        torch.manual_seed(self.config.effective_dropout_seed)
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(self.config.effective_dropout_seed)
+            self.dropout_rng = self._get_rng()
+
+    def _rng_devices(self) -> list[int]:
+        return [self.device.index or 0] if self.device.type == "cuda" else []
+
+    def _get_rng(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     @property
     def finished(self) -> bool:
@@ -161,12 +180,28 @@ class Trial:
         'stopped'; calling `run` again (here, or after `save_state`/`restore_state` elsewhere) continues
         it exactly as if it had never paused.
         """
-        if self.optimizer is None:
-            self._start()
-        c, started = self.config, time.perf_counter()
+        started = time.perf_counter()
         limit = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
-        lengths, pending = self.inputs.train.lengths, []
         self.model.train()
+        # Dropout and Mixout draw from the global RNG; the trial's own stream is swapped in for the run, so
+        # nothing else in the process (other trials, evaluation, user code) can shift its masks.
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            self._set_rng(self.dropout_rng)
+            try:
+                pending = self._train_until(limit, flush, progress)
+            finally:
+                self.dropout_rng = self._get_rng()
+        self.elapsed += time.perf_counter() - started
+        status = "diverged" if self.diverged else "complete" if self.finished else "stopped"
+        outcome = TrialOutcome(
+            status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
+            final_metrics=self.state.last_metrics if status != "diverged" else {},
+            best_metrics=self.state.best_metrics, best_step=self.state.best_step,
+            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed)
+        return outcome, pending
+
+    def _train_until(self, limit: int, flush: FlushCallback, progress: ProgressCallback | None) -> list[CurvePoint]:
+        c, lengths, pending = self.config, self.inputs.train.lengths, []
         while self.step < limit and not self.diverged:
             epoch, done_in_epoch = divmod(self.step, self.per_epoch)
             batches = ordering.epoch_batches(lengths, c.batch_size, c.do_seed, epoch, c.group_by_length)
@@ -182,14 +217,7 @@ class Trial:
                     progress(self.step, self.total_steps, {"loss": self.last_loss, "best": self.state.best_value})
                 if self.step >= limit:
                     break
-        self.elapsed += time.perf_counter() - started
-        status = "diverged" if self.diverged else "complete" if self.finished else "stopped"
-        outcome = TrialOutcome(
-            status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
-            final_metrics=self.state.last_metrics if status != "diverged" else {},
-            best_metrics=self.state.best_metrics, best_step=self.state.best_step,
-            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed)
-        return outcome, pending
+        return pending
 
     def _train_step(self, indices: np.ndarray) -> list[CurvePoint]:
         """One optimizer step; sets `diverged` when the loss or the gradient norm is not finite."""
@@ -220,21 +248,22 @@ class Trial:
     def save_state(self, path: Path) -> None:
         """Everything a paused trial needs to continue bit-identically in another process."""
         torch.save({"trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
-                    "elapsed": self.elapsed, "state": self.state, "rng": torch.get_rng_state(),
+                    "elapsed": self.elapsed, "state": self.state, "rng": self.dropout_rng,
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict()}, path)
 
     def restore_state(self, path: Path) -> None:
-        """Continue a trial saved by `save_state`. The optimizer (and pretrained-WD anchor) are built from the
-        freshly constructed initial model first, exactly as at the trial's start, then overwritten."""
+        """Continue a trial saved by `save_state`, on a freshly constructed Trial of the same config: its
+        optimizer and pretrained-WD anchor were built from the initial model, as at the original start."""
+        if self.step != 0:
+            raise ValueError("restore_state needs a freshly constructed trial")
         saved = torch.load(path, weights_only=False)
         if saved["trial_key"] != self.config.trial_key():
             raise ValueError(f"{path} holds the state of another trial ({saved['trial_key']})")
-        self._start()
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
+        self.dropout_rng = saved["rng"]
         self.step, self.diverged, self.elapsed, self.state = (saved["step"], saved["diverged"], saved["elapsed"],
                                                               saved["state"])
 
@@ -247,13 +276,15 @@ def model_artifact_dir(store_path: Path, trial_id: int) -> Path:
     return store_path.parent / f"{store_path.stem}-models" / f"trial-{trial_id}"
 
 
-def resolve_init_from(init_from: str | None, store: Store) -> str | None:
-    """--init-from takes a trial id of this store (saved with --save-model) or a model folder."""
+def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | None:
+    """--init-from takes a trial id of the store (saved with --save-model) or a model folder."""
     if init_from is None or not init_from.isdigit():
         return init_from
-    folder = model_artifact_dir(store.path, int(init_from))
+    if store_path is None:
+        raise StoreError(f"--init-from {init_from} names a trial, which needs the store it is in")
+    folder = model_artifact_dir(store_path, int(init_from))
     if not (folder / "config.json").exists():
-        raise StoreError(f"--init-from {init_from}: trial {init_from} of {store.path} has no saved encoder "
+        raise StoreError(f"--init-from {init_from}: trial {init_from} of {store_path} has no saved encoder "
                          f"(run it with --save-model); looked in {folder}")
     return str(folder)
 
@@ -262,13 +293,13 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
                progress: ProgressCallback | None = None) -> tuple[int, TrialOutcome]:
     """Prepare, run and record one trial. Bad input raises before anything is stored; an error during
     training is recorded as a `failed` trial (with its partial curve) and re-raised."""
-    trial = Trial(config, options, init_path=resolve_init_from(config.init_from, store))
+    trial = Trial(config, options, store.path)
     trial_id = store.start_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
                                  study_id)
     try:
         outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
     except Exception as err:
-        failed = TrialOutcome(status="failed", steps_done=0, total_steps=trial.total_steps, metric=trial.task.metric,
+        failed = TrialOutcome(status="failed", steps_done=trial.step, total_steps=trial.total_steps, metric=trial.task.metric,
                               final_metrics={}, best_metrics={}, best_step=None,
                               baseline_metric=trial.baseline_metric, wall_seconds=0.0,
                               error=f"{type(err).__name__}: {err}")

@@ -95,3 +95,17 @@ def test_runs_lists_unfinished_trials(tmp_path):
     result = runner.invoke(app, ["runs", str(tmp_path / "r.db")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "running" in result.output and "0/?" in result.output
+
+
+def test_study_plan_lists_trials_and_cost(tiny_bert_dir, glue_dir, tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(f"tasks: [rte]\nrecipes: [devlin2019, mosbach2021]\nwi_seeds: 1-2\ndo_seeds: 1-3\n"
+                    f"model: {tiny_bert_dir}\nglue_dir: {glue_dir}\nmax_train: 100\nepochs: 2\n"
+                    f"early_stop: start=4,fraction=0.25,keep=2\n")
+    result = runner.invoke(app, ["study", "plan", str(spec), "--batch-size", "10"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "8 trials" in result.output  # early stopping starts 4 per task x recipe
+    assert "160 training steps" in result.output  # 8 trials x 2 epochs x 10 steps
+    assert "cost 5.00 full-trial units" in result.output  # 2 groups x (4 x 0.25 + 2 x 0.75)
+    bad = runner.invoke(app, ["study", "plan", str(spec), "--wi-seed", "3"])
+    assert bad.exit_code == 2 and "wi_seeds" in bad.output

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..early_stopping import EarlyStop
 from .expected import expected_max
 from .results import NotEnoughData, Results, dev_trajectory
 
@@ -90,7 +91,7 @@ def simulate_early_stopping(early: np.ndarray, final: np.ndarray, fractions: Seq
             best_so_far = np.maximum.accumulate(np.take_along_axis(final[picked], order, axis=1), axis=1)
             for p in range(1, most_kept + 1):
                 outcome = best_so_far[:, p - 1]
-                rows.append({"T": t, "F": float(fraction), "P": p, "cost": t * fraction + p * (1 - fraction),
+                rows.append({"T": t, "F": float(fraction), "P": p, "cost": EarlyStop(t, float(fraction), p).cost(),
                              "expected": outcome.mean(), "sd": outcome.std()})
     return pd.DataFrame(rows, columns=["T", "F", "P", "cost", "expected", "sd"])
 

@@ -59,22 +59,21 @@ def test_failed_finish_leaves_trial_running_without_partial_rows(tmp_path):
         assert store.latest_trial("key1", None)["status"] == "running"
 
 
-def test_unfinished_attempts_are_dropped_before_rerun(tmp_path):
+def test_record_trial_replaces_unfinished_attempts(tmp_path):
     with Store(tmp_path / "r.db") as store:
         study = store.study_id("s", {"tasks": ["rte"]})
         assert store.study_id("s", {"tasks": ["rte"]}) == study
         crashed = store.start_trial(CONFIG, "key1", dropout_seed=1, study_id=study)
         store.add_points(crashed, [CurvePoint(1, 0.1, "train", "loss", 0.9)])
-        stopped = store.start_trial(CONFIG, "key3", dropout_seed=1, study_id=study)
-        store.finish_trial(stopped, outcome(status="stopped", steps_done=3))
-        done = store.start_trial(CONFIG, "key2", dropout_seed=1, study_id=study)
-        store.finish_trial(done, outcome())
         outside = store.start_trial(CONFIG, "key1", dropout_seed=1)  # same trial, no study: not touched
-        assert store.delete_unfinished("key1", study) == 1
-        assert store.delete_unfinished("key2", study) == 0
-        assert store.delete_unfinished("key3", study) == 1
-        assert store.trials().id.tolist() == [done, outside]
-        assert len(store.curves()) == 0  # the crashed attempt's rows went with it
+        rerun = store.record_trial(CONFIG, "key1", 1, study, outcome(), [CurvePoint(2, 0.2, "dev", "accuracy", 0.6)])
+        stopped = store.record_trial(CONFIG, "key2", 1, study, outcome(status="stopped", steps_done=3), [])
+        assert store.latest_trial("key2", study)["id"] == stopped
+        done = store.record_trial(CONFIG, "key2", 1, study, outcome(), [])
+        assert store.trials().id.tolist() == [outside, rerun, done]
+        assert store.curves().trial_id.tolist() == [rerun]  # the crashed attempt's rows went with it
+        again = store.record_trial(CONFIG, "key1", 1, study, outcome(), [])  # finished attempts are kept
+        assert store.trials().id.tolist() == [outside, rerun, done, again]
 
 
 def test_terminal_status_required(tmp_path):

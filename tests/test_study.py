@@ -101,7 +101,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):
             if store_path.exists():
                 with Store(store_path) as store:
                     statuses = store.trials().status.tolist()
-                if statuses.count("complete") >= 2 and "running" in statuses:
+                if statuses.count("complete") >= 2:  # the third trial is training now
                     break
         os.killpg(process.pid, signal.SIGKILL)  # kill -9, mid-trial
         process.wait()
@@ -110,8 +110,8 @@ def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
     with Store(store_path) as store:
         before = store.trials()
-    assert "running" in before.status.tolist()  # killed mid-trial
-    survivors_before = before[before.status == "complete"].set_index("trial_key").id
+    assert set(before.status) == {"complete"} and len(before) < 6  # the trial in progress left no rows
+    survivors_before = before.set_index("trial_key").id
 
     spec = load_spec(spec_path, {})
     summary = run_study(store_path, spec, tmp_path)

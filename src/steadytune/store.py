@@ -143,13 +143,30 @@ class Store:
 
     # --- trials --------------------------------------------------------------------------------
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
+        """A trial about to train: status 'running' until finish_trial."""
         with self._transaction() as db:
-            return db.execute(
-                "INSERT INTO trials (study_id, trial_key, task, model, recipe, wi_seed, do_seed, dropout_seed,"
-                " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (study_id, trial_key, config["task"], config["model"], config.get("recipe"), config["wi_seed"],
-                 config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), time.time()),
-            ).lastrowid
+            return self._insert_trial(db, config, trial_key, dropout_seed, study_id)
+
+    def record_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None,
+                     outcome: TrialOutcome, points: Iterable[CurvePoint]) -> int:
+        """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
+        (interrupted, failed or stopped early), so a trial never appears twice."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS ? AND status IN ('running', 'failed',"
+                       " 'stopped')", (trial_key, study_id))
+            trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id)
+            self._finish(db, trial_id, outcome, points)
+        return trial_id
+
+    @staticmethod
+    def _insert_trial(db: sqlite3.Connection, config: dict, trial_key: str, dropout_seed: int,
+                      study_id: int | None) -> int:
+        return db.execute(
+            "INSERT INTO trials (study_id, trial_key, task, model, recipe, wi_seed, do_seed, dropout_seed,"
+            " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            (study_id, trial_key, config["task"], config["model"], config.get("recipe"), config["wi_seed"],
+             config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), time.time()),
+        ).lastrowid
 
     def add_points(self, trial_id: int, points: Iterable[CurvePoint]) -> None:
         with self._transaction() as db:
@@ -157,32 +174,28 @@ class Store:
 
     def finish_trial(self, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint] = ()) -> None:
         """Write the last curve rows and the terminal status atomically."""
+        with self._transaction() as db:
+            self._finish(db, trial_id, outcome, points)
+
+    def _finish(self, db: sqlite3.Connection, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint]) -> None:
         if outcome.status not in TERMINAL_STATUSES:
             raise ValueError(f"not a terminal status: {outcome.status}")
-        with self._transaction() as db:
-            self._insert_points(db, trial_id, points)
-            db.execute(
-                "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
-                " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
-                " best_metrics_json=?, error=? WHERE id=?",
-                (outcome.status, time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
-                 outcome.metric, outcome.final_metrics.get(outcome.metric), outcome.best_metrics.get(outcome.metric),
-                 outcome.best_step, outcome.baseline_metric, json.dumps(outcome.final_metrics),
-                 json.dumps(outcome.best_metrics), outcome.error, trial_id),
-            )
+        self._insert_points(db, trial_id, points)
+        db.execute(
+            "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
+            " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
+            " best_metrics_json=?, error=? WHERE id=?",
+            (outcome.status, time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
+             outcome.metric, outcome.final_metrics.get(outcome.metric), outcome.best_metrics.get(outcome.metric),
+             outcome.best_step, outcome.baseline_metric, json.dumps(outcome.final_metrics),
+             json.dumps(outcome.best_metrics), outcome.error, trial_id),
+        )
 
     @staticmethod
     def _insert_points(db: sqlite3.Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:
         db.executemany("INSERT OR REPLACE INTO curves (trial_id, step, epoch, split, metric, value)"
                        " VALUES (?, ?, ?, ?, ?, ?)",
                        ((trial_id, p.step, p.epoch, p.split, p.metric, p.value) for p in points))
-
-    def delete_unfinished(self, trial_key: str, study_id: int | None) -> int:
-        """Drop attempts of a trial that did not finish (interrupted, failed, or stopped early) before it runs
-        again from scratch, so a trial never appears twice."""
-        with self._transaction() as db:
-            return db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS ?"
-                              " AND status IN ('running', 'failed', 'stopped')", (trial_key, study_id)).rowcount
 
     def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
         """The newest attempt of a trial in a study (None: the trials run outside any study)."""

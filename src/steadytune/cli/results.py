@@ -6,6 +6,7 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich import box
 from rich.table import Table
 
 from ..config import ConfigError
@@ -20,19 +21,33 @@ def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
     """Table of the trials in a store: seeds, status, best and final dev metric, baseline, time."""
     with Store(store) as db:
         trials = db.trials()
-    table = Table(title=f"{store}: {len(trials)} trials")
-    left = ("task", "model", "recipe", "status", "metric")
-    for column in ("id", "study", "task", "model", "recipe", "wi", "do", "drop", "status", "steps", "metric", "best",
-                   "final", "baseline", "time"):
-        table.add_column(column, justify="left" if column in left else "right")
+    # Columns that are the same for every trial go in the title, so the table fits an 80-column terminal.
+    # Columns missing in every row are left out.
+    shared = {column: trials[column].unique() for column in ("study_id", "task", "model", "recipe", "metric")}
+    shared = {column.removesuffix("_id"): values[0] for column, values in shared.items() if len(values) == 1}
+    title = f"{store}: {len(trials)} trials" + "".join(
+        f", {column} {Path(value).name if column == 'model' else value}"
+        for column, value in shared.items() if not pd.isna(value))
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    columns = ["id", "study", "task", "model", "recipe", "wi/do/drop", "status", "steps", "metric", "best", "final",
+               "base", "time"]
+    for column in (c for c in columns if c not in shared):
+        table.add_column(column, justify="left" if column in ("task", "model", "recipe", "status", "metric")
+                         else "right")
     for row in trials.itertuples():
-        table.add_row(str(row.id), "-" if pd.isna(row.study_id) else str(int(row.study_id)), row.task,
-                      Path(row.model).name, row.recipe or "-", str(row.wi_seed), str(row.do_seed),
-                      str(row.dropout_seed), row.status, f"{0 if pd.isna(row.steps_done) else int(row.steps_done)}/{'?' if pd.isna(row.total_steps) else int(row.total_steps)}",
-                      row.metric or "-", fmt_metric(row.best_metric), fmt_metric(row.final_metric),
-                      fmt_metric(row.baseline_metric),
-                      "-" if pd.isna(row.wall_seconds) else f"{row.wall_seconds:.0f}s")
+        cells = {"id": str(row.id), "study": _count(row.study_id, "-"), "task": row.task,
+                 "model": Path(row.model).name, "recipe": "-" if pd.isna(row.recipe) else row.recipe,
+                 "wi/do/drop": f"{row.wi_seed}/{row.do_seed}/{row.dropout_seed}", "status": row.status,
+                 "steps": f"{_count(row.steps_done, '0')}/{_count(row.total_steps, '?')}", "metric": "-" if pd.isna(row.metric) else row.metric,
+                 "best": fmt_metric(row.best_metric), "final": fmt_metric(row.final_metric),
+                 "base": fmt_metric(row.baseline_metric),
+                 "time": "-" if pd.isna(row.wall_seconds) else f"{row.wall_seconds:.0f}s"}
+        table.add_row(*(cells[c] for c in columns if c not in shared))
     console.print(table)
+
+
+def _count(value, missing: str) -> str:
+    return missing if pd.isna(value) else str(int(value))
 
 
 @reports_user_errors

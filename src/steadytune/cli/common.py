@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import types
 import typing
 from pathlib import Path
@@ -18,7 +17,6 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from ..config import SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, load_config_file
 from ..recipes import recipe_overrides

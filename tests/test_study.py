@@ -180,3 +180,10 @@ def test_ray_on_a_local_cluster(spec_file, tmp_path):
         trials = store.trials()
         assert len(store.curves()) > 0
     assert set(trials.status) == {"complete"} and trials.trial_key.is_unique
+
+
+def test_save_model_is_refused_in_a_study(spec_file, tmp_path):
+    spec = load_spec(spec_file(), {})
+    with Store(tmp_path / "s.db") as store:
+        with pytest.raises(ConfigError, match="save-model"):
+            StudyRunner(spec, store, options(tmp_path).model_copy(update={"save_model": True}), Executor(workers=1))

@@ -32,9 +32,6 @@ class EarlyStop:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"--early-stop {text!r}: expected start=T,fraction=F,keep=P ({err})") from None
 
-    def stop_step(self, total_steps: int) -> int:
-        return cut_step(total_steps, self.fraction)
-
     def cost(self) -> float:
         """Compute in full-trial units."""
         return self.start * self.fraction + self.keep * (1 - self.fraction)

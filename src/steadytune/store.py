@@ -211,12 +211,6 @@ class Store:
                                " LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
 
-    def trial_config(self, trial_id: int) -> dict:
-        row = self._db.execute("SELECT config_json FROM trials WHERE id = ?", (trial_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"{self.path}: no trial with id {trial_id}")
-        return json.loads(row[0])
-
     # --- reading -------------------------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""

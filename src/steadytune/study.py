@@ -237,6 +237,8 @@ class StudyEvents:
 
 class StudyRunner:
     def __init__(self, spec: StudySpec, store: Store, options: RunOptions, executor: Executor):
+        if options.save_model:
+            raise ConfigError("--save-model applies to `steadytune train`; a study does not save encoders")
         self.spec, self.store, self.executor = spec, store, executor
         self.study_id = store.study_id(spec.study_name(), spec.model_dump(mode="json"))
         self.trials = expand(spec)
@@ -306,7 +308,7 @@ class StudyRunner:
         work, kept = [], set()
         for members in self._groups().values():
             rows = [self.store.latest_trial(t.config.trial_key(), self.study_id) for t in members]
-            scores = [self.store.dev_score_at(row["id"], stop.stop_step(row["total_steps"]))
+            scores = [self.store.dev_score_at(row["id"], cut_step(row["total_steps"], stop.fraction))
                       if row is not None and row["total_steps"] else None for row in rows]
             for index in survivors(scores, stop.keep):
                 trial, row = members[index], rows[index]

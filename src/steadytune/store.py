@@ -71,7 +71,7 @@ TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
 class CurvePoint:
     step: int
     epoch: float
-    split: str  # "train", "dev" or "test"
+    split: str  # "train", "dev", "test", or "diag" (diagnostics.py)
     metric: str
     value: float
 

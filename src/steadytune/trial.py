@@ -18,7 +18,9 @@ import torch
 from transformers import PreTrainedModel, get_scheduler
 
 from . import ordering
+from .checkpoints import checkpoint_dir, checkpoint_steps, save_checkpoint
 from .config import RunOptions, TrialConfig
+from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .encoding import EncodedDataset, collate
 from .inputs import TrialInputs, prepare_inputs
 from .llrd import parameter_groups
@@ -102,7 +104,7 @@ class Trial:
         self.task = self.inputs.task
         wi_generator = torch.Generator().manual_seed(config.wi_seed)
         source = resolve_init_from(config.init_from, store_path) or config.model
-        self.model = load_classifier(source, self.task, wi_generator)
+        self.model = load_classifier(source, self.task, wi_generator, config.from_scratch)
         if config.reinit_layers or config.reinit_pooler:
             reinit_top_layers(self.model, config.reinit_layers, config.reinit_pooler, wi_generator)
         if config.mixout > 0:
@@ -114,6 +116,12 @@ class Trial:
         self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
                                                 config.max_steps)
         self.eval_at = set(ordering.eval_steps(self.per_epoch, self.total_steps, config.evals_per_epoch))
+        self.checkpoint_at = set(checkpoint_steps(self.total_steps, options.save_checkpoints))
+        if self.checkpoint_at and store_path is None:
+            raise StoreError("--save-checkpoints keeps snapshots beside the store, so it needs one")
+        self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
+        self.diagnosed_parts = part_parameters(self.model) if options.log_grads_every else {}
+        self.pooler_probe = PoolerProbe(self.model)
         # Built now so that options the model cannot take (e.g. LLRD on ALBERT) fail before anything is stored.
         self._start()
 
@@ -202,6 +210,7 @@ class Trial:
 
     def _train_until(self, limit: int, flush: FlushCallback, progress: ProgressCallback | None) -> list[CurvePoint]:
         c, lengths, pending = self.config, self.inputs.train.lengths, []
+        self._checkpoint()
         while self.step < limit and not self.diverged:
             epoch, done_in_epoch = divmod(self.step, self.per_epoch)
             batches = ordering.epoch_batches(lengths, c.batch_size, c.do_seed, epoch, c.group_by_length)
@@ -209,6 +218,7 @@ class Trial:
                 pending += self._train_step(indices)
                 if self.diverged:
                     break
+                self._checkpoint()
                 if self.step in self.eval_at:
                     pending += self._evaluate_all(self.step)
                     flush(pending)
@@ -219,21 +229,34 @@ class Trial:
                     break
         return pending
 
+    def _checkpoint(self) -> None:
+        if self.step in self.checkpoint_at:
+            save_checkpoint(self.model, self.checkpoint_folder, self.step, self.config.trial_key())
+
     def _train_step(self, indices: np.ndarray) -> list[CurvePoint]:
         """One optimizer step; sets `diverged` when the loss or the gradient norm is not finite."""
         c = self.config
+        every = self.options.log_grads_every
+        diagnose = every > 0 and self.step % every == 0  # steps 1, K+1, 2K+1, ...: the first step is always seen
+        self.pooler_probe.armed = diagnose
         batch = {k: v.to(self.device)
                  for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
-        loss = self.model(**batch).loss
-        self.last_loss = loss.item()
+        out = self.model(**batch)
+        self.last_loss = out.loss.item()
         self.step += 1
         epoch = self.step / self.per_epoch
         if not math.isfinite(self.last_loss):
             self.diverged = True
             return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss)]
-        loss.backward()
+        out.loss.backward()
+        diagnostics = gradient_norms(self.diagnosed_parts) if diagnose else {}
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
+        if diagnose:
+            clipped = [p.grad for p in self.model.parameters() if p.grad is not None]
+            diagnostics.update({"grad.total": grad_norm, "grad.total_clipped": torch.nn.utils.get_total_norm(clipped).item(),
+                                **self.pooler_probe.saturation(),
+                                **prediction_summary(out.logits, self.task.is_regression)})
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         if self.pretrained_wd is not None:
@@ -243,7 +266,8 @@ class Trial:
         self.diverged = not math.isfinite(grad_norm)
         return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss),
                 CurvePoint(self.step, epoch, "train", "grad_norm", grad_norm),
-                CurvePoint(self.step, epoch, "train", "lr", lr)]
+                CurvePoint(self.step, epoch, "train", "lr", lr),
+                *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in diagnostics.items())]
 
     def save_state(self, path: Path) -> None:
         """Everything a paused trial needs to continue bit-identically in another process."""

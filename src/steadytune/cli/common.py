@@ -14,11 +14,12 @@ from typing import Annotated, Any, Optional
 
 import pandas as pd
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, load_config_file
+from ..config import (SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, format_validation_error,
+                      load_config_file)
 from ..recipes import recipe_overrides
 
 console = Console()
@@ -97,6 +98,13 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> TrialConf
     file_values = load_config_file(config_file) if config_file else {}
     recipe = flags.get("recipe") or file_values.get("recipe")
     return build_config(recipe_overrides(recipe) if recipe else {}, file_values, flags)
+
+
+def resolve_run_options(run_flags: dict[str, Any]) -> RunOptions:
+    try:
+        return RunOptions(**{k: v for k, v in run_flags.items() if v is not None})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def training_progress() -> Progress:

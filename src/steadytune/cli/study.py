@@ -9,12 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..config import RunOptions
 from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, expand, load_spec
-from .common import console, err_console, fmt_metric, reports_user_errors, with_config_flags
+from .common import console, err_console, fmt_metric, reports_user_errors, resolve_run_options, with_config_flags
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
 
@@ -107,7 +106,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Run a study; re-running the same command resumes it (finished trials are skipped)."""
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
-    options = RunOptions(**{k: v for k, v in run_flags.items() if v is not None})
+    options = resolve_run_options(run_flags)
     executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial)
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)

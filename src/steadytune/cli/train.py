@@ -7,10 +7,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..config import RunOptions
 from ..store import Store, TrialOutcome
 from ..trial import run_stored
-from .common import console, fmt_metric, reports_user_errors, resolve_config, training_progress, with_config_flags
+from .common import (console, fmt_metric, reports_user_errors, resolve_config, resolve_run_options, training_progress,
+                     with_config_flags)
 
 
 @reports_user_errors
@@ -23,7 +23,7 @@ def train(
 ) -> None:
     """Run one fine-tuning trial and record it (config, seeds, curves, metrics) in the store."""
     trial_config = resolve_config(flags, config)
-    options = RunOptions(**{k: v for k, v in run_flags.items() if v is not None})
+    options = resolve_run_options(run_flags)
     with Store(store) as db, training_progress() as bar:
         task_id = bar.add_task(f"{trial_config.task} {Path(trial_config.model).name}", total=None,
                                loss=float("nan"), best="-")

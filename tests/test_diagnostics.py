@@ -124,3 +124,58 @@ def test_from_scratch_draws_every_weight_from_the_wi_seed(tiny_trial_config, opt
     assert not torch.equal(weights[0], dict(pretrained.named_parameters())[name])
     assert weights[0].std().item() == pytest.approx(pretrained.config.initializer_range, rel=0.1)
     assert tiny_trial_config(from_scratch=True).trial_key() != tiny_trial_config().trial_key()
+
+
+def _synthetic_results(lower_scale_failed: float):
+    """Two RTE runs with diagnostics: one ok, one failed whose lower layers' gradients fall by `lower_scale_failed`."""
+    import pandas as pd
+
+    from steadytune.analysis import build_results
+
+    trials = pd.DataFrame({"id": [1, 2], "task": "rte", "recipe": None, "status": "complete", "wi_seed": [1, 2],
+                           "do_seed": 1, "metric": "accuracy", "final_metric": [0.70, 0.47], "best_metric": [0.70, 0.5],
+                           "baseline_metric": 0.5271, "total_steps": 100})
+    rows = []
+    for trial_id, drop in ((1, 1.0), (2, lower_scale_failed)):
+        for step in range(1, 101, 10):
+            fall = drop ** min(1.0, step / 20)  # reaches the full drop by step 20
+            for part, base in (("embeddings", 0.1), ("layer_1", 0.1), ("layer_2", 0.2), ("layer_3", 0.3), ("head", 1.0)):
+                lower = part in ("embeddings", "layer_1")
+                rows.append((trial_id, step, step / 100, "diag", f"grad.{part}", base / fall if lower else base))
+            rows.append((trial_id, step, step / 100, "diag", "pred_top_share", 1.0 if trial_id == 2 else 0.6))
+            rows.append((trial_id, step, step / 100, "train", "loss", 0.69 if trial_id == 2 else 0.69 - step / 200))
+        rows.append((trial_id, 100, 1.0, "dev", "accuracy", 0.70 if trial_id == 1 else 0.47))
+    curves = pd.DataFrame(rows, columns=["trial_id", "step", "epoch", "split", "metric", "value"])
+    return build_results(trials, curves)
+
+
+def test_diagnosis_flags_vanishing_lower_layer_gradients_and_class_collapse():
+    from steadytune.analysis.gradients import diagnosis, lower_parts
+
+    assert lower_parts(["embeddings", "layer_1", "layer_2", "layer_3", "head"]) == ["embeddings", "layer_1"]
+    table = diagnosis(_synthetic_results(1000.0)).set_index("id")
+    assert table.loc[2, "collapse_ratio"] == pytest.approx(1000.0 ** (19 / 20), rel=1e-6)  # from step 1 to the floor
+    assert bool(table.loc[2, "vanishing"]) and not bool(table.loc[1, "vanishing"])
+    assert table.loc[2, "kind"] == "optimization" and table.loc[1, "kind"] == "ok"
+    assert bool(table.loc[2, "class_collapse"]) and not bool(table.loc[1, "class_collapse"])
+    mild = diagnosis(_synthetic_results(10.0)).set_index("id")
+    assert not bool(mild.loc[2, "vanishing"])  # a 10x dip is not "orders of magnitude" at the default factor 100
+
+
+def test_diagnose_command_prints_and_plots(tiny_trial_config, options, tmp_path):
+    from typer.testing import CliRunner
+
+    from steadytune.cli import app
+
+    store_path = tmp_path / "runs.db"
+    with Store(store_path) as store:
+        trial_id, _ = run_stored(tiny_trial_config(max_train=48), options.model_copy(update={"log_grads_every": 2}), store)
+    runner = CliRunner()
+    result = runner.invoke(app, ["diagnose", str(store_path), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "runs failed" in result.output and (tmp_path / "d" / "gradient-norms.png").stat().st_size > 0
+    result = runner.invoke(app, ["diagnose", str(store_path), str(trial_id), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / f"trial-{trial_id}.png").stat().st_size > 0
+    result = runner.invoke(app, ["diagnose", str(store_path), "99"])
+    assert result.exit_code == 2 and "no complete or diverged trial 99" in result.output

@@ -30,6 +30,10 @@ class EncodedDataset:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def select(self, indices: Sequence[int]) -> EncodedDataset:
+        types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
+        return EncodedDataset([self.input_ids[i] for i in indices], types, self.labels[np.asarray(indices, dtype=np.int64)])
+
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """sha256 identifying everything about a tokenizer that changes its output."""

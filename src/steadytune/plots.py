@@ -186,3 +186,59 @@ def power_figure(power: pd.DataFrame, target: float = 0.8) -> Figure:
         axis.legend(fontsize="small")
     figure.suptitle("How many seeds would the comparison need?")
     return figure
+
+
+def _depth_colours(parts: list[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return {part: cmap(k / max(1, len(parts) - 1)) for k, part in enumerate(parts)}
+
+
+def gradient_norms_figure(grads: pd.DataFrame, failed_ids: set[int], parts: list[str]) -> Figure:
+    """Per-layer gradient norm before clipping over steps (median over trials, log scale), failed vs successful."""
+    colours = _depth_colours(parts)
+    groups = {"failed runs": grads[grads["trial_id"].isin(failed_ids)],
+              "successful runs": grads[~grads["trial_id"].isin(failed_ids)]}
+    figure, axes = _panels(2, columns=2, sharey=True)
+    for axis, (title, frame) in zip(axes, groups.items()):
+        runs = frame["trial_id"].nunique()
+        for part in parts:
+            median = frame[frame["part"] == part].groupby("step")["value"].median()
+            if len(median):
+                axis.plot(median.index, median.to_numpy(), color=colours[part], label=part, linewidth=1.2)
+        axis.set_yscale("log")
+        axis.set(title=f"{title} ({runs})", xlabel="step", ylabel="gradient L2 norm before clipping (median)")
+        axis.grid(alpha=0.3)
+    drawn = [axis for axis in axes if axis.get_lines()]
+    if drawn:
+        drawn[0].legend(fontsize="x-small", ncol=2)
+    figure.suptitle("gradient norm per layer: vanishing lower-layer gradients mark optimization failures")
+    return figure
+
+
+def trial_diagnostics_figure(curves: pd.DataFrame, parts: list[str], title: str) -> Figure:
+    """One trial: per-layer gradient norms, total norm before/after clipping, loss with saturation and collapse."""
+    diag = curves[curves["split"] == "diag"]
+    colours = _depth_colours(parts)
+    figure, axes = _panels(3, columns=3)
+    for part in parts:
+        values = diag[diag["metric"] == f"grad.{part}"]
+        axes[0].plot(values["step"], values["value"], color=colours[part], label=part, linewidth=1.1)
+    for metric, label in (("grad.total", "before clipping"), ("grad.total_clipped", "after clipping")):
+        values = diag[diag["metric"] == metric]
+        axes[1].plot(values["step"], values["value"], label=label)
+    loss = curves[(curves["split"] == "train") & (curves["metric"] == "loss")]
+    axes[2].plot(loss["step"], loss["value"], color="grey", linewidth=0.6, label="training loss")
+    for metric, label in (("pooler_saturation", "pooler tanh |a| ≥ 0.99"), ("pred_top_share", "top-class share")):
+        values = diag[diag["metric"] == metric]
+        if len(values):
+            axes[2].plot(values["step"], values["value"], label=label)
+    axes[0].set(yscale="log", title="per-layer gradient norm", xlabel="step")
+    axes[1].set(yscale="log", title="total gradient norm", xlabel="step")
+    axes[2].set(title="loss, saturation, class collapse", xlabel="step")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="x-small")
+    figure.suptitle(title)
+    return figure

@@ -62,6 +62,23 @@ CREATE TABLE IF NOT EXISTS curves (
     value REAL,
     PRIMARY KEY (trial_id, split, metric, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS landscapes (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS landscape_cells (
+    landscape_id INTEGER NOT NULL REFERENCES landscapes(id) ON DELETE CASCADE,
+    i INTEGER NOT NULL,
+    j INTEGER NOT NULL,
+    a REAL NOT NULL,
+    b REAL NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (landscape_id, i, j, name)
+) WITHOUT ROWID;
 """
 
 TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
@@ -210,6 +227,38 @@ class Store:
                                " AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ? ORDER BY c.step DESC"
                                " LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
+
+    def trial_config(self, trial_id: int) -> tuple[dict, str, str]:
+        """A trial's resolved config, trial key and status."""
+        row = self._db.execute("SELECT config_json, trial_key, status FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} has no trial {trial_id}")
+        return json.loads(row[0]), row[1], row[2]
+
+    # --- landscapes ----------------------------------------------------------------------------
+    def landscape(self, key: str, kind: str, spec: dict) -> int:
+        """The id of the landscape with this key, created on first use."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)",
+                       (key, kind, json.dumps(spec, sort_keys=True), time.time()))
+            return db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()[0]
+
+    def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((landscape_id, i, j, a, b, name, value) for i, j, a, b, values in cells
+                            for name, value in values.items()))
+
+    def landscape_cells(self, landscape_id: int) -> pd.DataFrame:
+        """One row per finished cell: i, j, a, b and one column per stored value."""
+        frame = pd.read_sql_query("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
+                                  self._db, params=(landscape_id,))
+        if frame.empty:
+            return pd.DataFrame(columns=["i", "j", "a", "b"])
+        wide = frame.pivot_table(index=["i", "j", "a", "b"], columns="name", values="value").reset_index()
+        wide.columns.name = None
+        return wide.sort_values(["j", "i"]).reset_index(drop=True)
 
     # --- reading -------------------------------------------------------------------------------
     def trials(self) -> pd.DataFrame:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import typer
 
+from .diagnose import diagnose
+from .landscape import landscape_app
 from .recipes import recipes
 from .report import report
 from .results import export, runs
@@ -17,3 +19,5 @@ app.command()(export)
 app.command()(recipes)
 app.add_typer(study_app, name="study")
 app.command()(report)
+app.command()(diagnose)
+app.add_typer(landscape_app, name="landscape")

@@ -30,11 +30,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by input, reported as one line instead of a traceback."""
     from ..analysis import AnalysisError
     from ..architecture import UnsupportedArchitecture
+    from ..checkpoints import CheckpointError
     from ..data import DataError
+    from ..landscape.evaluation import LandscapeError
     from ..models import ModelError
     from ..store import StoreError
 
-    return AnalysisError, ConfigError, DataError, ModelError, StoreError, UnsupportedArchitecture
+    return (AnalysisError, CheckpointError, ConfigError, DataError, LandscapeError, ModelError, StoreError,
+            UnsupportedArchitecture)
 
 
 def reports_user_errors(command):

@@ -1,0 +1,93 @@
+"""Loss and metric of many parameter vectors on fixed data subsets, without rebuilding the model.
+
+One model skeleton is kept; each parameter vector is swapped in through `torch.func.functional_call`,
+and several vectors can go through one forward pass with `torch.func.vmap` (larger matrix products;
+memory grows with the number of points). Batches are collated once, sorted by length, and reused for
+every point, so only the forward passes cost. The loss is the model's own (mean cross-entropy, or MSE for
+regression) averaged over examples, computed exactly as Hugging Face's heads do, so a point equal to a
+model's parameters gives that model's evaluation loss bit for bit (with one point per pass).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ..encoding import EncodedDataset, collate
+from ..metrics import compute_metrics
+from ..tasks import TaskSpec
+from .directions import Params
+
+
+class LandscapeError(ValueError):
+    """A landscape that cannot be computed from what was asked (missing parameters, missing runs)."""
+
+
+def fixed_subset(data: EncodedDataset, size: int | None, seed: int) -> EncodedDataset:
+    """`size` examples drawn once with `seed` (all of them when `size` is None or not smaller)."""
+    if size is None or size >= len(data):
+        return data
+    return data.select(np.sort(np.random.default_rng(seed).choice(len(data), size, replace=False)))
+
+
+class LandscapeEvaluator:
+    def __init__(self, model: nn.Module, task: TaskSpec, splits: dict[str, EncodedDataset], pad_token_id: int,
+                 batch_size: int, device: torch.device, points_per_pass: int = 1):
+        self.model, self.task, self.device = model.to(device).eval(), task, device
+        self.points_per_pass = points_per_pass
+        self.names = [name for name, _ in model.named_parameters()]
+        self.data, self.splits = splits, {}
+        for split, data in splits.items():
+            order = np.argsort(data.lengths, kind="stable")
+            batches = [{k: v.to(device) for k, v in collate(data, order[s:s + batch_size], pad_token_id,
+                                                             task.is_regression).items()}
+                       for s in range(0, len(data), batch_size)]
+            self.splits[split] = (batches, data.labels[order])
+
+    def check(self, params: Params, where: str) -> None:
+        """Refuse a parameter set that does not fit the skeleton (e.g. a checkpoint of another architecture)."""
+        missing = sorted(set(self.names) - set(params))
+        if missing:
+            raise LandscapeError(f"{where} lacks parameters of the model ({', '.join(missing[:3])}, ...)")
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.task.is_regression:
+            return F.mse_loss(logits.squeeze(), labels.squeeze())
+        return F.cross_entropy(logits.view(-1, self.task.num_labels), labels.view(-1))
+
+    @torch.inference_mode()
+    def _logits(self, points: list[Params], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if len(points) == 1:
+            return functional_call(self.model, points[0], kwargs=inputs).logits[None]
+        stacked = {n: torch.stack([p[n] for p in points]) for n in self.names}
+        with warnings.catch_warnings():
+            # vmap falls back to a loop over points for the fused attention kernel; it says so on every call.
+            warnings.filterwarnings("ignore", message=".*have not yet implemented the batching rule")
+            return vmap(lambda params: functional_call(self.model, params, kwargs=inputs).logits)(stacked)
+
+    def __call__(self, points: list[Params]) -> list[dict[str, float]]:
+        """Per point: `<split>_loss`, `<split>_metric` (the task's primary metric) and `<split>_error` (1 - metric)."""
+        step = self.points_per_pass
+        return [result for start in range(0, len(points), step) for result in self._evaluate(points[start:start + step])]
+
+    def _evaluate(self, points: list[Params]) -> list[dict[str, float]]:
+        points = [{n: p[n].to(self.device) for n in self.names} for p in points]
+        results = [{} for _ in points]
+        for split, (batches, labels) in self.splits.items():
+            losses, outputs = np.zeros(len(points)), []
+            for batch in batches:
+                logits = self._logits(points, batch).float()
+                for k in range(len(points)):
+                    losses[k] += self._loss(logits[k], batch["labels"]).item() * len(batch["labels"])
+                outputs.append(logits.squeeze(-1) if self.task.is_regression else logits.argmax(-1))
+            predictions = torch.cat(outputs, dim=1).cpu().numpy()
+            for k, result in enumerate(results):
+                metric = compute_metrics(self.task, predictions[k], labels)[self.task.metric]
+                result.update({f"{split}_loss": losses[k] / len(labels), f"{split}_metric": metric,
+                               f"{split}_error": 1.0 - metric})
+        return results

@@ -1,0 +1,44 @@
+"""Layer groups (Hao et al.): the transformer layers split into low / middle / high thirds.
+
+Rolling a group back puts its parameters at their starting (pretrained) values while the rest stays
+fine-tuned; moving a group interpolates it alone between its starting and fine-tuned values.
+"""
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from ..architecture import encoder_layout
+from .directions import Params, interpolate
+
+THIRDS = ("low", "middle", "high")
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Parameter names of: embeddings, low, middle, high (thirds of the layers, bottom to top), top (pooler, head)."""
+    layout = encoder_layout(model)
+    thirds = np.array_split(np.arange(len(layout.layer_prefixes)), 3)
+    prefixes = {"embeddings": (layout.embeddings_prefix, *layout.extra_embedding_prefixes)}
+    prefixes.update({name: tuple(layout.layer_prefixes[i] for i in idx) for name, idx in zip(THIRDS, thirds)})
+    prefixes["top"] = (layout.head_prefix,) + ((layout.pooler_prefix,) if layout.pooler_prefix else ())
+    groups: dict[str, list[str]] = {name: [] for name in prefixes}
+    for name, _ in model.named_parameters():
+        group = next(g for g, starts in prefixes.items() if starts and name.startswith(starts))
+        groups[group].append(name)
+    return groups
+
+
+def group_layers(model: nn.Module) -> dict[str, str]:
+    """Which transformer layers (1-based, bottom to top) each third holds, for tables."""
+    count = len(encoder_layout(model).layer_prefixes)
+    return {name: ", ".join(str(i + 1) for i in idx) for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3))}
+
+
+def move_group(end: Params, start: Params, names: list[str], a: float) -> Params:
+    """`end` with only the named parameters at start + a (end - start).
+
+    a = 0 rolls the group back to its start values and a = 1 is `end`, both exactly.
+    """
+    chosen = set(names)
+    moved = interpolate({n: start[n] for n in chosen}, {n: end[n] for n in chosen}, a)
+    return {n: moved.get(n, t) for n, t in end.items()}

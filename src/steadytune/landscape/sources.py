@@ -1,0 +1,81 @@
+"""Where a landscape's parameters and data come from: a stored trial's snapshots and its own data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint
+from ..config import RunOptions, TrialConfig
+from ..inputs import prepare_inputs
+from ..models import load_classifier, load_tokenizer
+from ..store import Store
+from ..trial import configure_torch, pick_device
+from .directions import Params
+from .evaluation import LandscapeEvaluator, fixed_subset
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a landscape is evaluated; the subsets are part of what it shows, the rest only of how fast."""
+
+    train_examples: int | None = 256
+    dev_examples: int | None = 256
+    subset_seed: int = 0
+    batch_size: int = 128
+    points_per_pass: int = 1
+    options: RunOptions = field(default_factory=RunOptions)
+
+    def spec(self) -> dict:
+        return {"train_examples": self.train_examples, "dev_examples": self.dev_examples,
+                "subset_seed": self.subset_seed}
+
+
+@dataclass(frozen=True)
+class TrialSnapshots:
+    trial_id: int
+    config: TrialConfig
+    key: str
+    steps: dict[int, Path]
+
+    @classmethod
+    def load(cls, store: Store, trial_id: int) -> TrialSnapshots:
+        config, key, status = store.trial_config(trial_id)
+        if status != "complete":
+            raise CheckpointError(f"trial {trial_id} is {status}: a landscape needs the end of a complete run")
+        steps = list_checkpoints(checkpoint_dir(store.path, key))
+        if 0 not in steps or len(steps) < 2:
+            raise CheckpointError(f"trial {trial_id} has no snapshots of its start and end (looked in "
+                                  f"{checkpoint_dir(store.path, key)}); train it with --save-checkpoints K (K >= 2)")
+        return cls(trial_id, TrialConfig(**config), key, steps)
+
+    @property
+    def last_step(self) -> int:
+        return max(self.steps)
+
+    def params(self, step: int) -> Params:
+        return load_checkpoint(self.steps[step])
+
+    def start(self) -> Params:
+        return self.params(0)
+
+    def end(self) -> Params:
+        return self.params(self.last_step)
+
+    def label(self) -> str:
+        kind = "from scratch" if self.config.from_scratch else "pretrained"
+        return f"trial {self.trial_id}: {self.config.task}, {kind}"
+
+
+def build_evaluator(config: TrialConfig, settings: EvaluationSettings) -> LandscapeEvaluator:
+    """The trial's training subset and dev set (fixed subsets of them), and an architecture skeleton."""
+    configure_torch(settings.options)
+    tokenizer = load_tokenizer(config.model)
+    inputs = prepare_inputs(config, tokenizer, settings.options.cache_dir)
+    # Every parameter is replaced per point, so the skeleton's own weights never matter: no need to load them.
+    skeleton = load_classifier(config.model, inputs.task, torch.Generator().manual_seed(0), from_scratch=True)
+    splits = {"train": fixed_subset(inputs.train, settings.train_examples, settings.subset_seed),
+              "dev": fixed_subset(inputs.dev, settings.dev_examples, settings.subset_seed)}
+    return LandscapeEvaluator(skeleton, inputs.task, splits, tokenizer.pad_token_id or 0, settings.batch_size,
+                              pick_device(settings.options.device), settings.points_per_pass)

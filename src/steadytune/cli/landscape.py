@@ -32,7 +32,7 @@ TrainExamples = Annotated[int, typer.Option(min=1, help="Fixed subset of the tri
 DevExamples = Annotated[int, typer.Option(min=1, help="Fixed subset of the trial's dev set (all of it if larger).",
                                           rich_help_panel="Evaluation")]
 SubsetSeed = Annotated[int, typer.Option(help="Seed of the subsets' draw.", rich_help_panel="Evaluation")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass.", rich_help_panel="Evaluation")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass (sorted by length, so small batches pad little).", rich_help_panel="Evaluation")]
 PointsPerPass = Annotated[int, typer.Option(min=1, help="Parameter points evaluated in one vmapped forward pass "
                                             "(bigger matrix products; memory grows with it).",
                                             rich_help_panel="Evaluation")]
@@ -75,7 +75,7 @@ def _save(figure, path: Path) -> None:
 def line_command(store: StoreArg, trials: Trials, bounds: Range = (-0.5, 1.5),
                  points: Annotated[int, typer.Option(min=2, help="Points along the line.")] = 21,
                  out: Out = Path("landscape"), train_examples: TrainExamples = 256, dev_examples: DevExamples = 256,
-                 subset_seed: SubsetSeed = 0, batch_size: BatchSize = 128, points_per_pass: PointsPerPass = 1,
+                 subset_seed: SubsetSeed = 0, batch_size: BatchSize = 32, points_per_pass: PointsPerPass = 1,
                  device: Device = "auto", threads: Threads = None) -> None:
     """1-D: loss and dev metric along θ0 + a(θ1 − θ0), from each trial's start to its end (Hao et al.)."""
     settings = _settings(train_examples, dev_examples, subset_seed, batch_size, points_per_pass, device, threads)
@@ -104,7 +104,7 @@ def surface_command(store: StoreArg, trials: Trials,
                     bounds: Range = (-0.5, 1.5),
                     grid: Annotated[int, typer.Option(min=2, help="Grid points per axis (grid x grid cells).")] = 21,
                     out: Out = Path("landscape"), train_examples: TrainExamples = 256,
-                    dev_examples: DevExamples = 256, subset_seed: SubsetSeed = 0, batch_size: BatchSize = 128,
+                    dev_examples: DevExamples = 256, subset_seed: SubsetSeed = 0, batch_size: BatchSize = 32,
                     points_per_pass: PointsPerPass = 1, device: Device = "auto", threads: Threads = None) -> None:
     """2-D: training-loss and dev-error surfaces L(θ0 + a d1 + b d2), the trajectory projected on the plane."""
     others = other or []
@@ -137,7 +137,7 @@ def surface_command(store: StoreArg, trials: Trials,
 def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="Trial id.")],
                    points: Annotated[int, typer.Option(min=2, help="Points from 0 (rolled back) to 1 (fine-tuned).")] = 11,
                    out: Out = Path("landscape"), train_examples: TrainExamples = 256,
-                   dev_examples: DevExamples = 256, subset_seed: SubsetSeed = 0, batch_size: BatchSize = 128,
+                   dev_examples: DevExamples = 256, subset_seed: SubsetSeed = 0, batch_size: BatchSize = 32,
                    points_per_pass: PointsPerPass = 1, device: Device = "auto", threads: Threads = None) -> None:
     """Layer groups (Hao et al.): roll low / middle / high thirds back to their start, and move each alone."""
     settings = _settings(train_examples, dev_examples, subset_seed, batch_size, points_per_pass, device, threads)

@@ -23,7 +23,7 @@ class EvaluationSettings:
     train_examples: int | None = 256
     dev_examples: int | None = 256
     subset_seed: int = 0
-    batch_size: int = 128
+    batch_size: int = 32
     points_per_pass: int = 1
     options: RunOptions = field(default_factory=RunOptions)
 

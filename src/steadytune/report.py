@@ -24,6 +24,7 @@ from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, anova
                        early_final_correlation, expected_max_curves, expected_max_table, failure_kind_counts,
                        failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
                        seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
+from .analysis.gradients import diagnosis, gradient_norms, part_order
 from .analysis.variance import SEED_KINDS
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
@@ -166,6 +167,18 @@ def failures_section(results: Results) -> Section:
         section.blocks.append(Plot("loss-vs-dev", plots.loss_vs_dev_figure(kinds), "Training loss vs dev score"))
     else:
         section.blocks.append("Not available: no training-loss curves recorded.")
+    grads = gradient_norms(results.curves)
+    if grads.empty:
+        section.blocks.append("Gradient diagnostics: not recorded (train with --log-grads-every K).")
+        return section
+    table = diagnosis(results)
+    flagged = table.assign(vanishing=table["vanishing"] == True)  # noqa: E712 (NaN: no diagnostics)
+    counts = flagged.groupby(["task", "arm", "kind"]).agg(runs=("id", "size"), vanishing=("vanishing", "sum"),
+                                                          class_collapse=("class_collapse", "sum")).reset_index()
+    section.blocks.append(Table(counts, "Vanishing lower-layer gradients (norm down >= 100x in the first 30% of "
+                                        "training) and class collapse, by kind of run"))
+    section.blocks.append(Plot("gradient-norms", plots.gradient_norms_figure(
+        grads, set(table.loc[table["kind"] != "ok", "id"]), part_order(grads["part"])), "Gradient norm per layer"))
     return section
 
 

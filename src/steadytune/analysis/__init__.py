@@ -4,6 +4,7 @@ results  -- loading, result selection, arms, per-trial scores at Dodge et al.'s 
 expected -- expected validation performance E[max of n runs]
 variance -- WI x DO grids, two-way ANOVA, per-seed means, seed transfer across tasks
 failures -- failed runs and Mosbach et al.'s optimization vs generalization split
+gradients -- vanishing lower-layer gradients and class collapse, from the training diagnostics
 early    -- early-vs-final correlation and the early-stopping planner
 compare  -- Table 1, Levene, permutation/bootstrap/ASO comparisons, seeds needed
 """

@@ -132,7 +132,7 @@ def test_rolling_back_every_group_gives_the_start_model(trained, options):
     curves, table = layer_curves(store, this, np.array([0.0, 0.5, 1.0]), _settings(options))
     table = table.set_index("group")
     assert table.loc["all", "train_loss"] == _model_loss(evaluator, start, "train")
-    assert table.loc["none (fine-tuned)", "train_loss"] == _model_loss(evaluator, end, "train")
+    assert table.loc["none", "train_loss"] == _model_loss(evaluator, end, "train")
     at_one = curves[curves["a"] == 1.0]
     assert at_one["train_loss"].nunique() == 1  # every group at a = 1 is the fine-tuned model
 
@@ -184,8 +184,8 @@ def test_landscape_commands_write_figures_and_tables(trained, tmp_path):
     common = [str(store.path), "--out", str(out), "--train-examples", "8", "--dev-examples", "8", "--device", "cpu"]
     result = runner.invoke(app, ["landscape", "line", *common, str(first), str(second), "--points", "3"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["landscape", "surface", *common, str(first), "--other", str(second), "--grid", "3",
-                                 "--range", "-0.5", "1.5"])
+    result = runner.invoke(app, ["landscape", "surface", *common, str(first), str(second), "--other",
+                                 f"{second},{first}", "--grid", "3", "--range", "-0.5", "1.5"])
     assert result.exit_code == 0, result.output
     assert "off the plane" in result.output
     result = runner.invoke(app, ["landscape", "layers", *common, str(first), "--points", "2"])
@@ -198,3 +198,5 @@ def test_landscape_commands_write_figures_and_tables(trained, tmp_path):
     assert result.exit_code == 2 and "--save-checkpoints" in result.output
     result = runner.invoke(app, ["landscape", "surface", *common, str(first)])
     assert result.exit_code == 2 and "--other" in result.output
+    result = runner.invoke(app, ["landscape", "surface", *common, str(first), str(second), "--other", f"{second},x"])
+    assert result.exit_code == 2 and "--other takes trial ids" in result.output

@@ -98,8 +98,9 @@ def surface_command(store: StoreArg, trials: Trials,
                         help="hao: d1 = end − start, d2 = a run on another task (--other) − start, scaled to d1's "
                         "norm. mosbach: d1 = this (failed) run − pretrained, d2 = a successful run (--other) − "
                         "pretrained. random: two filter-normalized Gaussian directions around the end (Li et al.).")] = "hao",
-                    other: Annotated[Optional[list[int]], typer.Option(
-                        help="The second run for each trial, in the same order (hao, mosbach).")] = None,
+                    other: Annotated[Optional[list[str]], typer.Option(
+                        help="The second run for each trial, in the same order (hao, mosbach): '--other 2,4' or "
+                        "'--other 2 --other 4'.")] = None,
                     seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
                     bounds: Range = (-0.5, 1.5),
                     grid: Annotated[int, typer.Option(min=2, help="Grid points per axis (grid x grid cells).")] = 21,
@@ -107,10 +108,10 @@ def surface_command(store: StoreArg, trials: Trials,
                     dev_examples: DevExamples = 256, subset_seed: SubsetSeed = 0, batch_size: BatchSize = 32,
                     points_per_pass: PointsPerPass = 1, device: Device = "auto", threads: Threads = None) -> None:
     """2-D: training-loss and dev-error surfaces L(θ0 + a d1 + b d2), the trajectory projected on the plane."""
-    others = other or []
+    others = _trial_ids(other or [])
     if directions != "random" and len(others) != len(trials):
-        raise ConfigError(f"--directions {directions} needs one --other trial per trial ({len(trials)} given, "
-                          f"{len(others)} --other)")
+        raise ConfigError(f"--directions {directions} needs one --other trial per trial, in the same order "
+                          f"({len(trials)} trials, {len(others)} --other; write --other 2,4 for two)")
     settings = _settings(train_examples, dev_examples, subset_seed, batch_size, points_per_pass, device, threads)
     values = _coefficients(bounds, grid)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="T
     curves.to_csv(out / f"layers-trial-{trial}.csv", index=False)
     table.to_csv(out / f"rollback-trial-{trial}.csv", index=False)
     metric = _metric_name(snapshots)
-    shown = Table(title=f"{snapshots.label()}: roll one group back to its start values")
+    shown = Table(title=f"{snapshots.label()}: one group rolled back to its start values (none = fine-tuned)")
     for column in ("group rolled back", "layers", "train loss", "Δ train loss", f"dev {metric}", f"Δ dev {metric}"):
         shown.add_column(column, justify="left" if column in ("group rolled back", "layers") else "right")
     for row in table.itertuples():
@@ -157,6 +158,13 @@ def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="T
                       fmt_metric(row.dev_metric), f"{row.delta_dev_metric:+.4f}")
     console.print(shown)
     _save(layer_figure(curves, metric, snapshots.label()), out / f"layers-trial-{trial}.png")
+
+
+def _trial_ids(values: list[str]) -> list[int]:
+    try:
+        return [int(part) for value in values for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--other takes trial ids, got {', '.join(values)}") from None
 
 
 def _metric_name(snapshots: TrialSnapshots) -> str:

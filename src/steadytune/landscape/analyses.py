@@ -100,6 +100,6 @@ def layer_curves(store: Store, trial: TrialSnapshots, a_values: np.ndarray, sett
         "dev_metric": [at_zero.loc[n, "dev_metric"] for n in names],
         "delta_dev_metric": [at_zero.loc[n, "dev_metric"] - tuned["dev_metric"] for n in names],
     })
-    fine_tuned = pd.DataFrame([{"group": "none (fine-tuned)", "layers": "", "train_loss": tuned["train_loss"],
+    fine_tuned = pd.DataFrame([{"group": "none", "layers": "", "train_loss": tuned["train_loss"],
                                 "delta_train_loss": 0.0, "dev_metric": tuned["dev_metric"], "delta_dev_metric": 0.0}])
     return curves, pd.concat([fine_tuned, table], ignore_index=True)

@@ -151,10 +151,10 @@ def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="T
     table.to_csv(out / f"rollback-trial-{trial}.csv", index=False)
     metric = _metric_name(snapshots)
     shown = Table(title=f"{snapshots.label()}: one group rolled back to its start values (none = fine-tuned)")
-    for column in ("group rolled back", "layers", "train loss", "Δ train loss", f"dev {metric}", f"Δ dev {metric}"):
-        shown.add_column(column, justify="left" if column in ("group rolled back", "layers") else "right")
+    for column in ("group rolled back", "holds", "train loss", "Δ train loss", f"dev {metric}", f"Δ dev {metric}"):
+        shown.add_column(column, justify="left" if column in ("group rolled back", "holds") else "right")
     for row in table.itertuples():
-        shown.add_row(row.group, row.layers, fmt_metric(row.train_loss), f"{row.delta_train_loss:+.4f}",
+        shown.add_row(row.group, row.holds, fmt_metric(row.train_loss), f"{row.delta_train_loss:+.4f}",
                       fmt_metric(row.dev_metric), f"{row.delta_dev_metric:+.4f}")
     console.print(shown)
     _save(layer_figure(curves, metric, snapshots.label()), out / f"layers-trial-{trial}.png")

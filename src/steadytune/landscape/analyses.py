@@ -12,7 +12,7 @@ from ..store import Store
 from .compute import Cell, compute, grid_cells
 from .evaluation import LandscapeError
 from .directions import Plane, hao_plane, interpolate, mosbach_plane, random_plane
-from .layers import group_layers, layer_groups, move_group
+from .layers import group_contents, layer_groups, move_group
 from .projection import project
 from .sources import EvaluationSettings, TrialSnapshots, build_evaluator
 
@@ -91,15 +91,15 @@ def layer_curves(store: Store, trial: TrialSnapshots, a_values: np.ndarray, sett
     curves = frame[frame["i"] >= 0].reset_index(drop=True)
     tuned = frame[frame["i"] < 0].iloc[0]
     at_zero = curves[np.isclose(curves["a"], 0.0)].set_index("group")
-    layers = group_layers(evaluator.model)
+    holds = {**group_contents(evaluator.model), "all": "every parameter"}
     table = pd.DataFrame({
         "group": names,
-        "layers": [layers.get(name, "") for name in names],
+        "holds": [holds[name] for name in names],
         "train_loss": [at_zero.loc[n, "train_loss"] for n in names],
         "delta_train_loss": [at_zero.loc[n, "train_loss"] - tuned["train_loss"] for n in names],
         "dev_metric": [at_zero.loc[n, "dev_metric"] for n in names],
         "delta_dev_metric": [at_zero.loc[n, "dev_metric"] - tuned["dev_metric"] for n in names],
     })
-    fine_tuned = pd.DataFrame([{"group": "none", "layers": "", "train_loss": tuned["train_loss"],
+    fine_tuned = pd.DataFrame([{"group": "none", "holds": "", "train_loss": tuned["train_loss"],
                                 "delta_train_loss": 0.0, "dev_metric": tuned["dev_metric"], "delta_dev_metric": 0.0}])
     return curves, pd.concat([fine_tuned, table], ignore_index=True)

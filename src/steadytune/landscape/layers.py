@@ -28,10 +28,12 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-def group_layers(model: nn.Module) -> dict[str, str]:
-    """Which transformer layers (1-based, bottom to top) each third holds, for tables."""
+def group_contents(model: nn.Module) -> dict[str, str]:
+    """What each group holds (transformer layers 1-based, bottom to top), for tables."""
     count = len(encoder_layout(model).layer_prefixes)
-    return {name: ", ".join(str(i + 1) for i in idx) for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3))}
+    thirds = {name: "layers " + ", ".join(str(i + 1) for i in idx) if len(idx) else "none"
+              for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3))}
+    return {"embeddings": "embeddings", **thirds, "top": "pooler and head"}
 
 
 def move_group(end: Params, start: Params, names: list[str], a: float) -> Params:

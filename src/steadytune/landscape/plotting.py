@@ -73,6 +73,7 @@ def surface_3d_figure(surfaces: dict[str, Surface]) -> Figure:
         a, b, z = _grid(found.cells, "train_loss")
         axis.plot_surface(a, b, np.minimum(z, top), cmap="viridis", linewidth=0, antialiased=True)
         axis.set(title=label, xlabel="a", ylabel="b", zlabel="training loss", zlim=(np.nanmin(z), top))
+        axis.set_box_aspect(None, zoom=0.85)  # room for the z label inside the panel
     return figure
 
 

@@ -7,8 +7,10 @@ only after the model is built, so nothing else draws from it.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from transformers import PreTrainedModel, get_scheduler
 
 from . import ordering
 from .checkpoints import checkpoint_dir, checkpoint_steps, save_checkpoint
-from .config import RunOptions, TrialConfig
+from .config import ConfigError, RunOptions, TrialConfig
 from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .encoding import EncodedDataset, collate
 from .inputs import TrialInputs, prepare_inputs
@@ -51,10 +53,40 @@ def configure_torch(options: RunOptions) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def quantize_for_eval(model: torch.nn.Module) -> torch.nn.Module:
+    """An int8 copy of `model` for evaluation on CPU; `model` itself is left untouched.
+
+    Why: speed. On CPU evaluation time goes to the Linear layers' matrix products, and int8 ones run
+    faster than fp32. What it changes: numerics. Every nn.Linear becomes a PyTorch dynamically quantized
+    one (weights rounded to int8 once, activations per batch), so metrics are close to, but not
+    bit-identical with, fp32 evaluation; hence `eval_precision` is part of the trial key. CPU only.
+    """
+    engine = torch.backends.quantized.engine
+    # The engine in force while quantizing picks the kernels the copy runs with: oneDNN's were 6-16% faster
+    # than the default (x86/fbgemm) ones on the 2-core AVX2 machine.
+    if "onednn" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "onednn"
+    try:
+        with warnings.catch_warnings():
+            # torch 2.13 still ships eager dynamic quantization but marks it deprecated. Its replacement, the
+            # separate torchao package, ran over 20x slower than fp32 on this CPU in eager mode (it needs
+            # torch.compile), and the multi-line warnings would cut into the CLI's progress display.
+            warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    finally:
+        torch.backends.quantized.engine = engine
+
+
 @torch.inference_mode()
 def evaluate(model: PreTrainedModel, data: EncodedDataset, task, batch_size: int, device: torch.device,
-             pad_token_id: int) -> dict[str, float]:
-    """Task metrics plus mean loss; batches are sorted by length so padding is minimal."""
+             pad_token_id: int, precision: str = "fp32") -> dict[str, float]:
+    """Task metrics plus mean loss; batches are sorted by length so padding is minimal.
+
+    precision "int8" evaluates a dynamically quantized copy (see `quantize_for_eval`); training is unaffected.
+    """
+    if precision == "int8":
+        model = quantize_for_eval(model)
     model.eval()
     order = np.argsort(data.lengths, kind="stable")
     predictions = np.empty(len(data), dtype=np.float32 if task.is_regression else np.int64)
@@ -99,6 +131,9 @@ class Trial:
         configure_torch(options)
         self.config, self.options = config, options
         self.device = pick_device(options.device)
+        if config.eval_precision == "int8" and self.device.type != "cpu":
+            raise ConfigError(f"--eval-precision int8 runs on CPU only (PyTorch dynamic quantization); "
+                              f"this trial's device is {self.device}: use --eval-precision fp32 or --device cpu")
         self.tokenizer = load_tokenizer(config.model)
         self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)
         self.task = self.inputs.task
@@ -143,11 +178,13 @@ class Trial:
     def _evaluate_all(self, step: int) -> list[CurvePoint]:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
         c, epoch = self.config, step / self.per_epoch
-        dev = evaluate(self.model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+        dev = evaluate(self.model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id,
+                       c.eval_precision)
         points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
         tracked = dict(dev)
         if self.inputs.test is not None:
-            test = evaluate(self.model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+            test = evaluate(self.model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id,
+                            c.eval_precision)
             points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
             tracked.update({f"test_{name}": value for name, value in test.items()})
         self.state.observe(step, tracked)

@@ -89,7 +89,7 @@ def test_curve_has_loss_every_step_and_dev_at_planned_points(make_config, option
 
 def test_split_dev_reports_test_half(make_config, options):
     outcome, points = run(Trial(make_config(split_dev=True, evals_per_epoch=0), options))
-    assert {p.split for p in points} == {"train", "dev", "test"}
+    assert {p.split for p in points} == {"train", "dev", "test", "diag"}  # diagnostics are on by default
     assert "test_accuracy" in outcome.best_metrics
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .architecture import encoder_layout
+from .architecture import encoder_layout, layer_index
 
 SATURATION_THRESHOLD = 0.99
 
@@ -33,20 +33,21 @@ _POOLER_TANH = {
 
 
 def part_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """The trainable parameters of each part, keyed embeddings, layer_1..layer_N, pooler, head."""
+    """The trainable parameters of each part, keyed embeddings, layer_1..layer_N, pooler, head (bottom to top)."""
     layout = encoder_layout(model)
-    prefixes = [("embeddings", (layout.embeddings_prefix, *layout.extra_embedding_prefixes))]
-    prefixes += [(f"layer_{k}", (prefix,)) for k, prefix in enumerate(layout.layer_prefixes, start=1)]
-    if layout.pooler_prefix:
-        prefixes.append(("pooler", (layout.pooler_prefix,)))
-    prefixes.append(("head", (layout.head_prefix,)))
-    parts: dict[str, list[nn.Parameter]] = {name: [] for name, _ in prefixes}
-    for param_name, param in model.named_parameters():
-        for part, starts in prefixes:
-            if param_name.startswith(starts):
-                parts[part].append(param)
-                break
-    return {part: params for part, params in parts.items() if params}
+    top = len(layout.layers) + 1
+    parts: dict[str, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        depth = layer_index(layout, name)
+        if depth == 0:
+            part = "embeddings"
+        elif depth == top:
+            part = "head" if name.startswith(layout.head_prefix) else "pooler"
+        else:
+            part = f"layer_{depth}"
+        parts.setdefault(part, []).append(param)
+    order = ["embeddings", *(f"layer_{k}" for k in range(1, top)), "pooler", "head"]
+    return {part: parts[part] for part in order if part in parts}
 
 
 def gradient_norms(parts: dict[str, list[nn.Parameter]]) -> dict[str, float]:

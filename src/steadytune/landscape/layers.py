@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from ..architecture import encoder_layout
+from ..architecture import encoder_layout, layer_index
 from .directions import Params, interpolate
 
 THIRDS = ("low", "middle", "high")
@@ -17,14 +17,12 @@ THIRDS = ("low", "middle", "high")
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     """Parameter names of: embeddings, low, middle, high (thirds of the layers, bottom to top), top (pooler, head)."""
     layout = encoder_layout(model)
-    thirds = np.array_split(np.arange(len(layout.layer_prefixes)), 3)
-    prefixes = {"embeddings": (layout.embeddings_prefix, *layout.extra_embedding_prefixes)}
-    prefixes.update({name: tuple(layout.layer_prefixes[i] for i in idx) for name, idx in zip(THIRDS, thirds)})
-    prefixes["top"] = (layout.head_prefix,) + ((layout.pooler_prefix,) if layout.pooler_prefix else ())
-    groups: dict[str, list[str]] = {name: [] for name in prefixes}
+    count = len(layout.layers)
+    third_of = {int(k) + 1: name for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3)) for k in idx}
+    groups: dict[str, list[str]] = {name: [] for name in ("embeddings", *THIRDS, "top")}
     for name, _ in model.named_parameters():
-        group = next(g for g, starts in prefixes.items() if starts and name.startswith(starts))
-        groups[group].append(name)
+        depth = layer_index(layout, name)
+        groups["embeddings" if depth == 0 else "top" if depth == count + 1 else third_of[depth]].append(name)
     return groups
 
 

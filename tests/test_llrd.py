@@ -5,24 +5,16 @@ import re
 
 import pytest
 import torch
-import transformers
 from torch import nn
 
+from conftest import tiny_classifier
 from steadytune.llrd import no_weight_decay, parameter_groups
 
-SIZES = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, vocab_size=100,
-             max_position_embeddings=32)
 LR, WD, ETA = 1e-3, 0.01, 0.9
 
 
 def tiny(model_type: str) -> nn.Module:
-    families = {"bert": ("BertConfig", "BertForSequenceClassification", {}),
-                "roberta": ("RobertaConfig", "RobertaForSequenceClassification", {}),
-                "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"embedding_size": 8}),
-                "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", {}),
-                "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 8})}
-    config_cls, model_cls, extra = families[model_type]
-    return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**SIZES, **extra))
+    return tiny_classifier(model_type, num_hidden_layers=4)
 
 
 def group_of(groups: list[dict], model: nn.Module) -> dict[str, dict]:

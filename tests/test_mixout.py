@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 
+from conftest import FAMILIES, tiny_classifier
 from steadytune.mixout import MixLinear, apply_mixout
 
 
@@ -101,18 +101,8 @@ def test_invalid_probability(p: float) -> None:
         apply_mixout(nn.Sequential(nn.Linear(2, 2)), p)
 
 
-TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=100,
-            max_position_embeddings=32, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
-FAMILIES = {"bert": ("BertConfig", "BertForSequenceClassification", {}),
-            "roberta": ("RobertaConfig", "RobertaForSequenceClassification", {}),
-            "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"embedding_size": 8}),
-            "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", {}),
-            "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 8})}
-
-
 def tiny(model_type: str) -> nn.Module:
-    config_cls, model_cls, extra = FAMILIES[model_type]
-    return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**TINY, **extra))
+    return tiny_classifier(model_type, num_hidden_layers=2, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
 
 
 def test_apply_mixout_on_bert() -> None:

@@ -4,8 +4,9 @@ Runs the same model, task, hyperparameters and number of steps three ways: the H
 every example padded to max_length (as run_glue.py does), the HF Trainer with dynamic padding, and
 steadytune. Prints s/step, real (non-padding) tokens per second, the share of this machine's fp32
 matmul peak reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention),
-and the dev-set evaluation time in fp32 and with --eval-precision int8 (quantization included), with
-the int8 - fp32 difference of the dev metrics of that same model.
+and the dev-set evaluation time in fp32 and with --eval-precision int8 (re-quantizing the weights
+included, as a trial does before each evaluation), with the int8 - fp32 difference of the dev metrics
+of that same model.
 
 Speed must not cost accuracy: with --seeds N (default 3; 0 skips it) it then trains N seeds, each
 through the HF Trainer (dynamic padding) and steadytune, on --check-train examples for --check-steps
@@ -28,7 +29,9 @@ import torch
 
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.encoding import EncodedDataset
-from steadytune.trial import Trial, evaluate, quantize_for_eval
+from steadytune.evaluation import evaluate
+from steadytune.quantization import Int8Twin
+from steadytune.trial import Trial
 
 WARMUP_STEPS = 3  # excluded from timing: first steps pay for allocation and kernel selection
 
@@ -121,16 +124,20 @@ def run_steadytune(config: TrialConfig, options: RunOptions, steps: int) -> tupl
     return clock.seconds_per_step(), trial
 
 
-def dev_eval(trial: Trial, model, batch_size: int, precision: str) -> dict[str, float]:
-    return evaluate(model, trial.inputs.dev, trial.task, batch_size, torch.device("cpu"), trial.pad_token_id, precision)
+def dev_eval(trial: Trial, model, batch_size: int) -> dict[str, float]:
+    return evaluate(model, trial.inputs.dev, trial.task, batch_size, torch.device("cpu"), trial.pad_token_id)
 
 
 def timed_dev_eval(trial: Trial, batch_size: int, precision: str, repeats: int) -> tuple[float, dict[str, float]]:
-    """Median seconds of `repeats` whole dev evaluations (int8: each one quantizes its own copy), and the metrics."""
+    """Median seconds of `repeats` whole dev evaluations, and the metrics.
+
+    int8 builds the twin once, as a trial does, and each timed evaluation refreshes it from the model first.
+    """
+    twin = Int8Twin(trial.model) if precision == "int8" else None
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        metrics = dev_eval(trial, trial.model, batch_size, precision)
+        metrics = dev_eval(trial, twin.refresh() if twin else trial.model, batch_size)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), metrics
 
@@ -152,10 +159,10 @@ def check_dev_distributions(config: TrialConfig, options: RunOptions, seeds: int
         outcome, _ = trial.run(flush=lambda points: None)
         metric = trial.task.metric
         ours.append(outcome.final_metrics[metric])
-        ours_int8.append(dev_eval(trial, trial.model, seeded.eval_batch_size, "int8")[metric])
+        ours_int8.append(dev_eval(trial, Int8Twin(trial.model).refresh(), seeded.eval_batch_size)[metric])
         trainer = hf_trainer(seeded, trial, steps, pad_to_max=False)
         trainer.train()
-        hf.append(dev_eval(trial, trainer.model, seeded.eval_batch_size, "fp32")[metric])
+        hf.append(dev_eval(trial, trainer.model, seeded.eval_batch_size)[metric])
         if seed == 1:
             print(f"{'seed':<6} {'hf-dynamic':>11} {'steadytune':>11} {'steadytune int8':>16}   ({metric})")
         print(f"{seed:<6} {hf[-1]:>11.4f} {ours[-1]:>11.4f} {ours_int8[-1]:>16.4f}")
@@ -219,7 +226,8 @@ def main() -> None:
 
     eval_seconds, fp32 = timed_dev_eval(trial, config.eval_batch_size, "fp32", args.eval_repeats)
     int8_seconds, int8 = timed_dev_eval(trial, config.eval_batch_size, "int8", args.eval_repeats)
-    quantize_seconds = min(_timed(lambda: quantize_for_eval(trial.model)) for _ in range(args.eval_repeats))
+    twin = Int8Twin(trial.model)
+    refresh_seconds = min(_timed(twin.refresh) for _ in range(args.eval_repeats))
 
     print(f"\n{args.task} {args.model} batch {args.batch_size}, {args.steps} steps ({WARMUP_STEPS} warm-up excluded), "
           f"mean real length {lengths.mean():.1f} tokens")
@@ -229,7 +237,7 @@ def main() -> None:
         print(f"{name:<12} {seconds:>8.3f} {mean_tokens / seconds:>11.0f} {mean_flops / seconds / 1e9 / peak:>11.1%}")
     print(f"dev evaluation ({len(trial.inputs.dev)} examples, batch {config.eval_batch_size}, median of "
           f"{args.eval_repeats}): fp32 {eval_seconds:.2f} s, int8 {int8_seconds:.2f} s "
-          f"(includes quantizing the model: {quantize_seconds:.2f} s)")
+          f"(includes re-quantizing the weights: {refresh_seconds:.3f} s)")
     print("int8 - fp32 on the steadytune model above: "
           + ", ".join(f"{name} {int8[name] - fp32[name]:+.4f} ({fp32[name]:.4f} -> {int8[name]:.4f})" for name in fp32))
     if args.seeds:

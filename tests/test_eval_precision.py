@@ -1,4 +1,4 @@
-"""--eval-precision int8: a dynamically quantized copy evaluates; the trained model and training stay fp32."""
+"""--eval-precision int8: a dynamically quantized twin evaluates; the trained model and training stay fp32."""
 from __future__ import annotations
 
 import pytest
@@ -6,11 +6,14 @@ import torch
 
 from steadytune.config import ConfigError, RunOptions, TrialConfig, build_config
 from steadytune.encoding import collate
-from steadytune.trial import Trial, evaluate, quantize_for_eval
+from steadytune.evaluation import evaluate
+from steadytune.quantization import Int8Twin
+from steadytune.trial import Trial
 
 
 def dev_metrics(trial: Trial, precision: str) -> dict[str, float]:
-    return evaluate(trial.model, trial.inputs.dev, trial.task, 128, trial.device, trial.pad_token_id, precision)
+    model = Int8Twin(trial.model).refresh() if precision == "int8" else trial.model
+    return evaluate(model, trial.inputs.dev, trial.task, 128, trial.device, trial.pad_token_id)
 
 
 def test_default_is_fp32_and_precision_is_part_of_the_trial_key():
@@ -41,7 +44,7 @@ def test_int8_metrics_are_close_to_fp32_but_not_identical(tiny_trial_config, opt
     # The logits themselves: int8 rounds each weight to 1/254 of its tensor's largest one (and activations
     # per batch to 8 bits), which through 3 layers and the head measured 1.4% relative error; < 5% allowed.
     batch = collate(trial.inputs.dev, list(range(64)), trial.pad_token_id, trial.task.is_regression)
-    quantized = quantize_for_eval(trial.model).eval()
+    quantized = Int8Twin(trial.model).refresh()
     trial.model.eval()
     with torch.inference_mode():
         z, zq = trial.model(**batch).logits, quantized(**batch).logits
@@ -79,3 +82,31 @@ def test_training_is_bit_identical_and_only_dev_points_change(tiny_trial_config,
         assert torch.equal(value, int8_trial.model.state_dict()[name])
     assert fp32_outcome.final_metrics["loss"] != int8_outcome.final_metrics["loss"]
     assert int8_outcome.final_metrics["loss"] == pytest.approx(fp32_outcome.final_metrics["loss"], abs=1e-3)
+
+
+def test_the_twin_follows_training_and_equals_a_fresh_quantization(tiny_trial_config, options):
+    """Built once, refreshed per evaluation: after training it equals quantizing the trained model from scratch."""
+    import copy
+
+    from steadytune.quantization import quantized_engine
+
+    trial = Trial(tiny_trial_config(max_train=16), options)
+    twin = Int8Twin(trial.model)
+    batch = collate(trial.inputs.dev, list(range(32)), trial.pad_token_id, trial.task.is_regression)
+    with torch.inference_mode():
+        before = twin.refresh()(**batch).logits
+    trial.run(lambda points: None)
+    with quantized_engine():
+        fresh = torch.ao.quantization.quantize_dynamic(copy.deepcopy(trial.model), {torch.nn.Linear},
+                                                       dtype=torch.qint8).eval()
+    with torch.inference_mode():
+        after, expected = twin.refresh()(**batch).logits, fresh(**batch).logits
+    assert not torch.equal(after, before)  # training moved the weights, and the twin followed
+    assert torch.equal(after, expected)
+    # Everything but the Linear layers is the model's own tensor, not a copy.
+    model_tensors = {name: t.data_ptr() for name, t in trial.model.state_dict().items()}
+    shared = [name for name, t in twin.model.state_dict().items()
+              if isinstance(t, torch.Tensor) and model_tensors.get(name) == t.data_ptr()]
+    assert "bert.embeddings.word_embeddings.weight" in shared
+    assert "bert.encoder.layer.0.attention.output.LayerNorm.weight" in shared
+    assert len(twin.pairs) == sum(type(m) is torch.nn.Linear for m in trial.model.modules()) == 3 * 6 + 2

@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from steadytune.cli import app
+from steadytune.evaluation import evaluate
 from steadytune.landscape.analyses import layer_curves, line, surface
 from steadytune.landscape.compute import compute, grid_cells
 from steadytune.landscape.directions import difference, filter_normalized, hao_plane, norm, random_plane
@@ -14,7 +15,7 @@ from steadytune.landscape.layers import layer_groups, move_group
 from steadytune.landscape.projection import project
 from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots, build_evaluator
 from steadytune.store import Store
-from steadytune.trial import evaluate, run_stored
+from steadytune.trial import run_stored
 
 
 @pytest.fixture(scope="module")

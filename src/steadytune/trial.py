@@ -7,30 +7,29 @@ only after the model is built, so nothing else draws from it.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, get_scheduler
+from transformers import get_scheduler
 
 from . import ordering
 from .checkpoints import checkpoint_dir, checkpoint_steps, save_checkpoint
 from .config import ConfigError, RunOptions, TrialConfig
 from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
-from .encoding import EncodedDataset, collate
+from .encoding import collate
+from .evaluation import evaluate
 from .inputs import TrialInputs, prepare_inputs
 from .llrd import parameter_groups
-from .metrics import compute_metrics
 from .mixout import apply_mixout
 from .models import load_classifier, load_tokenizer, save_encoder
 from .optimizers import build_optimizer
 from .pretrained_wd import PretrainedWeightDecay
+from .quantization import Int8Twin
 from .reinit import reinit_top_layers
 from .store import CurvePoint, Store, StoreError, TrialOutcome
 
@@ -51,57 +50,6 @@ def configure_torch(options: RunOptions) -> None:
         torch.set_num_threads(options.threads)
     # Bit-identical reruns: refuse kernels that are nondeterministic on the chosen device.
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def quantize_for_eval(model: torch.nn.Module) -> torch.nn.Module:
-    """An int8 copy of `model` for evaluation on CPU; `model` itself is left untouched.
-
-    Why: speed. On CPU evaluation time goes to the Linear layers' matrix products, and int8 ones run
-    faster than fp32. What it changes: numerics. Every nn.Linear becomes a PyTorch dynamically quantized
-    one (weights rounded to int8 once, activations per batch), so metrics are close to, but not
-    bit-identical with, fp32 evaluation; hence `eval_precision` is part of the trial key. CPU only.
-    """
-    engine = torch.backends.quantized.engine
-    # The engine in force while quantizing picks the kernels the copy runs with: oneDNN's were 6-16% faster
-    # than the default (x86/fbgemm) ones on the 2-core AVX2 machine.
-    if "onednn" in torch.backends.quantized.supported_engines:
-        torch.backends.quantized.engine = "onednn"
-    try:
-        with warnings.catch_warnings():
-            # torch 2.13 still ships eager dynamic quantization but marks it deprecated. Its replacement, the
-            # separate torchao package, ran over 20x slower than fp32 on this CPU in eager mode (it needs
-            # torch.compile), and the multi-line warnings would cut into the CLI's progress display.
-            warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
-            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
-            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-    finally:
-        torch.backends.quantized.engine = engine
-
-
-@torch.inference_mode()
-def evaluate(model: PreTrainedModel, data: EncodedDataset, task, batch_size: int, device: torch.device,
-             pad_token_id: int, precision: str = "fp32") -> dict[str, float]:
-    """Task metrics plus mean loss; batches are sorted by length so padding is minimal.
-
-    precision "int8" evaluates a dynamically quantized copy (see `quantize_for_eval`); training is unaffected.
-    """
-    if precision == "int8":
-        model = quantize_for_eval(model)
-    model.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    predictions = np.empty(len(data), dtype=np.float32 if task.is_regression else np.int64)
-    total_loss = 0.0
-    for start in range(0, len(data), batch_size):
-        indices = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(data, indices, pad_token_id, task.is_regression).items()}
-        out = model(**batch)
-        total_loss += out.loss.item() * len(indices)
-        logits = out.logits.float()
-        predictions[indices] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
-    model.train()
-    metrics = compute_metrics(task, predictions, data.labels)
-    metrics["loss"] = total_loss / len(data)
-    return metrics
 
 
 @dataclass
@@ -146,6 +94,8 @@ class Trial:
             # After head init and re-init, so Mixout's target for new weights is their initialization.
             apply_mixout(self.model, config.mixout)
         self.model.to(self.device)
+        # Evaluated instead of the model under --eval-precision int8 (see quantization.py).
+        self.int8_twin = Int8Twin(self.model) if config.eval_precision == "int8" else None
         self.pad_token_id = self.tokenizer.pad_token_id or 0
         self.per_epoch = ordering.steps_per_epoch(len(self.inputs.train), config.batch_size)
         self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
@@ -178,13 +128,12 @@ class Trial:
     def _evaluate_all(self, step: int) -> list[CurvePoint]:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
         c, epoch = self.config, step / self.per_epoch
-        dev = evaluate(self.model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id,
-                       c.eval_precision)
+        model = self.int8_twin.refresh() if self.int8_twin else self.model
+        dev = evaluate(model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id)
         points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
         tracked = dict(dev)
         if self.inputs.test is not None:
-            test = evaluate(self.model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id,
-                            c.eval_precision)
+            test = evaluate(model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id)
             points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
             tracked.update({f"test_{name}": value for name, value in test.items()})
         self.state.observe(step, tracked)

@@ -5,7 +5,8 @@ and several vectors can go through one forward pass with `torch.func.vmap` (larg
 memory grows with the number of points). Batches are collated once, sorted by length, and reused for
 every point, so only the forward passes cost. The loss is the model's own (mean cross-entropy, or MSE for
 regression) averaged over examples, computed exactly as Hugging Face's heads do, so a point equal to a
-model's parameters gives that model's evaluation loss bit for bit (with one point per pass).
+model's parameters gives that model's evaluation loss bit for bit (with one point per pass): like the
+trial's evaluation, the top layer runs for the first token only (see readout.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.func import functional_call, vmap
 
 from ..encoding import EncodedDataset, collate
 from ..metrics import compute_metrics
+from ..readout import first_token_readout
 from ..tasks import TaskSpec
 from .directions import Params
 
@@ -78,16 +80,24 @@ class LandscapeEvaluator:
     def _evaluate(self, points: list[Params]) -> list[dict[str, float]]:
         points = [{n: p[n].to(self.device) for n in self.names} for p in points]
         results = [{} for _ in points]
-        for split, (batches, labels) in self.splits.items():
-            losses, outputs = np.zeros(len(points)), []
-            for batch in batches:
-                logits = self._logits(points, batch).float()
-                for k in range(len(points)):
-                    losses[k] += self._loss(logits[k], batch["labels"]).item() * len(batch["labels"])
-                outputs.append(logits.squeeze(-1) if self.task.is_regression else logits.argmax(-1))
-            predictions = torch.cat(outputs, dim=1).cpu().numpy()
-            for k, result in enumerate(results):
-                metric = compute_metrics(self.task, predictions[k], labels)[self.task.metric]
-                result.update({f"{split}_loss": losses[k] / len(labels), f"{split}_metric": metric,
-                               f"{split}_error": 1.0 - metric})
+        with first_token_readout(self.model):
+            for split, (batches, labels) in self.splits.items():
+                for result, values in zip(results, self._evaluate_split(points, batches, labels, split)):
+                    result.update(values)
         return results
+
+    def _evaluate_split(self, points: list[Params], batches: list[dict[str, torch.Tensor]],
+                        labels: np.ndarray, split: str) -> list[dict[str, float]]:
+        losses, outputs = np.zeros(len(points)), []
+        for batch in batches:
+            logits = self._logits(points, batch).float()
+            for k in range(len(points)):
+                losses[k] += self._loss(logits[k], batch["labels"]).item() * len(batch["labels"])
+            outputs.append(logits.squeeze(-1) if self.task.is_regression else logits.argmax(-1))
+        predictions = torch.cat(outputs, dim=1).cpu().numpy()
+        values = []
+        for k in range(len(points)):
+            metric = compute_metrics(self.task, predictions[k], labels)[self.task.metric]
+            values.append({f"{split}_loss": losses[k] / len(labels), f"{split}_metric": metric,
+                           f"{split}_error": 1.0 - metric})
+        return values

@@ -1,0 +1,38 @@
+"""Task metrics and mean loss of a model on a dataset, in length-sorted batches."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .encoding import EncodedDataset, collate
+from .metrics import compute_metrics
+from .readout import first_token_readout
+from .tasks import TaskSpec
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size: int, device: torch.device,
+             pad_token_id: int) -> dict[str, float]:
+    """Task metrics plus mean loss; the model's training mode is restored afterwards.
+
+    Batches are sorted by length so padding is minimal, and the top layer runs for the first token only
+    (see readout.py).
+    """
+    was_training = model.training
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    predictions = np.empty(len(data), dtype=np.float32 if task.is_regression else np.int64)
+    total_loss = 0.0
+    with first_token_readout(model):
+        for start in range(0, len(data), batch_size):
+            indices = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(data, indices, pad_token_id, task.is_regression).items()}
+            out = model(**batch)
+            total_loss += out.loss.item() * len(indices)
+            logits = out.logits.float()
+            predictions[indices] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
+    model.train(was_training)
+    metrics = compute_metrics(task, predictions, data.labels)
+    metrics["loss"] = total_loss / len(data)
+    return metrics

@@ -74,31 +74,36 @@ class StepClock:
         return float(np.median(timed))
 
 
+def hf_dataset(data: EncodedDataset):
+    """The encoded examples as a Hugging Face Dataset (what run_glue.py's tokenization produces)."""
+    from datasets import Dataset
+
+    rows = {"input_ids": [ids.tolist() for ids in data.input_ids], "labels": data.labels.tolist()}
+    if data.token_type_ids is not None:
+        rows["token_type_ids"] = [t.tolist() for t in data.token_type_ids]
+    rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
+    return Dataset.from_dict(rows)
+
+
 def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, callbacks=()):
     """An HF Trainer for `steps` steps on the trial's encoded training examples, with the trial's hyperparameters
     (AdamW, linear warmup and decay, weight decay off biases and LayerNorm, clipping); seeded with wi_seed."""
-    from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, PrinterCallback, Trainer,
                               TrainingArguments, set_seed)
 
-    train: EncodedDataset = trial.inputs.train
-    rows = {"input_ids": [ids.tolist() for ids in train.input_ids], "labels": train.labels.tolist()}
-    if train.token_type_ids is not None:
-        rows["token_type_ids"] = [t.tolist() for t in train.token_type_ids]
-    rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
-    dataset = Dataset.from_dict(rows)
     collator = DataCollatorWithPadding(trial.tokenizer, padding="max_length" if pad_to_max else "longest",
                                        max_length=config.max_length)
     set_seed(config.wi_seed)  # the new head is drawn from the global RNG
     model = AutoModelForSequenceClassification.from_pretrained(trial.model.name_or_path, num_labels=trial.task.num_labels)
     args = TrainingArguments(output_dir="/tmp/steadytune-bench-hf", per_device_train_batch_size=config.batch_size,
-                             learning_rate=config.lr, max_steps=steps, warmup_steps=round(config.warmup * steps),
+                             per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.lr, max_steps=steps, warmup_steps=round(config.warmup * steps),
                              weight_decay=config.weight_decay, adam_epsilon=config.adam_eps,
                              adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
                              max_grad_norm=config.max_grad_norm, use_cpu=True, report_to="none",
                              save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
                              seed=config.wi_seed)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=list(callbacks))
+    trainer = Trainer(model=model, args=args, train_dataset=hf_dataset(trial.inputs.train), data_collator=collator,
+                      callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # its end-of-training dict would cut into our tables
     return trainer
 
@@ -115,6 +120,13 @@ def run_hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bo
 
     hf_trainer(config, trial, steps, pad_to_max, [Clock()]).train()
     return clock.seconds_per_step()
+
+
+def time_hf_evaluation(config: TrialConfig, trial: Trial, repeats: int) -> float:
+    """Median seconds of `trainer.evaluate()` on the dev set: dynamic padding, batch --eval-batch-size, dataset order."""
+    trainer = hf_trainer(config, trial, 1, pad_to_max=False)
+    dev = hf_dataset(trial.inputs.dev)
+    return statistics.median(_timed(lambda: trainer.evaluate(dev)) for _ in range(repeats))
 
 
 def run_steadytune(config: TrialConfig, options: RunOptions, steps: int) -> tuple[float, Trial]:
@@ -194,7 +206,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="Training batch size (timing and seed check).")
     parser.add_argument("--eval-batch-size", type=int, default=TrialConfig().eval_batch_size,
                         help="Evaluation batch size of the dev evaluation timing and the seed check.")
-    parser.add_argument("--eval-repeats", type=int, default=3,
+    parser.add_argument("--eval-repeats", type=int, default=5,
                         help="Dev evaluations timed per precision; the median is printed.")
     parser.add_argument("--seeds", type=int, default=3,
                         help="Seeds of the dev-metric check (HF Trainer vs steadytune), at least 2; 0 skips it.")
@@ -217,17 +229,20 @@ def main() -> None:
     non_embedding, layers, hidden = model_shape(trial.model)
     lengths = trial.inputs.train.lengths
 
-    results = {name: run_hf_trainer(config, trial, args.steps, pad)
-               for name, pad in (("hf-pad128", True), ("hf-dynamic", False))}
-
-    # Real tokens per step: each run draws random batches from the same examples, so use their mean.
-    mean_tokens = lengths.mean() * args.batch_size
-    mean_flops = np.mean([flops_per_example(int(n), non_embedding, layers, hidden) for n in lengths]) * args.batch_size
-
+    # Evaluation is timed right after training, as in a trial's own process (the HF runs below leave more
+    # memory behind, which made later evaluations up to 10% slower and noisier).
     eval_seconds, fp32 = timed_dev_eval(trial, config.eval_batch_size, "fp32", args.eval_repeats)
     int8_seconds, int8 = timed_dev_eval(trial, config.eval_batch_size, "int8", args.eval_repeats)
     twin = Int8Twin(trial.model)
     refresh_seconds = min(_timed(twin.refresh) for _ in range(args.eval_repeats))
+
+    results = {name: run_hf_trainer(config, trial, args.steps, pad)
+               for name, pad in (("hf-pad128", True), ("hf-dynamic", False))}
+    hf_eval_seconds = time_hf_evaluation(config, trial, args.eval_repeats)
+
+    # Real tokens per step: each run draws random batches from the same examples, so use their mean.
+    mean_tokens = lengths.mean() * args.batch_size
+    mean_flops = np.mean([flops_per_example(int(n), non_embedding, layers, hidden) for n in lengths]) * args.batch_size
 
     print(f"\n{args.task} {args.model} batch {args.batch_size}, {args.steps} steps ({WARMUP_STEPS} warm-up excluded), "
           f"mean real length {lengths.mean():.1f} tokens")
@@ -237,7 +252,8 @@ def main() -> None:
         print(f"{name:<12} {seconds:>8.3f} {mean_tokens / seconds:>11.0f} {mean_flops / seconds / 1e9 / peak:>11.1%}")
     print(f"dev evaluation ({len(trial.inputs.dev)} examples, batch {config.eval_batch_size}, median of "
           f"{args.eval_repeats}): fp32 {eval_seconds:.2f} s, int8 {int8_seconds:.2f} s "
-          f"(includes re-quantizing the weights: {refresh_seconds:.3f} s)")
+          f"(includes re-quantizing the weights: {refresh_seconds:.3f} s); HF Trainer.evaluate {hf_eval_seconds:.2f} s "
+          f"(fp32, ratio fp32/HF {eval_seconds / hf_eval_seconds:.2f})")
     print("int8 - fp32 on the steadytune model above: "
           + ", ".join(f"{name} {int8[name] - fp32[name]:+.4f} ({fp32[name]:.4f} -> {int8[name]:.4f})" for name in fp32))
     if args.seeds:

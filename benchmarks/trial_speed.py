@@ -96,7 +96,8 @@ def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, 
     set_seed(config.wi_seed)  # the new head is drawn from the global RNG
     model = AutoModelForSequenceClassification.from_pretrained(trial.model.name_or_path, num_labels=trial.task.num_labels)
     args = TrainingArguments(output_dir="/tmp/steadytune-bench-hf", per_device_train_batch_size=config.batch_size,
-                             per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.lr, max_steps=steps, warmup_steps=round(config.warmup * steps),
+                             per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.lr,
+                             max_steps=steps, warmup_steps=round(config.warmup * steps),
                              weight_decay=config.weight_decay, adam_epsilon=config.adam_eps,
                              adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
                              max_grad_norm=config.max_grad_norm, use_cpu=True, report_to="none",
@@ -229,8 +230,8 @@ def main() -> None:
     non_embedding, layers, hidden = model_shape(trial.model)
     lengths = trial.inputs.train.lengths
 
-    # Evaluation is timed right after training, as in a trial's own process (the HF runs below leave more
-    # memory behind, which made later evaluations up to 10% slower and noisier).
+    # Evaluation is timed right after training, as in a trial's own process: timed after the HF runs below,
+    # which leave their allocations behind, the same evaluations ran 10-20% slower.
     eval_seconds, fp32 = timed_dev_eval(trial, config.eval_batch_size, "fp32", args.eval_repeats)
     int8_seconds, int8 = timed_dev_eval(trial, config.eval_batch_size, "int8", args.eval_repeats)
     twin = Int8Twin(trial.model)

@@ -5,8 +5,8 @@ the first token ([CLS] or <s>). Its output needs the top layer's keys and values
 its query, attention output projection and feed-forward block only for itself. Computing those for
 every token, as Hugging Face's forward does, wastes 10/12 of one layer's matrix products: 14% of a
 6-layer encoder's evaluation. The readout computes the same function; only floating-point rounding
-can differ, because matrix products of other shapes may sum in another order (on MiniLM-L6 and RTE
-the logits moved by at most 3e-8 and no prediction changed).
+can differ, because matrix products of other shapes may sum in another order (on four fine-tuned
+MiniLM-L6 models, RTE and MRPC dev, the logits moved by at most 2.4e-7 and no prediction changed).
 
 Evaluation only: in training the other tokens' outputs carry no gradient either, but dropout would
 draw fewer random numbers, which would change every later mask of a seeded run.

@@ -103,3 +103,16 @@ def test_real_minilm_predictions_are_unchanged(minilm_path, glue_dir):
         losses = [model(**collate(data, order[s:s + 16], 0, False)).loss.item() * len(order[s:s + 16])
                   for s in range(0, 64, 16)]
     assert metrics["loss"] == pytest.approx(sum(losses) / 64, abs=1e-6)
+
+
+def test_eager_attention_masks_work_and_other_kernels_keep_the_full_forward():
+    model = tiny_classifier("bert").eval()
+    model.set_attn_implementation("eager")  # a float additive mask instead of a boolean one
+    batch = padded_batch()
+    full, _ = top_layer_rows(model, batch)
+    with first_token_readout(model) as applied:
+        readout, rows = top_layer_rows(model, batch)
+    assert applied and rows == (4, 1, 16)
+    torch.testing.assert_close(readout, full, rtol=0, atol=1e-6)
+    model.config._attn_implementation = "flash_attention_2"  # only inspected, never run here
+    assert not supports_readout(model)

@@ -27,6 +27,9 @@ from .architecture import UnsupportedArchitecture, encoder_layout
 # MPNet adds a relative position bias inside attention and ALBERT shares one layer across depths: they
 # keep the full forward.
 READOUT_MODEL_TYPES = ("bert", "roberta", "electra")
+# Attention implementations that hand the layer a 4-D (batch, 1, queries, keys) mask; flash-attention
+# kernels take other mask forms, so those models keep the full forward.
+READOUT_ATTENTION = ("sdpa", "eager")
 
 
 def _first_token_layer_forward(self: nn.Module, hidden_states: torch.Tensor,
@@ -35,7 +38,7 @@ def _first_token_layer_forward(self: nn.Module, hidden_states: torch.Tensor,
     if self.training:
         raise RuntimeError("first-token readout is for evaluation; it skips dropout")
     attention = self.attention.self
-    batch, length, hidden = hidden_states.shape
+    batch, _, hidden = hidden_states.shape
     first = hidden_states[:, :1]
 
     def heads(states: torch.Tensor) -> torch.Tensor:
@@ -55,7 +58,8 @@ def supports_readout(model: nn.Module) -> bool:
         encoder_layout(model)
     except UnsupportedArchitecture:
         return False
-    return model.config.model_type in READOUT_MODEL_TYPES
+    return (model.config.model_type in READOUT_MODEL_TYPES
+            and getattr(model.config, "_attn_implementation", None) in READOUT_ATTENTION)
 
 
 @contextmanager

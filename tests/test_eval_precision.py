@@ -1,13 +1,15 @@
 """--eval-precision int8: a dynamically quantized twin evaluates; the trained model and training stay fp32."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from steadytune.config import ConfigError, RunOptions, TrialConfig, build_config
 from steadytune.encoding import collate
 from steadytune.evaluation import evaluate
-from steadytune.quantization import Int8Twin
+from steadytune.quantization import Int8Twin, quantized_engine
 from steadytune.trial import Trial
 
 
@@ -86,10 +88,6 @@ def test_training_is_bit_identical_and_only_dev_points_change(tiny_trial_config,
 
 def test_the_twin_follows_training_and_equals_a_fresh_quantization(tiny_trial_config, options):
     """Built once, refreshed per evaluation: after training it equals quantizing the trained model from scratch."""
-    import copy
-
-    from steadytune.quantization import quantized_engine
-
     trial = Trial(tiny_trial_config(max_train=16), options)
     twin = Int8Twin(trial.model)
     batch = collate(trial.inputs.dev, list(range(32)), trial.pad_token_id, trial.task.is_regression)

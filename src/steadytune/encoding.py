@@ -118,6 +118,12 @@ def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) 
                           None if types is None else _unflatten(types, offsets), ds.labels)
 
 
+def length_sorted_batches(examples: EncodedDataset, batch_size: int) -> list[np.ndarray]:
+    """Example indices in batches of `batch_size`, shortest first, so each batch pads as little as possible."""
+    order = np.argsort(examples.lengths, kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def collate(examples: EncodedDataset, indices: Sequence[int], pad_token_id: int, regression: bool) -> dict[str, torch.Tensor]:
     """A batch padded to its longest example: input_ids, attention_mask, token_type_ids (if any), labels."""
     if len(indices) == 0:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoding import EncodedDataset, collate
+from .encoding import EncodedDataset, collate, length_sorted_batches
 from .metrics import compute_metrics
 from .readout import first_token_readout
 from .tasks import TaskSpec
@@ -21,12 +21,10 @@ def evaluate(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size:
     """
     was_training = model.training
     model.eval()
-    order = np.argsort(data.lengths, kind="stable")
     predictions = np.empty(len(data), dtype=np.float32 if task.is_regression else np.int64)
     total_loss = 0.0
     with first_token_readout(model):
-        for start in range(0, len(data), batch_size):
-            indices = order[start:start + batch_size]
+        for indices in length_sorted_batches(data, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, indices, pad_token_id, task.is_regression).items()}
             out = model(**batch)
             total_loss += out.loss.item() * len(indices)

@@ -53,13 +53,19 @@ def _first_token_layer_forward(self: nn.Module, hidden_states: torch.Tensor,
     return self.output(self.intermediate(attended), attended)
 
 
-def supports_readout(model: nn.Module) -> bool:
+def _readout_layer(model: nn.Module) -> nn.Module | None:
+    """The top layer the readout replaces, or None where it does not apply."""
     try:
-        encoder_layout(model)
+        layout = encoder_layout(model)
     except UnsupportedArchitecture:
-        return False
-    return (model.config.model_type in READOUT_MODEL_TYPES
-            and getattr(model.config, "_attn_implementation", None) in READOUT_ATTENTION)
+        return None
+    supported = (model.config.model_type in READOUT_MODEL_TYPES
+                 and getattr(model.config, "_attn_implementation", None) in READOUT_ATTENTION)
+    return layout.layers[-1] if supported else None
+
+
+def supports_readout(model: nn.Module) -> bool:
+    return _readout_layer(model) is not None
 
 
 @contextmanager
@@ -68,10 +74,10 @@ def first_token_readout(model: nn.Module) -> Iterator[bool]:
 
     The model must be in eval mode. Models it does not support run unchanged (yields False).
     """
-    if not supports_readout(model):
+    top = _readout_layer(model)
+    if top is None:
         yield False
         return
-    top = encoder_layout(model).layers[-1]
     top.forward = MethodType(_first_token_layer_forward, top)
     try:
         yield True

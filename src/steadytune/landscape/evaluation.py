@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..encoding import EncodedDataset, collate
+from ..encoding import EncodedDataset, collate, length_sorted_batches
 from ..metrics import compute_metrics
 from ..readout import first_token_readout
 from ..tasks import TaskSpec
@@ -44,11 +44,10 @@ class LandscapeEvaluator:
         self.names = [name for name, _ in model.named_parameters()]
         self.data, self.splits = splits, {}
         for split, data in splits.items():
-            order = np.argsort(data.lengths, kind="stable")
-            batches = [{k: v.to(device) for k, v in collate(data, order[s:s + batch_size], pad_token_id,
-                                                             task.is_regression).items()}
-                       for s in range(0, len(data), batch_size)]
-            self.splits[split] = (batches, data.labels[order])
+            indices = length_sorted_batches(data, batch_size)
+            batches = [{k: v.to(device) for k, v in collate(data, chunk, pad_token_id, task.is_regression).items()}
+                       for chunk in indices]
+            self.splits[split] = (batches, data.labels[np.concatenate(indices)])
 
     def check(self, params: Params, where: str) -> None:
         """Refuse a parameter set that does not fit the skeleton (e.g. a checkpoint of another architecture)."""

@@ -14,11 +14,17 @@ from .directions import Params, interpolate
 THIRDS = ("low", "middle", "high")
 
 
+def thirds(model: nn.Module) -> dict[str, list[int]]:
+    """The transformer layers (1-based depths, bottom to top) of the low, middle and high groups."""
+    count = len(encoder_layout(model).layers)
+    return {name: [int(k) + 1 for k in idx] for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3))}
+
+
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     """Parameter names of: embeddings, low, middle, high (thirds of the layers, bottom to top), top (pooler, head)."""
     layout = encoder_layout(model)
     count = len(layout.layers)
-    third_of = {int(k) + 1: name for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3)) for k in idx}
+    third_of = {depth: name for name, depths in thirds(model).items() for depth in depths}
     groups: dict[str, list[str]] = {name: [] for name in ("embeddings", *THIRDS, "top")}
     for name, _ in model.named_parameters():
         depth = layer_index(layout, name)
@@ -28,10 +34,8 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
 
 def group_contents(model: nn.Module) -> dict[str, str]:
     """What each group holds (transformer layers 1-based, bottom to top), for tables."""
-    count = len(encoder_layout(model).layer_prefixes)
-    thirds = {name: "layers " + ", ".join(str(i + 1) for i in idx) if len(idx) else "none"
-              for name, idx in zip(THIRDS, np.array_split(np.arange(count), 3))}
-    return {"embeddings": "embeddings", **thirds, "top": "pooler and head"}
+    held = {name: "layers " + ", ".join(map(str, depths)) if depths else "none" for name, depths in thirds(model).items()}
+    return {"embeddings": "embeddings", **held, "top": "pooler and head"}
 
 
 def move_group(end: Params, start: Params, names: list[str], a: float) -> Params:

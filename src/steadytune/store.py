@@ -1,20 +1,34 @@
-"""The one stateful piece: a SQLite file holding studies, trials and their curves.
+"""The one stateful piece: a SQLite file holding studies, trials, their curves and who runs what.
 
-WAL mode lets readers (`steadytune runs`, reports) look while a study writes; the busy timeout lets
-several writer processes share the file. Every write is one transaction. A trial's status becomes
-terminal (complete, diverged, stopped, failed) in the same transaction that writes its last curve
-rows, so a trial marked `complete` always has all of its rows, and a crash leaves it `running`:
-visible, never counted as a result, and re-run by a resumed study.
+Durability rules, all kept here:
+- WAL mode lets readers (`steadytune runs`, reports) look while a study writes; the busy timeout lets
+  several writer processes share the file. Every write is one transaction.
+- A trial's status becomes terminal (complete, diverged, stopped, failed) in the same transaction that
+  writes its last curve rows, so a trial marked `complete` always has all of its rows, and a crash
+  leaves it `running`: visible, never counted as a result, and re-run by a resumed study.
+- Before a driver runs a trial it *claims* it: a row in `claims` with an expiry. The claim is taken in
+  the same transaction that checks the trial has no result yet, so two drivers never run one trial,
+  and it is dropped in the transaction that records the result. A live driver renews its claims (a
+  heartbeat thread, `Lease`); a killed one's claims expire and its trials are taken up by others.
+- Read-only commands open the file read-only (`readonly=True`): no WAL switch, no schema write, so a
+  store on a read-only mount or in a folder one may not write can still be read.
+- SQLite errors (read-only file, disk full, a damaged file) become one-line `StoreError`s that say
+  what happened; the transaction that failed is rolled back, so what was stored before is kept.
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -49,7 +63,10 @@ CREATE TABLE IF NOT EXISTS trials (
     baseline_metric REAL,
     final_metrics_json TEXT,
     best_metrics_json TEXT,
-    error TEXT
+    error TEXT,
+    threads INTEGER,
+    device TEXT,
+    data_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS trials_key ON trials(trial_key);
 CREATE INDEX IF NOT EXISTS trials_study ON trials(study_id);
@@ -79,7 +96,19 @@ CREATE TABLE IF NOT EXISTS landscape_cells (
     value REAL,
     PRIMARY KEY (landscape_id, i, j, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    trial_key TEXT NOT NULL,
+    scope INTEGER NOT NULL,  -- the study id, 0 for trials run outside a study
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (trial_key, scope)
+) WITHOUT ROWID;
 """
+# Columns added after the first release; older stores get them when opened for writing.
+ADDED_TRIAL_COLUMNS = {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT"}
+TABLES = ("studies", "trials", "curves")
+# How long a claim lives without a heartbeat; a live driver renews it every third of that.
+LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
 TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
 
@@ -107,25 +136,73 @@ class TrialOutcome:
     baseline_metric: float
     wall_seconds: float
     error: str | None = None
+    threads: int | None = None     # torch CPU threads: results differ in the low bits between thread counts
+    device: str | None = None
+    data_hash: str | None = None   # identity of the trial's data (inputs.TrialInputs.data_hash)
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be opened or is not a steadytune store."""
+    """The store file cannot be opened or written, or is not a steadytune store; the message is one line."""
+
+
+def describe_sqlite_error(path: Path, err: Exception, doing: str) -> str:
+    """One line saying what went wrong with the file, in words a user can act on."""
+    text = str(err)
+    if "readonly" in text or "read-only" in text:
+        return (f"{path}: cannot write to the store ({text}) while {doing}; nothing was changed. Read-only commands "
+                f"(runs, report, export, diagnose) can still read it")
+    if "disk is full" in text or "disk I/O error" in text:
+        return f"{path}: disk full (or I/O error: {text}) while {doing}; that write was rolled back"
+    if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+        return (f"{path}: the store file is damaged ({text}); earlier results may be recoverable with "
+                f"`sqlite3 {path} .recover`")
+    return f"{path}: store error while {doing} ({text})"
 
 
 class Store:
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        if readonly and not self.path.is_file():
+            raise StoreError(f"{self.path}: store file does not exist")
         try:
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            self._db = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
+
+    def _open_writable(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
+            for column, kind in ADDED_TRIAL_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as err:
+            raise StoreError(describe_sqlite_error(self.path, err, "opening it for writing")) from None
+        return db
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=60000")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError:
+            # A WAL store whose folder we may not write cannot get its shared-memory file: read it as an
+            # immutable file instead (nobody can be writing it through that folder either).
+            db = sqlite3.connect(uri.replace("mode=ro", "mode=ro&immutable=1"), uri=True, isolation_level=None)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            db.close()
+            raise StoreError(f"{self.path}: not a steadytune store (no {', '.join(missing)} table)")
+        return db
 
     def close(self) -> None:
         self._db.close()
@@ -137,21 +214,33 @@ class Store:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, doing: str = "writing") -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front, so concurrent writers wait (busy timeout)
         # instead of failing half-way through a transaction.
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreError(describe_sqlite_error(self.path, err, doing)) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
+            raise StoreError(describe_sqlite_error(self.path, err, "reading")) from None
 
     # --- studies -------------------------------------------------------------------------------
     def study_id(self, name: str, spec: dict) -> int:
         """Id of the study with this name, created on first use."""
-        with self._transaction() as db:
+        with self._transaction("creating a study") as db:
             row = db.execute("SELECT id FROM studies WHERE name = ?", (name,)).fetchone()
             if row:
                 return row[0]
@@ -161,37 +250,38 @@ class Store:
     # --- trials --------------------------------------------------------------------------------
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
         """A trial about to train: status 'running' until finish_trial."""
-        with self._transaction() as db:
-            return self._insert_trial(db, config, trial_key, dropout_seed, study_id)
+        with self._transaction("starting a trial") as db:
+            return self._insert_trial(db, config, trial_key, dropout_seed, study_id, time.time())
 
     def record_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None,
-                     outcome: TrialOutcome, points: Iterable[CurvePoint]) -> int:
+                     outcome: TrialOutcome, points: Iterable[CurvePoint], started_at: float | None = None) -> int:
         """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
-        (interrupted, failed or stopped early), so a trial never appears twice."""
-        with self._transaction() as db:
+        (interrupted, failed or stopped early), so a trial never appears twice; its claim is dropped with it."""
+        with self._transaction("recording a trial") as db:
             db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS ? AND status IN ('running', 'failed',"
                        " 'stopped')", (trial_key, study_id))
-            trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id)
+            trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id,
+                                          time.time() if started_at is None else started_at)
             self._finish(db, trial_id, outcome, points)
         return trial_id
 
     @staticmethod
     def _insert_trial(db: sqlite3.Connection, config: dict, trial_key: str, dropout_seed: int,
-                      study_id: int | None) -> int:
+                      study_id: int | None, started_at: float) -> int:
         return db.execute(
             "INSERT INTO trials (study_id, trial_key, task, model, recipe, wi_seed, do_seed, dropout_seed,"
             " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
             (study_id, trial_key, config["task"], config["model"], config.get("recipe"), config["wi_seed"],
-             config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), time.time()),
+             config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), started_at),
         ).lastrowid
 
     def add_points(self, trial_id: int, points: Iterable[CurvePoint]) -> None:
-        with self._transaction() as db:
+        with self._transaction("writing curve points") as db:
             self._insert_points(db, trial_id, points)
 
     def finish_trial(self, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint] = ()) -> None:
         """Write the last curve rows and the terminal status atomically."""
-        with self._transaction() as db:
+        with self._transaction("finishing a trial") as db:
             self._finish(db, trial_id, outcome, points)
 
     def _finish(self, db: sqlite3.Connection, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint]) -> None:
@@ -201,12 +291,16 @@ class Store:
         db.execute(
             "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
             " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
-            " best_metrics_json=?, error=? WHERE id=?",
+            " best_metrics_json=?, error=?, threads=?, device=?, data_hash=? WHERE id=?",
             (outcome.status, time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
              outcome.metric, outcome.final_metrics.get(outcome.metric), outcome.best_metrics.get(outcome.metric),
              outcome.best_step, outcome.baseline_metric, json.dumps(outcome.final_metrics),
-             json.dumps(outcome.best_metrics), outcome.error, trial_id),
+             json.dumps(outcome.best_metrics), outcome.error, outcome.threads, outcome.device, outcome.data_hash,
+             trial_id),
         )
+        if outcome.status != "stopped":  # a stopped trial stays claimed until its continuation is recorded
+            db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
+                       " FROM trials WHERE id = ?)", (trial_id,))
 
     @staticmethod
     def _insert_points(db: sqlite3.Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:
@@ -216,35 +310,98 @@ class Store:
 
     def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
         """The newest attempt of a trial in a study (None: the trials run outside any study)."""
-        cursor = self._db.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC LIMIT 1",
-                                  (trial_key, study_id))
-        row = cursor.fetchone()
+        with self._reading():
+            cursor = self._db.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC"
+                                      " LIMIT 1", (trial_key, study_id))
+            row = cursor.fetchone()
         return dict(zip([c[0] for c in cursor.description], row)) if row else None
 
     def dev_score_at(self, trial_id: int, step: int) -> float | None:
         """The trial's primary dev metric at its latest evaluation at or before `step`."""
-        row = self._db.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE c.trial_id = ?"
-                               " AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ? ORDER BY c.step DESC"
-                               " LIMIT 1", (trial_id, step)).fetchone()
+        with self._reading():
+            row = self._db.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE"
+                                   " c.trial_id = ? AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ?"
+                                   " ORDER BY c.step DESC LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
 
     def trial_config(self, trial_id: int) -> tuple[dict, str, str]:
         """A trial's resolved config, trial key and status."""
-        row = self._db.execute("SELECT config_json, trial_key, status FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        row = self.trial_row(trial_id)
+        return json.loads(row["config_json"]), row["trial_key"], row["status"]
+
+    def trial_row(self, trial_id: int) -> dict:
+        with self._reading():
+            cursor = self._db.execute("SELECT * FROM trials WHERE id = ?", (trial_id,))
+            row = cursor.fetchone()
         if row is None:
             raise StoreError(f"{self.path} has no trial {trial_id}")
-        return json.loads(row[0]), row[1], row[2]
+        return dict(zip([c[0] for c in cursor.description], row))
+
+    def outcome(self, trial_id: int) -> TrialOutcome:
+        """A recorded trial's outcome, as it was reported when it finished."""
+        row = self.trial_row(trial_id)
+        if row["status"] not in TERMINAL_STATUSES:
+            raise StoreError(f"{self.path}: trial {trial_id} has not finished ({row['status']})")
+        return TrialOutcome(status=row["status"], steps_done=row["steps_done"] or 0, total_steps=row["total_steps"] or 0,
+                            metric=row["metric"] or "", final_metrics=json.loads(row["final_metrics_json"] or "{}"),
+                            best_metrics=json.loads(row["best_metrics_json"] or "{}"), best_step=row["best_step"],
+                            baseline_metric=row["baseline_metric"], wall_seconds=row["wall_seconds"] or 0.0,
+                            error=row["error"], threads=row.get("threads"), device=row.get("device"),
+                            data_hash=row.get("data_hash"))
+
+    def thread_counts(self, study_id: int | None) -> dict[int, int]:
+        """Torch thread counts of the study's finished trials, with how many trials ran with each."""
+        with self._reading():
+            rows = self._db.execute("SELECT threads, count(*) FROM trials WHERE study_id IS ? AND threads IS NOT NULL"
+                                    " AND status IN ('complete', 'diverged', 'stopped') GROUP BY threads",
+                                    (study_id,)).fetchall()
+        return dict(rows)
+
+    # --- claims --------------------------------------------------------------------------------
+    def claim(self, trial_key: str, study_id: int | None, owner: str, done_statuses: Iterable[str],
+              lease_seconds: float = LEASE_SECONDS) -> str:
+        """Take the trial for `owner` unless its latest attempt already has one of `done_statuses`.
+
+        Returns 'claimed', 'done', or 'busy' (another live driver holds it). Checked and taken in one
+        transaction, so of two drivers asking at once exactly one gets it.
+        """
+        done = tuple(done_statuses)
+        scope = study_id or 0
+        with self._transaction("claiming a trial") as db:
+            row = db.execute("SELECT status FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC LIMIT 1",
+                             (trial_key, study_id)).fetchone()
+            if row is not None and row[0] in done:
+                return "done"
+            holder = db.execute("SELECT owner, expires_at FROM claims WHERE trial_key = ? AND scope = ?",
+                                (trial_key, scope)).fetchone()
+            if holder is not None and holder[0] != owner and holder[1] > time.time():
+                return "busy"
+            db.execute("INSERT OR REPLACE INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?)",
+                       (trial_key, scope, owner, time.time() + lease_seconds))
+            return "claimed"
+
+    def claim_holder(self, trial_key: str, study_id: int | None) -> str | None:
+        """Who holds a live claim on the trial, if anyone."""
+        with self._reading():
+            row = self._db.execute("SELECT owner FROM claims WHERE trial_key = ? AND scope = ? AND expires_at > ?",
+                                   (trial_key, study_id or 0, time.time())).fetchone()
+        return row[0] if row else None
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every claim of `owner` (a driver that stops early), so others can run those trials at once."""
+        with self._transaction("releasing claims") as db:
+            db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
 
     # --- landscapes ----------------------------------------------------------------------------
     def landscape(self, key: str, kind: str, spec: dict) -> int:
         """The id of the landscape with this key, created on first use."""
-        with self._transaction() as db:
+        with self._transaction("creating a landscape") as db:
             db.execute("INSERT OR IGNORE INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)",
                        (key, kind, json.dumps(spec, sort_keys=True), time.time()))
             return db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()[0]
 
     def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
-        with self._transaction() as db:
+        with self._transaction("writing landscape cells") as db:
             db.executemany("INSERT OR REPLACE INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((landscape_id, i, j, a, b, name, value) for i, j, a, b, values in cells
@@ -252,8 +409,9 @@ class Store:
 
     def landscape_cells(self, landscape_id: int) -> pd.DataFrame:
         """One row per finished cell: i, j, a, b and one column per stored value."""
-        frame = pd.read_sql_query("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
-                                  self._db, params=(landscape_id,))
+        with self._reading():
+            frame = pd.read_sql_query("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
+                                      self._db, params=(landscape_id,))
         if frame.empty:
             return pd.DataFrame(columns=["i", "j", "a", "b"])
         wide = frame.pivot_table(index=["i", "j", "a", "b"], columns="name", values="value").reset_index()
@@ -263,7 +421,11 @@ class Store:
     # --- reading -------------------------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
-        frame = pd.read_sql_query("SELECT * FROM trials ORDER BY id", self._db)
+        with self._reading():
+            frame = pd.read_sql_query("SELECT * FROM trials ORDER BY id", self._db)
+        for column in ADDED_TRIAL_COLUMNS:  # an older store opened read-only
+            if column not in frame:
+                frame[column] = None
         configs = pd.json_normalize([json.loads(c) for c in frame["config_json"]]) if len(frame) else pd.DataFrame()
         configs.columns = [f"cfg.{c}" for c in configs.columns]
         return pd.concat([frame.drop(columns=["config_json"]), configs], axis=1)
@@ -275,7 +437,44 @@ class Store:
             ids = tuple(trial_ids)
             query += f" WHERE trial_id IN ({','.join('?' * len(ids))})"
             params = ids
-        return pd.read_sql_query(query + " ORDER BY trial_id, split, metric, step", self._db, params=params)
+        with self._reading():
+            return pd.read_sql_query(query + " ORDER BY trial_id, split, metric, step", self._db, params=params)
+
+
+def new_owner() -> str:
+    """A driver's identity in `claims`: unique, and readable in messages (host and pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    """Keeps `owner`'s claims alive from a background thread while a driver works (its own connection:
+    SQLite connections stay in their thread). When the process dies the heartbeat stops with it, and the
+    claims expire after `lease_seconds`."""
+
+    def __init__(self, path: Path, owner: str, lease_seconds: float = LEASE_SECONDS):
+        self.path, self.owner, self.lease_seconds = path, owner, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="steadytune-lease", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                try:
+                    db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?",
+                               (time.time() + self.lease_seconds, self.owner))
+                finally:
+                    db.close()
+            except sqlite3.DatabaseError:
+                pass  # the next beat tries again; a claim that lapses meanwhile is only re-run, never lost
 
 
 def export(store: Store, what: str, fmt: str, out: Path) -> int:

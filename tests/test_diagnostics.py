@@ -65,7 +65,7 @@ def test_pooler_probe_measures_tanh_saturation(tiny_bert_dir):
 def test_trial_logs_diagnostics_every_k_steps(tiny_trial_config, options, tmp_path):
     config = tiny_trial_config(max_train=64, max_grad_norm=0.01)  # a tiny clip threshold: clipping always bites
     with Store(tmp_path / "runs.db") as store:
-        trial_id, outcome = run_stored(config, options.model_copy(update={"log_grads_every": 3}), store)
+        trial_id, outcome, _ = run_stored(config, options.model_copy(update={"log_grads_every": 3}), store)
         diag = store.curves([trial_id]).query("split == 'diag'")
     assert outcome.total_steps == 8
     assert sorted(diag["step"].unique()) == [1, 4, 7]
@@ -83,7 +83,7 @@ def test_diagnostics_do_not_change_the_computation(tiny_trial_config, options, t
     curves = []
     for every in (0, 1):
         with Store(tmp_path / f"runs-{every}.db") as store:
-            trial_id, _ = run_stored(config, options.model_copy(update={"log_grads_every": every}), store)
+            trial_id, _, _ = run_stored(config, options.model_copy(update={"log_grads_every": every}), store)
             curves.append(store.curves([trial_id]).query("split == 'train'").reset_index(drop=True))
     assert curves[0]["value"].tolist() == curves[1]["value"].tolist()
 
@@ -169,7 +169,7 @@ def test_diagnose_command_prints_and_plots(tiny_trial_config, options, tmp_path)
 
     store_path = tmp_path / "runs.db"
     with Store(store_path) as store:
-        trial_id, _ = run_stored(tiny_trial_config(max_train=48), options.model_copy(update={"log_grads_every": 2}), store)
+        trial_id, _, _ = run_stored(tiny_trial_config(max_train=48), options.model_copy(update={"log_grads_every": 2}), store)
     runner = CliRunner()
     result = runner.invoke(app, ["diagnose", str(store_path), "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output

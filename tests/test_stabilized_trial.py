@@ -104,7 +104,7 @@ def test_max_steps_sets_the_schedule(tiny_trial_config, options):
 def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(tiny_trial_config, options, tmp_path):
     store_path = tmp_path / "runs.db"
     with Store(store_path) as store:
-        source_id, _ = run_stored(tiny_trial_config(task="sst2", max_train=16), options.model_copy(update={"save_model": True}),
+        source_id, _, _ = run_stored(tiny_trial_config(task="sst2", max_train=16), options.model_copy(update={"save_model": True}),
                                   store)
         saved = model_artifact_dir(store_path, source_id)
         assert (saved / "config.json").exists()

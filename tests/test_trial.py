@@ -110,7 +110,7 @@ def test_nan_loss_stops_trial_as_diverged_and_is_stored(make_config, options, tm
 
     monkeypatch.setattr(Trial, "__init__", poisoning_init)
     with Store(tmp_path / "runs.db") as store:
-        trial_id, outcome = run_stored(make_config(), options, store)
+        trial_id, outcome, _ = run_stored(make_config(), options, store)
         assert outcome.status == "diverged"
         assert outcome.steps_done == 3
         row = store.trials().set_index("id").loc[trial_id]

@@ -1,8 +1,9 @@
 """Assemble a trial's data from its config: load, draw the few-sample subset, split dev, tokenize."""
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -22,6 +23,8 @@ class TrialInputs:
     dev: EncodedDataset
     test: EncodedDataset | None  # the held-out half when --split-dev is on
     baseline: dict[str, float]   # majority-class (mean for regression) metrics on dev
+    data_hash: str = ""          # identity of the data the trial sees: its train, dev and test examples
+    notes: list[str] = field(default_factory=list)  # things the user should know, e.g. a --max-train beyond the data
 
 
 def default_cache_dir() -> Path:
@@ -33,10 +36,10 @@ def resolve_task(config: TrialConfig) -> TaskSpec:
         if config.train_file is None:
             raise DataError(f"--task {config.task} needs --train-file and --dev-file")
         if config.task == "regression":
-            return custom_task(None)
+            return custom_task(None, config.metric)
         if not config.label_names:
             raise DataError("--task classification needs --label-names (comma-separated, in label-id order)")
-        return custom_task([name.strip() for name in config.label_names.split(",")])
+        return custom_task([name.strip() for name in config.label_names.split(",")], config.metric)
     return get_task(config.task)
 
 
@@ -53,16 +56,23 @@ def load_raw(config: TrialConfig, task: TaskSpec) -> tuple[TextDataset, TextData
 def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> TrialInputs:
     task = resolve_task(config)
     train, dev = load_raw(config, task)
+    notes = []
     if config.max_train is not None:
+        if config.max_train > len(train):
+            notes.append(f"--max-train {config.max_train} is more than the {len(train)} training examples: "
+                         f"all {len(train)} are used")
         train = subsample(train, config.max_train, config.subset_seed)
     test = None
     if config.split_dev:
         dev, test = split_dev_test(dev, config.split_seed)
     cache_dir = cache_dir or default_cache_dir()
+    identity = hashlib.sha256("|".join(ds.content_hash() for ds in (train, dev, test) if ds is not None).encode())
     return TrialInputs(
         task=task,
         train=encode(train, tokenizer, config.max_length, cache_dir),
         dev=encode(dev, tokenizer, config.max_length, cache_dir),
         test=encode(test, tokenizer, config.max_length, cache_dir) if test is not None else None,
         baseline=majority_baseline(task, train.labels, dev.labels),
+        data_hash=identity.hexdigest()[:16],
+        notes=notes,
     )

@@ -31,7 +31,9 @@ from .optimizers import build_optimizer
 from .pretrained_wd import PretrainedWeightDecay
 from .quantization import Int8Twin
 from .reinit import reinit_top_layers
-from .store import CurvePoint, Store, StoreError, TrialOutcome
+from .state_file import StateFileError, load_state_file, save_state_file
+from .errors import Interrupted, TrialError
+from .store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
@@ -42,7 +44,19 @@ FlushCallback = Callable[[list[CurvePoint]], None]
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"--device {name}: {build}; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: steadytune runs on cpu or cuda")
+    return device
 
 
 def configure_torch(options: RunOptions) -> None:
@@ -78,10 +92,11 @@ class Trial:
         """`store_path` resolves --init-from given as a trial id (its saved encoder lives beside the store)."""
         configure_torch(options)
         self.config, self.options = config, options
-        self.device = pick_device(options.device)
-        if config.eval_precision == "int8" and self.device.type != "cpu":
+        wants_gpu = options.device.startswith("cuda") or (options.device == "auto" and torch.cuda.is_available())
+        if config.eval_precision == "int8" and wants_gpu:
             raise ConfigError(f"--eval-precision int8 runs on CPU only (PyTorch dynamic quantization); "
-                              f"this trial's device is {self.device}: use --eval-precision fp32 or --device cpu")
+                              f"this trial's device is {options.device}: use --eval-precision fp32 or --device cpu")
+        self.device = pick_device(options.device)
         self.tokenizer = load_tokenizer(config.model)
         self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)
         self.task = self.inputs.task
@@ -191,8 +206,21 @@ class Trial:
             status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
             final_metrics=self.state.last_metrics if status != "diverged" else {},
             best_metrics=self.state.best_metrics, best_step=self.state.best_step,
-            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed)
+            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, **self.provenance())
         return outcome, pending
+
+    def provenance(self) -> dict:
+        """Where and on what the trial ran: the outcome fields that are not results."""
+        threads = torch.get_num_threads() if self.device.type == "cpu" else None
+        return {"threads": threads, "device": str(self.device), "data_hash": self.inputs.data_hash}
+
+    def failed_outcome(self, error: BaseException | str) -> TrialOutcome:
+        """A `failed` outcome at the step the trial reached."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return TrialOutcome(status="failed", steps_done=self.step, total_steps=self.total_steps,
+                            metric=self.task.metric, final_metrics={}, best_metrics={}, best_step=None,
+                            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, error=text,
+                            **self.provenance())
 
     def _train_until(self, limit: int, flush: FlushCallback, progress: ProgressCallback | None) -> list[CurvePoint]:
         c, lengths, pending = self.config, self.inputs.train.lengths, []
@@ -256,26 +284,47 @@ class Trial:
                 *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in diagnostics.items())]
 
     def save_state(self, path: Path) -> None:
-        """Everything a paused trial needs to continue bit-identically in another process."""
-        torch.save({"trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
-                    "elapsed": self.elapsed, "state": self.state, "rng": self.dropout_rng,
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict()}, path)
+        """Everything a paused trial needs to continue bit-identically in another process (see state_file.py)."""
+        tracked = self.state
+        save_state_file(path, {
+            "trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
+            "elapsed": self.elapsed, "rng": self.dropout_rng, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "tracked": {"metric": tracked.metric, "best_value": tracked.best_value, "best_step": tracked.best_step,
+                        "best_metrics": tracked.best_metrics, "last_metrics": tracked.last_metrics}})
 
     def restore_state(self, path: Path) -> None:
         """Continue a trial saved by `save_state`, on a freshly constructed Trial of the same config: its
-        optimizer and pretrained-WD anchor were built from the initial model, as at the original start."""
+        optimizer and pretrained-WD anchor were built from the initial model, as at the original start.
+
+        Raises StateFileError for a file that is damaged or holds another trial's state. The trial may be
+        half-restored then: the caller builds a fresh one and runs it from the start (same result).
+        """
         if self.step != 0:
             raise ValueError("restore_state needs a freshly constructed trial")
-        saved = torch.load(path, weights_only=False)
-        if saved["trial_key"] != self.config.trial_key():
-            raise ValueError(f"{path} holds the state of another trial ({saved['trial_key']})")
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.dropout_rng = saved["rng"]
-        self.step, self.diverged, self.elapsed, self.state = (saved["step"], saved["diverged"], saved["elapsed"],
-                                                              saved["state"])
+        saved = load_state_file(path)
+        if saved.get("trial_key") != self.config.trial_key():
+            raise StateFileError(f"{path} holds the state of another trial ({saved.get('trial_key')})")
+        try:
+            model_state = {**self.model.state_dict(), **saved["model"]}
+            if set(saved["model"]) != set(self.model.state_dict()):
+                raise StateFileError(f"{path}: its parameters do not match this trial's model")
+            tracked = saved["tracked"]
+            state = TrialState(tracked["metric"], float(tracked["best_value"]), tracked["best_step"],
+                               dict(tracked["best_metrics"]), dict(tracked["last_metrics"]))
+            step, diverged, elapsed = int(saved["step"]), bool(saved["diverged"]), float(saved["elapsed"])
+            rng = {k: v for k, v in saved["rng"].items() if isinstance(v, torch.Tensor)}
+            if "cpu" not in rng or not 0 < step <= self.total_steps:
+                raise StateFileError(f"{path}: state of step {step} does not fit this trial")
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+        except StateFileError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise StateFileError(f"{path}: state does not fit this trial ({type(err).__name__}: {err})") from None
+        self.dropout_rng = rng
+        self.step, self.diverged, self.elapsed, self.state = step, diverged, elapsed, state
 
     def save_encoder(self, folder: Path) -> None:
         save_encoder(self.model, self.tokenizer, folder)
@@ -300,22 +349,57 @@ def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | N
 
 
 def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id: int | None = None,
-               progress: ProgressCallback | None = None) -> tuple[int, TrialOutcome]:
-    """Prepare, run and record one trial. Bad input raises before anything is stored; an error during
-    training is recorded as a `failed` trial (with its partial curve) and re-raised."""
+               progress: ProgressCallback | None = None,
+               on_prepared: Callable[[Trial], None] | None = None) -> tuple[int, TrialOutcome, bool]:
+    """Prepare, claim, run and record one trial; returns (trial id, outcome, reused).
+
+    Bad input raises before anything is stored. A trial whose config already has a result in the store is
+    not run again (reused=True) unless it is asked to save a model or snapshots; one that another process
+    is running is refused. An error or Ctrl-C during training records the trial as `failed` with its curve
+    so far and raises TrialError or Interrupted, whose message says what was kept. `on_prepared` sees the
+    trial once its inputs are checked (to show notes such as a --max-train beyond the data).
+    """
     trial = Trial(config, options, store.path)
-    trial_id = store.start_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
-                                 study_id)
+    if on_prepared is not None:
+        on_prepared(trial)
+    key, owner = config.trial_key(), new_owner()
+    wants_files = options.save_model or options.save_checkpoints > 0
+    claimed = store.claim(key, study_id, owner, () if wants_files else ("complete", "diverged"))
+    if claimed == "done":
+        row = store.latest_trial(key, study_id)
+        return row["id"], store.outcome(row["id"]), True
+    if claimed == "busy":
+        raise StoreError(f"{store.path}: this trial (key {key}) is being run by another process "
+                         f"({store.claim_holder(key, study_id)}); its result will appear in the store")
     try:
-        outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
-    except Exception as err:
-        failed = TrialOutcome(status="failed", steps_done=trial.step, total_steps=trial.total_steps, metric=trial.task.metric,
-                              final_metrics={}, best_metrics={}, best_step=None,
-                              baseline_metric=trial.baseline_metric, wall_seconds=0.0,
-                              error=f"{type(err).__name__}: {err}")
-        store.finish_trial(trial_id, failed)
-        raise
-    if options.save_model and outcome.status == "complete":
-        trial.save_encoder(model_artifact_dir(store.path, trial_id))
-    store.finish_trial(trial_id, outcome, pending)
-    return trial_id, outcome
+        with Lease(store.path, owner):
+            trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
+            try:
+                outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
+                if options.save_model and outcome.status == "complete":
+                    trial.save_encoder(model_artifact_dir(store.path, trial_id))
+            except BaseException as err:
+                raise _recorded_failure(store, trial, trial_id, err) from None
+            store.finish_trial(trial_id, outcome, pending)
+    finally:
+        store.release_claims(owner)
+    return trial_id, outcome, False
+
+
+def _recorded_failure(store: Store, trial: Trial, trial_id: int, err: BaseException) -> BaseException:
+    """Record the trial as failed (if the store can still be written) and say what was kept."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    reason = "interrupted (Ctrl-C)" if interrupted else f"{type(err).__name__}: {err}"
+    where = f"at step {trial.step}/{trial.total_steps}"
+    try:
+        store.finish_trial(trial_id, trial.failed_outcome(reason))
+        kept = (f"trial {trial_id} is kept in {store.path} as 'failed' with its curve to the last evaluation; "
+                f"run the same command again to train it anew")
+    except StoreError:
+        kept = (f"trial {trial_id} stays 'running' in {store.path} with its curve to the last evaluation (the store "
+                f"could not be written); it is not counted as a result")
+    if interrupted:
+        return Interrupted(f"interrupted {where}: {kept}")
+    if isinstance(err, StoreError):
+        return StoreError(f"{err} {where}; {kept}")
+    return TrialError(f"trial failed {where} ({reason}); {kept}")

@@ -6,40 +6,71 @@ Trials run in worker processes or as Ray tasks; the driver alone writes the stor
 rows arrive in one transaction with its final status and a killed study leaves no half results.
 With early stopping (Dodge et al.), each task x recipe group starts T trials, trains them to a
 fraction F, continues the top P from their saved state, and records the rest as `stopped`.
+
+Processes die, and the design assumes it:
+- a driver claims each trial in the store just before it hands it to a worker (store.py: claims with
+  an expiring lease), so several drivers on one study share its trials and none is run twice; a
+  killed driver's claims expire and the others take its trials over;
+- a worker exits within a second when its driver dies (it watches its parent), instead of finishing
+  its trial for nobody;
+- a worker that dies (an OOM kill, say) costs only its own trial: it is retried up to `retries` times
+  on a fresh worker, then recorded as failed, and the study goes on;
+- Ctrl-C stops the workers at once, keeps every trial already recorded, and says how to resume.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import ConfigError, RunOptions, TrialConfig, build_config, format_validation_error, load_config_file
+from .config import (ConfigError, RunOptions, TrialConfig, build_config, check_keys, format_validation_error,
+                     load_config_file)
 from .early_stopping import EarlyStop, cut_step, survivors
+from .errors import Interrupted
 from .recipes import recipe_overrides
-from .store import CurvePoint, Store, TrialOutcome
+from .store import CurvePoint, Lease, Store, TrialOutcome, new_owner
+from .tasks import canonical_task_name
 
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "early_stop")
 
 
 def parse_seeds(value: Any) -> list[int]:
-    """'1-25', '1,3,5', '1-3,7', 4, or a list of ints."""
+    """'1-25', '1,3,5', '1-3,7', 4, or a list of ints; ranges run upwards and no seed is listed twice."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a seed")
     if isinstance(value, int):
         return [value]
-    if isinstance(value, list):
-        return [int(v) for v in value]
     seeds: list[int] = []
-    for part in str(value).replace(" ", "").split(","):
-        low, _, high = part.partition("-")
-        seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    parts = value if isinstance(value, list) else str(value).replace(" ", "").split(",")
+    for part in parts:
+        if isinstance(part, int) and not isinstance(part, bool):
+            seeds.append(part)
+            continue
+        low, dash, high = str(part).partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{str(part)!r} is not a seed or a range of seeds (write e.g. '1-25', '1,3,5' or '1-3,7')")
+        if dash and int(high) < int(low):
+            raise ValueError(f"range {part!r} runs backwards; write {high}-{low}")
+        seeds += list(range(int(low), int(high) + 1)) if dash else [int(low)]
+    repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if repeated:
+        raise ValueError(f"seed(s) {', '.join(map(str, repeated))} listed more than once")
+    if not seeds:
+        raise ValueError("no seeds given")
     return seeds
 
 
@@ -66,6 +97,24 @@ class StudySpec(BaseModel):
     def _lists(cls, value: Any) -> list:
         return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
+    @field_validator("tasks")
+    @classmethod
+    def _canonical_tasks(cls, tasks: list[str]) -> list[str]:
+        names = [canonical_task_name(task) for task in tasks]
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:
+            raise ValueError(f"task(s) {', '.join(repeated)} listed more than once (names are matched ignoring case, "
+                             f"'-' and '_')")
+        return names
+
+    @field_validator("recipes")
+    @classmethod
+    def _distinct_recipes(cls, recipes: list[str | None]) -> list[str | None]:
+        repeated = sorted(str(r) for r, count in Counter(recipes).items() if count > 1)
+        if repeated:
+            raise ValueError(f"recipe(s) {', '.join(repeated)} listed more than once")
+        return recipes
+
     def early_stopping(self) -> EarlyStop | None:
         return EarlyStop.parse(self.early_stop) if self.early_stop else None
 
@@ -82,6 +131,9 @@ GRID_FIELDS = {"task": "tasks", "recipe": "recipes", "wi_seed": "wi_seeds", "do_
 def load_spec(path: Path | None, overrides: dict[str, Any]) -> StudySpec:
     """A spec from a YAML/TOML file (study keys at the top, anything else is trial config) plus CLI values."""
     raw = load_config_file(path) if path else {}
+    if path:
+        check_keys(raw, (*STUDY_KEYS, "config", *TrialConfig.model_fields), str(path))
+        check_keys(raw.get("config") or {}, TrialConfig.model_fields, f"{path} (config)")
     config = {k: v for k, v in raw.items() if k not in STUDY_KEYS and k != "config"}
     config.update(raw.get("config") or {})
     config.update({k: v for k, v in overrides.items() if k not in STUDY_KEYS and v is not None})
@@ -95,7 +147,9 @@ def load_spec(path: Path | None, overrides: dict[str, Any]) -> StudySpec:
         spec = StudySpec(**study, config=config)
         spec.early_stopping()
     except ValidationError as err:
-        raise ConfigError(f"{where}: {format_validation_error(err)}") from None
+        # Name the flag if the bad value came from the command line, else the key as the file has it.
+        from_flags = {k for k, v in overrides.items() if v is not None}
+        raise ConfigError(f"{where}: {format_validation_error(err, flags=from_flags if path else None)}") from None
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
     return spec
@@ -147,17 +201,30 @@ class Job:
 class JobResult:
     outcome: TrialOutcome
     points: list[CurvePoint]
+    started_at: float
+
+
+def failed_outcome(error: str) -> TrialOutcome:
+    """The outcome of a job that failed before its trial could report one."""
+    return TrialOutcome(status="failed", steps_done=0, total_steps=0, metric="", final_metrics={}, best_metrics={},
+                        best_step=None, baseline_metric=float("nan"), wall_seconds=0.0, error=error)
 
 
 def execute(job: Job) -> JobResult:
     """Run one job in this process. Errors become a `failed` outcome, never an exception: a study goes on."""
+    from .state_file import StateFileError
     from .trial import Trial
 
+    started_at = time.time()
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
+    store_path = Path(job.store_path) if job.store_path else None
     try:
-        trial = Trial(config, options, Path(job.store_path) if job.store_path else None)
+        trial = Trial(config, options, store_path)
         if job.state_in:
-            trial.restore_state(Path(job.state_in))
+            try:
+                trial.restore_state(Path(job.state_in))
+            except StateFileError:
+                trial = Trial(config, options, store_path)  # damaged or foreign state: from the start, same result
         stop_at = None
         if job.stop_at_fraction is not None:
             stop_at = cut_step(trial.total_steps, job.stop_at_fraction)
@@ -166,55 +233,107 @@ def execute(job: Job) -> JobResult:
         outcome, pending = trial.run(points.extend, stop_at=stop_at)
         if job.state_out and outcome.status == "stopped":
             trial.save_state(Path(job.state_out))
-        return JobResult(outcome, points + pending)
+        return JobResult(outcome, points + pending, started_at)
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, not raised
-        return JobResult(TrialOutcome(status="failed", steps_done=0, total_steps=0, metric="", final_metrics={},
-                                      best_metrics={}, best_step=None, baseline_metric=float("nan"),
-                                      wall_seconds=0.0, error=f"{type(err).__name__}: {err}"), [])
+        return JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at)
+
+
+# Called when the executor has room for one more job: a (tag, job) pair, or None when none can start now.
+NextJob = Callable[[], "tuple[Any, Job] | None"]
 
 
 class Executor:
-    """Runs jobs concurrently and yields (tag, result) as they finish."""
+    """Runs jobs concurrently, pulling each from `next_job` only when a worker is free, and yields
+    (tag, result) as they finish. A worker process that dies costs only its own job (retried up to
+    `retries` times, then reported failed)."""
 
     def __init__(self, workers: int, ray_address: str | None = None, cpus_per_trial: float = 1,
-                 gpus_per_trial: float = 0):
+                 gpus_per_trial: float = 0, retries: int = 1):
         self.workers, self.ray_address = workers, ray_address
         self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self.retries = retries
 
-    def run(self, jobs: list[tuple[Any, Job]]) -> Iterator[tuple[Any, JobResult]]:
-        if not jobs:
-            return
+    def run(self, next_job: NextJob) -> Iterator[tuple[Any, JobResult]]:
         if self.ray_address:
-            yield from self._run_ray(jobs)
+            yield from self._run_ray(next_job)
         elif self.workers == 1:
-            for tag, job in jobs:
-                yield tag, execute(job)
+            while (item := next_job()) is not None:
+                yield item[0], execute(item[1])
         else:
-            yield from self._run_processes(jobs)
+            yield from self._run_processes(next_job)
 
-    def _run_processes(self, jobs):
-        # spawn, not fork: torch's thread pools do not survive a fork.
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(self.threads_per_worker(),)) as pool:
-            pending: dict[Future, Any] = {pool.submit(execute, job): tag for tag, job in jobs}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield pending.pop(future), future.result()
+    def _run_processes(self, next_job: NextJob) -> Iterator[tuple[Any, JobResult]]:
+        context = get_context("spawn")  # not fork: torch's thread pools do not survive a fork
+        slots: list[_Worker | None] = [None] * self.workers
+        retry: deque[tuple[Any, Job, int]] = deque()
+        try:
+            while True:
+                for index, worker in enumerate(slots):
+                    if worker is not None and worker.task is not None:
+                        continue
+                    if retry:
+                        item = retry.popleft()
+                    else:
+                        fresh = next_job()
+                        if fresh is None:
+                            break
+                        item = (*fresh, 0)
+                    if worker is None or not worker.process.is_alive():
+                        worker = slots[index] = _Worker(context, self.threads_per_worker())
+                    worker.give(*item)
+                busy = [w for w in slots if w is not None and w.task is not None]
+                if not busy:
+                    return
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for index, worker in enumerate(slots):
+                    if worker is None or worker.task is None:
+                        continue
+                    tag, job, attempt = worker.task
+                    result = worker.result()
+                    if result is not None:
+                        yield tag, result
+                    elif not worker.process.is_alive():
+                        worker.process.join()
+                        slots[index] = None
+                        if attempt < self.retries:
+                            retry.append((tag, job, attempt + 1))
+                        else:
+                            yield tag, JobResult(failed_outcome(_death(worker.process.exitcode, attempt + 1)), [],
+                                                 worker.started_at)
+        finally:
+            for worker in slots:
+                if worker is not None:
+                    worker.stop()
 
-    def _run_ray(self, jobs):
+    def _run_ray(self, next_job: NextJob) -> Iterator[tuple[Any, JobResult]]:
         try:
             import ray
         except ImportError:
             raise ConfigError("--ray-address needs Ray: pip install 'steadytune[ray]'") from None
         if not ray.is_initialized():
             ray.init(address=self.ray_address, log_to_driver=False)
-        remote = ray.remote(execute).options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial)
-        pending = {remote.remote(job): tag for tag, job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+        # Ray re-runs a task whose worker died (max_retries); trials are deterministic, so that is safe.
+        remote = ray.remote(execute).options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
+                                             max_retries=self.retries)
+        capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus_per_trial, 1e-9)))
+        pending: dict = {}
+        try:
+            while True:
+                while len(pending) < capacity and (item := next_job()) is not None:
+                    pending[remote.remote(item[1])] = (item[0], time.time())
+                if not pending:
+                    return
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    tag, started_at = pending.pop(ref)
+                    try:
+                        yield tag, ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        yield tag, JobResult(failed_outcome(f"Ray task lost: {str(err).splitlines()[0]}"), [],
+                                             started_at)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
 
     def threads_per_worker(self) -> int:
         """Torch threads per trial: the Ray CPUs it reserves, or this machine's cores split between N workers."""
@@ -223,8 +342,81 @@ class Executor:
         return max(1, (os.cpu_count() or 1) // self.workers)
 
 
-def _init_worker(threads: int) -> None:
+def _death(exitcode: int | None, attempts: int) -> str:
+    how = (f"killed by signal {-exitcode}" + (" (SIGKILL: out of memory?)" if exitcode == -signal.SIGKILL else "")
+           if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
+    return f"WorkerDied: the worker process running this trial died ({how}), {attempts} attempt(s)"
+
+
+class _Worker:
+    """One spawned worker process and the job it is running, talking to the driver over a pipe."""
+
+    def __init__(self, context, threads: int):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True,
+                                       name="steadytune-worker")
+        self.process.start()
+        child.close()
+        self.task: tuple[Any, Job, int] | None = None
+        self.started_at = 0.0
+
+    def give(self, tag: Any, job: Job, attempt: int) -> None:
+        self.task, self.started_at = (tag, job, attempt), time.time()
+        self.conn.send(job)
+
+    def result(self) -> JobResult | None:
+        """The finished job's result if it has arrived (the worker is then free again)."""
+        try:
+            if not self.conn.poll():
+                return None
+            result = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        self.task = None
+        return result
+
+    def stop(self) -> None:
+        """End the process: politely when idle, at once when it is still computing (Ctrl-C, an error)."""
+        if self.process.is_alive():
+            if self.task is None:
+                try:
+                    self.conn.send(None)
+                except OSError:
+                    pass
+                self.process.join(5)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        self.conn.close()
+
+
+def _worker_main(conn, threads: int, driver_pid: int) -> None:
+    # Ctrl-C reaches the whole process group; the driver alone decides, and stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(driver_pid,), daemon=True).start()
     torch.set_num_threads(threads)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            conn.send(execute(job))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _exit_when_orphaned(driver_pid: int) -> None:
+    """A worker whose driver died has nobody to report to: exit now rather than finish the trial."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != driver_pid:
+            os._exit(1)
 
 
 @dataclass
@@ -233,41 +425,80 @@ class StudyEvents:
 
     on_start: Callable[[int], None] = lambda total: None
     on_result: Callable[[PlannedTrial, TrialOutcome], None] = lambda trial, outcome: None
+    on_wait: Callable[[int], None] = lambda count: None  # trials another driver is running
+
+
+# Statuses after which a trial is not run again: in the first pass, and when survivors are continued.
+FIRST_PASS_DONE = ("complete", "diverged", "stopped")
+CONTINUATION_DONE = ("complete", "diverged")
 
 
 class StudyRunner:
-    def __init__(self, spec: StudySpec, store: Store, options: RunOptions, executor: Executor):
+    def __init__(self, spec: StudySpec, store: Store, options: RunOptions, executor: Executor,
+                 poll_seconds: float = 2.0):
         if options.save_model:
             raise ConfigError("--save-model applies to `steadytune train`; a study does not save encoders")
         self.spec, self.store, self.executor = spec, store, executor
         self.study_id = store.study_id(spec.study_name(), spec.model_dump(mode="json"))
         self.trials = expand(spec)
         self.states_dir = store.path.parent / f"{store.path.stem}-states"
-        if options.threads is None and (executor.ray_address or executor.workers > 1):
-            options = options.model_copy(update={"threads": executor.threads_per_worker()})
+        if options.threads is None:
+            threads = (executor.threads_per_worker() if executor.ray_address or executor.workers > 1
+                       else torch.get_num_threads())
+            options = options.model_copy(update={"threads": threads})
         self.options = options
+        self.poll_seconds = poll_seconds
+        self.owner = new_owner()
         self.full_trials_spent = 0.0
+        self.recorded: Counter[str] = Counter()
+
+    def check_threads(self) -> None:
+        """Refuse to continue a study under another thread count: results differ in the low bits between them."""
+        if self.options.device not in ("auto", "cpu") and not self.options.device.startswith("cpu"):
+            return
+        counts = self.store.thread_counts(self.study_id)
+        others = {threads: n for threads, n in counts.items() if threads != self.options.threads}
+        if others:
+            ran = ", ".join(f"{n} with {threads}" for threads, n in sorted(others.items()))
+            raise ConfigError(f"study {self.spec.study_name()}: its finished trials ran with other torch thread "
+                              f"counts ({ran} thread(s)) than this run would use ({self.options.threads}); results "
+                              f"differ in the low bits between thread counts, so one study keeps one. Pass "
+                              f"--threads {max(others, key=others.get)} to continue it as it ran")
 
     def run(self, events: StudyEvents | None = None) -> dict[str, Any]:
         events = events or StudyEvents()
+        self.check_threads()
         stop = self.spec.early_stopping()
-        todo = [t for t in self.trials if self._status(t) not in ("complete", "diverged", "stopped")]
+        todo = [t for t in self.trials if self._status(t) not in FIRST_PASS_DONE]
         events.on_start(len(todo) + (0 if stop is None else len(self._groups()) * stop.keep))
-        self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None, save_state=stop is not None))
-                       for t in todo], events)
-        if stop is not None:
-            self._continue_survivors(stop, events)
+        try:
+            with Lease(self.store.path, self.owner):
+                self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None,
+                                             save_state=stop is not None)) for t in todo], FIRST_PASS_DONE, events)
+                if stop is not None:
+                    self._continue_survivors(stop, events)
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted()) from None
+        finally:
+            self.store.release_claims(self.owner)
         statuses = [self._status(t) for t in self.trials]
-        return {"study": self.spec.study_name(), "trials": len(self.trials), "ran": len(todo),
+        return {"study": self.spec.study_name(), "trials": len(self.trials), "ran": sum(self.recorded.values()),
                 "full_trials_spent": self.full_trials_spent,
                 **{s: statuses.count(s) for s in ("complete", "stopped", "diverged", "failed")}}
+
+    def _interrupted(self) -> str:
+        kept = ", ".join(f"{n} {status}" for status, n in self.recorded.items()) or "none"
+        finished = sum(self._status(t) in FIRST_PASS_DONE for t in self.trials)
+        return (f"interrupted: trials recorded by this run are kept ({kept}); {finished} of {len(self.trials)} trials "
+                f"of study {self.spec.study_name()} are finished in {self.store.path}; queued and running trials were "
+                f"cancelled. Run the same command again to resume")
 
     def _status(self, trial: PlannedTrial) -> str | None:
         row = self.store.latest_trial(trial.config.trial_key(), self.study_id)
         return row["status"] if row else None
 
     def _state_path(self, trial: PlannedTrial) -> Path:
-        return self.states_dir / f"study{self.study_id}-{trial.config.trial_key()}.pt"
+        return self.states_dir / f"study{self.study_id}-{trial.config.trial_key()}.safetensors"
 
     def _job(self, trial: PlannedTrial, stop_at_fraction: float | None = None, save_state: bool = False,
              resume: bool = False) -> Job:
@@ -278,23 +509,48 @@ class StudyRunner:
                    state_in=str(self._state_path(trial)) if resume else None,
                    state_out=str(self._state_path(trial)) if save_state else None)
 
-    def _execute(self, work: list[tuple[PlannedTrial, Job]], events: StudyEvents) -> None:
-        """Run jobs; each result is written when it arrives, so the store only ever holds finished attempts."""
-        tagged = []
-        for trial, job in work:
-            row = self.store.latest_trial(trial.config.trial_key(), self.study_id) if job.state_in else None
-            # Continuing a stopped attempt updates its row; anything else is recorded as a new attempt.
-            tagged.append(((trial, row["id"] if row else None, row["steps_done"] if row else 0), job))
-        for (trial, trial_id, start_step), result in self.executor.run(tagged):
-            config = trial.config
-            if trial_id is None:
-                self.store.record_trial(config.model_dump(mode="json"), config.trial_key(),
-                                        config.effective_dropout_seed, self.study_id, result.outcome, result.points)
-            else:
-                self.store.finish_trial(trial_id, result.outcome, result.points)
-            if result.outcome.total_steps:
-                self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
-            events.on_result(trial, result.outcome)
+    def _execute(self, work: Iterable[tuple[PlannedTrial, Job]], done: tuple[str, ...], events: StudyEvents) -> None:
+        """Run jobs, each claimed only when a worker is free for it; each result is written when it arrives.
+        Trials another driver holds are waited for, and taken over if its claim expires."""
+        queue = deque(work)
+        while queue:
+            deferred: list[tuple[PlannedTrial, Job]] = []
+
+            def next_job():
+                while queue:
+                    trial, job = queue.popleft()
+                    claimed = self.store.claim(trial.config.trial_key(), self.study_id, self.owner, done)
+                    if claimed == "claimed":
+                        return self._tagged(trial, job)
+                    if claimed == "busy":
+                        deferred.append((trial, job))
+                return None
+
+            with closing(self.executor.run(next_job)) as results:
+                for (trial, trial_id, start_step), result in results:
+                    self._record(trial, trial_id, start_step, result, events)
+            if deferred:
+                events.on_wait(len(deferred))
+                time.sleep(self.poll_seconds)
+                queue.extend(deferred)
+
+    def _tagged(self, trial: PlannedTrial, job: Job) -> tuple[tuple, Job]:
+        row = self.store.latest_trial(trial.config.trial_key(), self.study_id) if job.state_in else None
+        # Continuing a stopped attempt updates its row; anything else is recorded as a new attempt.
+        return (trial, row["id"] if row else None, row["steps_done"] if row else 0), job
+
+    def _record(self, trial: PlannedTrial, trial_id: int | None, start_step: int, result: JobResult,
+                events: StudyEvents) -> None:
+        config = trial.config
+        if trial_id is None:
+            self.store.record_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
+                                    self.study_id, result.outcome, result.points, started_at=result.started_at)
+        else:
+            self.store.finish_trial(trial_id, result.outcome, result.points)
+        self.recorded[result.outcome.status] += 1
+        if result.outcome.total_steps:
+            self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
+        events.on_result(trial, result.outcome)
 
     def _groups(self) -> dict[tuple, list[PlannedTrial]]:
         groups: dict[tuple, list[PlannedTrial]] = {}
@@ -314,9 +570,9 @@ class StudyRunner:
                 trial, row = members[index], rows[index]
                 kept.add(trial)
                 if row is not None and row["status"] == "stopped":
-                    # From the saved state; if it was lost, from scratch (deterministic: same result).
+                    # From the saved state; if it was lost or is damaged, from scratch (deterministic: same result).
                     work.append((trial, self._job(trial, resume=self._state_path(trial).exists())))
-        self._execute(work, events)
+        self._execute(work, CONTINUATION_DONE, events)
         for trial in self.trials:
             if trial not in kept or self._status(trial) != "stopped":
                 self._state_path(trial).unlink(missing_ok=True)

@@ -92,7 +92,7 @@ def test_layer_count_out_of_range(num_layers: int) -> None:
 
 def test_albert_refuses_layers_but_reinitializes_pooler() -> None:
     model = pretrained_like("albert")
-    with pytest.raises(ValueError, match="share one set of weights"):
+    with pytest.raises(ValueError, match="shares one set of weights"):
         reinit_top_layers(model, 1, False, torch.Generator())
     before = snapshot(model)
     names = reinit_top_layers(model, 0, True, torch.Generator().manual_seed(0))

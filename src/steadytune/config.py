@@ -11,14 +11,18 @@ Each field's description doubles as the CLI's help text.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .tasks import canonical_task_name
 
 
 class ConfigError(ValueError):
@@ -39,7 +43,11 @@ class TrialConfig(BaseModel):
     text_pair_column: str | None = Field(None, description="Column of the second text, for sentence-pair tasks.")
     label_column: str = Field("label", description="Column of the label in --train-file/--dev-file.")
     label_names: str | None = Field(None, description="Comma-separated class names, in label-id order; required "
-                                    "with --task classification.")
+                                    "with --task classification. Labels in the files may be these names or integer "
+                                    "ids 0..K-1 in this order (ids only when no class name is itself a number).")
+    metric: str | None = Field(None, description="Primary metric of an own-file task (selection, reports): accuracy, "
+                               "f1 (binary; the second label is positive) or mcc for classification; pearson or "
+                               "spearman for regression. Default: accuracy / pearson. GLUE tasks keep their own.")
     max_train: int | None = Field(None, ge=1, description="Few-sample protocol (Zhang et al.): use N training examples "
                                   "drawn once with --subset-seed (independent of the trial seeds).")
     subset_seed: int = Field(0, description="Seed of the --max-train draw; fixed so every trial sees the same subset.")
@@ -109,10 +117,17 @@ class TrialConfig(BaseModel):
                                                     "differ slightly from fp32, on RTE by up to ~2 accuracy points). "
                                                     "Evaluation only: training stays fp32. CPU only.")
 
+    @field_validator("task")
+    @classmethod
+    def _canonical_task(cls, task: str) -> str:
+        return canonical_task_name(task)
+
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
         if (self.train_file is None) != (self.dev_file is None):
             raise ValueError("--train-file and --dev-file go together")
+        if self.metric is not None and self.train_file is None:
+            raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
         return self
 
     @property
@@ -120,9 +135,18 @@ class TrialConfig(BaseModel):
         return self.wi_seed if self.dropout_seed is None else self.dropout_seed
 
     def trial_key(self) -> str:
-        """Stable identity of the computation: equal keys mean bit-identical results."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable identity of the computation: equal keys mean bit-identical results (on one device type and
+        thread count, which the store records beside the key). Fields added after the first release count
+        only when set, so the keys of earlier trials stay the same."""
+        values = self.model_dump(mode="json")
+        for name in KEYED_ONLY_WHEN_SET:
+            if values[name] is None:
+                del values[name]
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+KEYED_ONLY_WHEN_SET = ("metric",)
 
 
 class RunOptions(BaseModel):
@@ -167,29 +191,64 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
-def build_config(*layers: dict[str, Any]) -> TrialConfig:
-    """Merge layers left to right (defaults < recipe < file < flags) into a validated config."""
+def build_config(*layers: dict[str, Any], flags: set[str] | None = None) -> TrialConfig:
+    """Merge layers left to right (defaults < recipe < file < flags) into a validated config; `flags` names the
+    fields the command line gave, so errors call them `--lr` and the others by their key `lr`."""
     merged: dict[str, Any] = {}
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
     try:
         return TrialConfig(**merged)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err, flags)) from None
 
 
-def format_validation_error(err: ValidationError) -> str:
+# Names that other tools use for our options: a config file that says `learning_rate` gets a hint.
+SYNONYMS = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "seed": "wi_seed",
+            "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size", "max_seq_length": "max_length",
+            "warmup_ratio": "warmup", "warmup_steps": "warmup", "model_name_or_path": "model", "data_seed": "do_seed",
+            "eval_batch": "eval_batch_size", "num_layers": "reinit_layers"}
+
+
+def suggestion(name: str, known: Iterable[str]) -> str:
+    """' (did you mean ...?)' for an unknown option name, or ''."""
+    known = list(known)
+    guess = SYNONYMS.get(name) if SYNONYMS.get(name) in known else None
+    guess = guess or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.6)), None)
+    return f" (did you mean {guess!r}?)" if guess else ""
+
+
+def check_keys(values: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """Reject keys of a config file that name no option, naming the file and the closest option."""
+    known = list(known)
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}{suggestion(key, known)}")
+
+
+def format_validation_error(err: ValidationError, flags: set[str] | None = None) -> str:
+    """One line per problem, naming each option as the user gave it: `--lr` for a flag, `lr` for a key of a
+    config file (fields in `flags` came from the command line; None: all of them did)."""
     parts = []
     for item in err.errors():
-        where = "--" + "-".join(str(p) for p in item["loc"]).replace("_", "-") if item["loc"] else "config"
-        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if not field:
+            where = "config"
+        elif flags is None or field in flags:
+            where = "--" + field.replace("_", "-")
+        else:
+            where = field
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "no such option" + suggestion(field, set(TrialConfig.model_fields) | set(RunOptions.model_fields))
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
 # Help panels of the CLI, in the order fields are declared above.
 SECTIONS = {
     "Data": ["task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
-             "label_names", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
+             "label_names", "metric", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
     "Model": ["model", "from_scratch", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",

@@ -69,15 +69,16 @@ def reinit_top_layers(
     model_name = type(model).__name__
     if layout.shared_layers and num_layers != 0:
         raise UnsupportedArchitecture(
-            f"cannot re-initialize the top {num_layers} layers of {model_name}: all its layers share one set "
-            "of weights; use num_layers=0 (re-initializing the pooler is supported)"
+            f"--reinit-layers {num_layers}: {model_name} shares one set of weights between all its layers, so its "
+            "top layers cannot be re-initialized alone; use --reinit-layers 0 (--reinit-pooler is supported)"
         )
     if not 0 <= num_layers <= len(layout.layers):
-        raise UnsupportedArchitecture(f"num_layers={num_layers} but {model_name} has {len(layout.layers)} transformer layers")
+        raise UnsupportedArchitecture(f"--reinit-layers {num_layers}: {model_name} has {len(layout.layers)} transformer "
+                                      f"layers")
     if reinit_pooler and layout.pooler is None:
         raise UnsupportedArchitecture(
-            f"{model_name} has no pooler: its classification head (with its own dense layer) is already "
-            "newly initialized; set reinit_pooler to false"
+            f"--reinit-pooler: {model_name} has no pooler; its classification head (with its own dense layer) "
+            "is already newly initialized, so leave --reinit-pooler off"
         )
     std = model.config.initializer_range
     targets: list[tuple[str, nn.Module]] = []

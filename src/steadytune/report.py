@@ -25,6 +25,7 @@ from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, anova
                        failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
                        seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
 from .analysis.gradients import diagnosis, gradient_norms, part_order
+from .analysis.results import thread_mix
 from .analysis.variance import SEED_KINDS
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
@@ -62,7 +63,10 @@ class Section:
 
 # --- header ------------------------------------------------------------------------------------
 def _values(frame: pd.DataFrame, column: str) -> list[str]:
-    return sorted({str(v) for v in frame[column].dropna()}) if column in frame else []
+    """The distinct values of a column as text; whole numbers without '.0' (a float column may hold them)."""
+    if column not in frame:
+        return []
+    return sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in frame[column].dropna()})
 
 
 def _seed_summary(values: pd.Series) -> str:
@@ -90,6 +94,12 @@ def header_lines(results: Results, source: str) -> list[str]:
                  f"(counted as failed runs); excluded: {counts.get('stopped', 0)} stopped by early stopping "
                  f"(no final score), {counts.get('running', 0)} running or interrupted, "
                  f"{counts.get('failed', 0)} failed with an error.")
+    if results.duplicates:
+        lines.append(f"Duplicates: {results.duplicates} result(s) repeat a trial key already recorded (the same config "
+                     f"run again); each trial key is counted once.")
+    mix = thread_mix(results.trials)
+    if mix:
+        lines.append(f"Thread counts: {mix}.")
     if any(name in model.lower() for model in _values(trials, "model") for name in _MINILM_NAMES):
         lines.append("Note: MiniLM results are on all-MiniLM-L6-v2, a sentence-embedding checkpoint (trained "
                      "contrastively on pairs including NLI and paraphrase data), not a raw masked-LM checkpoint; "

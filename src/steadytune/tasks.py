@@ -55,9 +55,19 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+def _task_key(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+def canonical_task_name(name: str) -> str:
+    """The registry's name of a GLUE task ("STS-B" -> "stsb"); other names (own-file tasks) as given."""
+    key = _task_key(name)
+    return key if key in TASKS else name.strip()
+
+
 def get_task(name: str) -> TaskSpec:
     """Look a GLUE task up by name, ignoring case, '-' and '_' ("SST-2" == "sst2")."""
-    key = name.strip().lower().replace("-", "").replace("_", "")
+    key = _task_key(name)
     if key not in TASKS:
         raise DataError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     return TASKS[key]
@@ -73,11 +83,12 @@ def custom_task(label_names: Sequence[str] | None, metric: str | None = None) ->
     else:
         names = tuple(str(n) for n in label_names)
         if len(names) < 2 or len(set(names)) != len(names):
-            raise DataError(f"label_names must hold at least 2 distinct names, got {list(names)}")
+            raise DataError(f"--label-names must hold at least 2 distinct names, got {','.join(names)}")
         allowed, name = CLASSIFICATION_METRICS, "custom-classification"
     metric = metric or allowed[0]
     if metric not in allowed:
-        raise DataError(f"metric {metric!r} does not fit a {name} task; choose one of {', '.join(allowed)}")
+        raise DataError(f"--metric {metric} does not fit a {name} task; choose one of {', '.join(allowed)}")
     if metric == "f1" and names is not None and len(names) != 2:
-        raise DataError(f"metric 'f1' needs exactly 2 labels (positive = {names[-1]!r}), got {len(names)}")
+        raise DataError(f"--metric f1 needs exactly 2 labels in --label-names (the second is positive), got "
+                        f"{len(names)}")
     return TaskSpec(name, None, None, "text", None, "label", names, metric, True, "dev")

@@ -8,7 +8,13 @@ report counts them in its header instead.
 
 Trials are grouped by task and *arm*: the recipe name plus every configuration field that varies among
 the trials of one task and recipe other than the seeds and evaluation/IO settings (e.g. `lr=3e-05`), so
-a sweep never pools different settings into one seed distribution.
+a sweep never pools different settings into one seed distribution. Data are told apart by their
+identity (the hash of the examples a trial saw, recorded with it), not by file names: the same data in
+another folder is one arm, other data under one name are two (`data=train.csv#1a2b3c`).
+
+A trial key is one computation, so it counts once: when a store holds several results of one key (the
+same config run by two processes, or by `train` and a study), the first is analysed and the others are
+counted in the report's header.
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ class Results:
     trials: pd.DataFrame  # one row per result trial: trial columns + `arm` + one column per FREQUENCIES key
     curves: pd.DataFrame  # curve rows of the result trials only
     all_trials: pd.DataFrame  # every row of the source, any status
+    duplicates: int = 0  # results left out because an earlier result has the same trial key
 
     def groups(self) -> list[tuple[tuple[str, str], pd.DataFrame]]:
         """(task, arm) and its trials, in a stable order."""
@@ -80,7 +87,7 @@ def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame,
     if source.suffix.lower() not in _TABLE_SUFFIXES:
         if not source.is_file():
             raise StoreError(f"{source}: store file does not exist")
-        with Store(source) as store:
+        with Store(source, readonly=True) as store:
             trials, curve_frame = store.trials(), store.curves()
     else:
         if curves is None:
@@ -98,19 +105,56 @@ def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame,
 
 
 def arm_labels(trials: pd.DataFrame) -> pd.Series:
-    """Recipe name plus the config fields that vary within (task, recipe), e.g. 'mosbach2021 lr=1e-05'."""
+    """Recipe name plus the config fields that vary within (task, recipe), e.g. 'mosbach2021 lr=1e-05', plus the
+    data identity where the data differ beyond what those fields explain."""
     recipe = trials["recipe"].astype(object).where(trials["recipe"].notna(), "(no recipe)").astype(str)
     labels = recipe.copy()
     fields = [c for c in trials.columns if c.startswith("cfg.") and c[4:] not in _NOT_ARM_FIELDS]
+    identity = trials["data_hash"] if "data_hash" in trials else pd.Series(None, index=trials.index, dtype=object)
     for _, group in trials.groupby([trials["task"], recipe], sort=False):
         varying = [c for c in fields if group[c].astype(str).nunique(dropna=False) > 1]
-        for index, row in group[varying].iterrows():
+        settings = group[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=group.index)
+        data_varies = (identity[group.index].notna().any()
+                       and identity[group.index].groupby(settings).nunique(dropna=False).max() > 1)
+        for index, row in group.iterrows():
             labels.loc[index] += "".join(f" {c[4:]}={_short(row[c])}" for c in varying)
+            if data_varies:
+                labels.loc[index] += f" data={_data_name(row)}#{str(identity[index])[:6]}"
     return labels
 
 
+def _data_name(row: pd.Series) -> str:
+    train_file = row.get("cfg.train_file")
+    return Path(str(train_file)).name if isinstance(train_file, str) and train_file else "glue"
+
+
 def _short(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A config value for a label: integers without '.0', missing values as 'none'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "none"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+def duplicate_results(trials: pd.DataFrame) -> int:
+    """How many result rows repeat a trial key (and study-independent computation) recorded before them."""
+    done = trials[trials["status"].isin(RESULT_STATUSES)]
+    return int(done["trial_key"].duplicated().sum()) if "trial_key" in done else 0
+
+
+def thread_mix(trials: pd.DataFrame) -> str | None:
+    """A note when results of one task ran with different torch thread counts (they differ in the low bits)."""
+    if "threads" not in trials:
+        return None
+    done = trials[trials["status"].isin(RESULT_STATUSES) & trials["threads"].notna()]
+    mixed = {task: group["threads"].astype(int).value_counts().sort_index()
+             for task, group in done.groupby("task") if group["threads"].nunique() > 1}
+    if not mixed:
+        return None
+    parts = [f"{task}: " + ", ".join(f"{n} with {t}" for t, n in counts.items()) for task, counts in mixed.items()]
+    return ("results ran with different torch thread counts (" + "; ".join(parts) + " threads); curves differ in "
+            "the low bits between thread counts")
 
 
 def dev_trajectory(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +193,11 @@ def frequency_scores(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
 
 def build_results(trials: pd.DataFrame, curves: pd.DataFrame) -> Results:
     """Select the result trials, label their arms and attach their scores."""
-    done = trials[trials["status"].isin(RESULT_STATUSES)].reset_index(drop=True)
+    done = trials[trials["status"].isin(RESULT_STATUSES)]
+    duplicates = duplicate_results(trials)
+    if duplicates:
+        done = done[~done["trial_key"].duplicated()]
+    done = done.reset_index(drop=True)
     if done.empty:
         counts = ", ".join(f"{s} {n}" for s, n in trials["status"].value_counts().items()) or "no trials at all"
         raise AnalysisError(f"no complete or diverged trials to analyse ({counts})")
@@ -157,7 +205,7 @@ def build_results(trials: pd.DataFrame, curves: pd.DataFrame) -> Results:
     scores = frequency_scores(done, curves)
     done = done.join(scores, on="id")
     return Results(trials=done, curves=curves[curves["trial_id"].isin(done["id"])].reset_index(drop=True),
-                   all_trials=trials)
+                   all_trials=trials, duplicates=duplicates)
 
 
 def load_results(source: Path, curves: Path | None = None) -> Results:

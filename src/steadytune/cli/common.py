@@ -2,11 +2,17 @@
 
 The flags of `train` and `study` are generated from TrialConfig and RunOptions, so every option's
 default and help text live in one place (config.py) and config files accept exactly the same names.
+
+Everything printed may carry user strings (paths, study and task names, values read back from a
+store), so the consoles treat text as text: no rich markup or emoji codes unless a call asks for
+markup (and then escapes what it interpolates, with `escape`), and control characters such as ANSI
+escapes are shown as U+FFFD instead of reaching the terminal.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,37 +22,72 @@ import pandas as pd
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import (SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, format_validation_error,
-                      load_config_file)
+from ..config import (SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, check_keys,
+                      format_validation_error, load_config_file)
 from ..recipes import recipe_overrides
 
-console = Console()
-err_console = Console(stderr=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """`text` with control characters (ANSI escapes, bells, carriage returns) replaced, one for one, by U+FFFD."""
+    return _CONTROL.sub("\ufffd", str(text))
+
+
+def escape(text: object) -> str:
+    """A user string to interpolate into rich markup: control characters replaced and markup escaped."""
+    return escape_markup(clean(text))
+
+
+class SafeConsole(Console):
+    """A console for untrusted text: plain by default, control characters never written."""
+
+    def __init__(self, **kwargs):
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs):
+        return super().render_str(clean(text), **kwargs)
+
+
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by input, reported as one line instead of a traceback."""
+    """Errors caused by input or by the environment (a full disk), reported as one line instead of a traceback."""
     from ..analysis import AnalysisError
     from ..architecture import UnsupportedArchitecture
     from ..checkpoints import CheckpointError
     from ..data import DataError
+    from ..errors import TrialError
     from ..landscape.evaluation import LandscapeError
     from ..models import ModelError
+    from ..state_file import StateFileError
     from ..store import StoreError
 
-    return (AnalysisError, CheckpointError, ConfigError, DataError, LandscapeError, ModelError, StoreError,
-            UnsupportedArchitecture)
+    return (AnalysisError, CheckpointError, ConfigError, DataError, LandscapeError, ModelError, StateFileError,
+            StoreError, TrialError, UnsupportedArchitecture)
 
 
 def reports_user_errors(command):
+    """One line for the errors users cause or meet, and for Ctrl-C; exit codes 2 and 130."""
+    from ..errors import Interrupted
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Interrupted as err:
+            err_console.print(f"[bold yellow]{escape(err)}[/]", markup=True, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold yellow]interrupted: nothing more was written[/]", markup=True)
+            raise typer.Exit(130) from None
         except _user_errors() as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(err)}", markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -99,8 +140,11 @@ def with_config_flags(command):
 def resolve_config(flags: dict[str, Any], config_file: Path | None) -> TrialConfig:
     """defaults < recipe < config file < flags."""
     file_values = load_config_file(config_file) if config_file else {}
+    check_keys(file_values, TrialConfig.model_fields, str(config_file))
     recipe = flags.get("recipe") or file_values.get("recipe")
-    return build_config(recipe_overrides(recipe) if recipe else {}, file_values, flags)
+    given = {name for name, value in flags.items() if value is not None}
+    return build_config(recipe_overrides(recipe) if recipe else {}, file_values, flags,
+                        flags=given if config_file else None)
 
 
 def resolve_run_options(run_flags: dict[str, Any]) -> RunOptions:
@@ -110,11 +154,11 @@ def resolve_run_options(run_flags: dict[str, Any]) -> RunOptions:
         raise ConfigError(format_validation_error(err)) from None
 
 
-def training_progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  best dev {task.fields[best]}"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=err_console)
+def progress_bar(*fields: str) -> Progress:
+    """A bar whose description (a user string: task, model, trial) is shown as plain text, then `fields`."""
+    return Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
+                    *(TextColumn(text, markup=False) for text in fields), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=err_console)
 
 
 def fmt_metric(value: float | None) -> str:

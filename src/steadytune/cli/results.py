@@ -19,16 +19,19 @@ STORE_ARGUMENT = typer.Argument(help="Result store (SQLite file).", exists=True,
 @reports_user_errors
 def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
     """Table of the trials in a store: seeds, status, best and final dev metric, baseline, time."""
-    with Store(store) as db:
+    with Store(store, readonly=True) as db:
         trials = db.trials()
-    # Columns that are the same for every trial go in the title, so the table fits an 80-column terminal.
-    # Columns missing in every row are left out.
+    # Columns that are the same for every trial go in the heading, so the table fits an 80-column terminal.
+    # The heading is one line that is never wrapped: a long store path must stay whole, whatever the width.
     shared = {column: trials[column].unique() for column in ("study_id", "task", "model", "recipe", "metric")}
     shared = {column.removesuffix("_id"): values[0] for column, values in shared.items() if len(values) == 1}
-    title = f"{store}: {len(trials)} trials" + "".join(
+    heading = f"{store}: {len(trials)} trials" + "".join(
         f", {column} {Path(value).name if column == 'model' else value}"
         for column, value in shared.items() if not pd.isna(value))
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    console.print(heading, soft_wrap=True)
+    for note in store_notes(trials):
+        console.print(f"note: {note}", soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["id", "study", "task", "model", "recipe", "wi/do/drop", "status", "steps", "metric", "best", "final",
                "base", "time"]
     for column in (c for c in columns if c not in shared):
@@ -44,6 +47,20 @@ def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
                  "time": "-" if pd.isna(row.wall_seconds) else f"{row.wall_seconds:.0f}s"}
         table.add_row(*(cells[c] for c in columns if c not in shared))
     console.print(table)
+
+
+def store_notes(trials: pd.DataFrame) -> list[str]:
+    """What a reader of the store should know: one config run more than once, and mixed thread counts."""
+    from ..analysis.results import duplicate_results, thread_mix
+
+    notes = []
+    duplicates = duplicate_results(trials)
+    if duplicates:
+        notes.append(f"{duplicates} result(s) repeat a trial key already recorded; analyses count each key once")
+    mix = thread_mix(trials)
+    if mix:
+        notes.append(mix)
+    return notes
 
 
 def _count(value, missing: str) -> str:
@@ -63,6 +80,6 @@ def export(
         raise ConfigError(f"--what must be trials or curves, not {what!r}")
     if format not in ("csv", "parquet"):
         raise ConfigError(f"--format must be csv or parquet, not {format!r}")
-    with Store(store) as db:
+    with Store(store, readonly=True) as db:
         count = export_frame(db, what, format, out)
     console.print(f"wrote {count} {what} rows to {out}")

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from ..store import Store, TrialOutcome
-from ..trial import run_stored
-from .common import (console, fmt_metric, reports_user_errors, resolve_config, resolve_run_options, training_progress,
-                     with_config_flags)
+from ..trial import Trial, run_stored
+from .common import (console, err_console, escape, fmt_metric, progress_bar, reports_user_errors, resolve_config,
+                     resolve_run_options, with_config_flags)
 
 
 @reports_user_errors
@@ -21,21 +21,40 @@ def train(
                                                    "(flags override it).", rich_help_panel="Run")] = None,
     *, flags: dict[str, Any], run_flags: dict[str, Any],
 ) -> None:
-    """Run one fine-tuning trial and record it (config, seeds, curves, metrics) in the store."""
+    """Run one fine-tuning trial and record it (config, seeds, curves, metrics) in the store.
+
+    A config already complete in the store is not run again (trials are deterministic): its result is shown.
+    """
     trial_config = resolve_config(flags, config)
     options = resolve_run_options(run_flags)
-    with Store(store) as db, training_progress() as bar:
-        task_id = bar.add_task(f"{trial_config.task} {Path(trial_config.model).name}", total=None,
-                               loss=float("nan"), best="-")
+    bar = progress_bar("loss {task.fields[loss]:.4f}  best dev {task.fields[best]}")
+    task_id = None
 
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            best = values["best"]
-            bar.update(task_id, completed=step, total=total, loss=values["loss"],
-                       best="-" if best == float("-inf") else f"{best:.4f}")
+    def on_step(step: int, total: int, values: dict[str, float]) -> None:
+        nonlocal task_id
+        if task_id is None:  # the bar appears once training runs, never over an input error
+            bar.start()
+            task_id = bar.add_task(f"{trial_config.task} {Path(trial_config.model).name}", total=total,
+                                   loss=float("nan"), best="-")
+        best = values["best"]
+        bar.update(task_id, completed=step, total=total, loss=values["loss"],
+                   best="-" if best == float("-inf") else f"{best:.4f}")
 
-        trial_id, outcome = run_stored(trial_config, options, db, progress=on_step)
-        bar.stop()
+    with Store(store) as db:
+        try:
+            trial_id, outcome, reused = run_stored(trial_config, options, db, progress=on_step,
+                                                   on_prepared=lambda trial: _notes(trial))
+        finally:
+            bar.stop()
+        if reused:
+            console.print(f"trial {trial_id} of {store} already holds this config's result (trials are deterministic);"
+                          f" not run again", soft_wrap=True)
         print_outcome(db, trial_id, outcome)
+
+
+def _notes(trial: Trial) -> None:
+    for note in trial.inputs.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", markup=True, soft_wrap=True)
 
 
 def print_outcome(db: Store, trial_id: int, outcome: TrialOutcome) -> None:
@@ -50,8 +69,8 @@ def print_outcome(db: Store, trial_id: int, outcome: TrialOutcome) -> None:
         table.add_row(str(step), f"{epoch:.2f}", *(f"{v:.4f}" for v in row))
     console.print(table)
     per_step = outcome.wall_seconds / max(outcome.steps_done, 1)
-    console.print(f"status [bold]{outcome.status}[/]  steps {outcome.steps_done}/{outcome.total_steps}  "
-                  f"final {outcome.metric} {fmt_metric(outcome.final_metrics.get(outcome.metric))}  "
+    console.print(f"status [bold]{escape(outcome.status)}[/]  steps {outcome.steps_done}/{outcome.total_steps}  "
+                  f"final {escape(outcome.metric)} {fmt_metric(outcome.final_metrics.get(outcome.metric))}  "
                   f"best {fmt_metric(outcome.best_metrics.get(outcome.metric))} (step {outcome.best_step})  "
-                  f"majority baseline {outcome.baseline_metric:.4f}  "
-                  f"{outcome.wall_seconds:.0f}s ({per_step:.3f} s/step incl. evaluation)")
+                  f"majority baseline {fmt_metric(outcome.baseline_metric)}  "
+                  f"{outcome.wall_seconds:.0f}s ({per_step:.3f} s/step incl. evaluation)", markup=True)

@@ -5,22 +5,32 @@ or random encoder plus the freshly drawn head) to the last step. They are safete
 trainable parameters (encoder and head) under ``<store>-checkpoints/<trial key>/``: keyed by the
 trial's config hash, so a trial paused and resumed by a study keeps adding to the same folder, and
 a re-run of the same config (bit-identical by construction) overwrites identical files.
+
+Snapshots are untrusted when read back: each file carries the sha256 of its tensors (written with it,
+atomically), which `load_checkpoint` verifies, so a damaged or swapped file is refused instead of
+drawn. Landscapes key their cached cells by these hashes: a snapshot that changes gets new cells.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 _FILE = re.compile(r"step-(\d+)\.safetensors")
+_TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
+HASH_KEY = "sha256"
 
 
 class CheckpointError(FileNotFoundError):
-    """Snapshots that a landscape needs are missing."""
+    """Snapshots are missing or damaged, or cannot be written; the message is one line."""
 
 
 def checkpoint_steps(total_steps: int, count: int) -> list[int]:
@@ -31,14 +41,39 @@ def checkpoint_steps(total_steps: int, count: int) -> list[int]:
 
 
 def checkpoint_dir(store_path: Path, trial_key: str) -> Path:
+    # The key may come from a store file, which is untrusted input: it must not be able to name another path.
+    if not isinstance(trial_key, str) or not _TRIAL_KEY.fullmatch(trial_key):
+        raise CheckpointError(f"{store_path}: {trial_key!r} is not a trial key (16 hex digits); the store may be damaged")
     return store_path.parent / f"{store_path.stem}-checkpoints" / trial_key
 
 
+def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of `tensors`, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_checkpoint(model: nn.Module, folder: Path, step: int, trial_key: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:06d}.safetensors"
     tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()}
-    save_file(tensors, path, metadata={"step": str(step), "trial_key": trial_key})
+    metadata = {"step": str(step), "trial_key": trial_key, HASH_KEY: tensors_hash(tensors)}
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise CheckpointError(f"cannot write snapshot {path} ({reason}); the snapshots written before it are "
+                              f"kept") from None
     return path
 
 
@@ -48,5 +83,34 @@ def list_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def checkpoint_hash(path: Path) -> str:
+    """The content hash a snapshot was written with (read from its header, cheap); verified by load_checkpoint."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(HASH_KEY)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: damaged snapshot ({_reason(err)}); train the trial again with "
+                              f"--save-checkpoints to rewrite it") from None
+    if recorded is None:  # written before snapshots carried their hash: hash the content itself
+        return tensors_hash(load_checkpoint(path))
+    return recorded
+
+
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path)
+    """A snapshot's tensors, verified against the hash written with them."""
+    try:
+        tensors = load_file(path)
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(HASH_KEY)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: damaged snapshot ({_reason(err)}); train the trial again with "
+                              f"--save-checkpoints to rewrite it") from None
+    if recorded is not None and tensors_hash(tensors) != recorded:
+        raise CheckpointError(f"{path}: snapshot content does not match the hash written with it (damaged or "
+                              f"replaced); train the trial again with --save-checkpoints to rewrite it")
+    return tensors
+
+
+def _reason(err: Exception) -> str:
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return (text.splitlines() or [type(err).__name__])[0]

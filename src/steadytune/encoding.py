@@ -1,10 +1,16 @@
-"""Tokenize a dataset once per (tokenizer, max_length), cache it on disk, and pad batches dynamically."""
+"""Tokenize a dataset once per (tokenizer, max_length), cache it on disk, and pad batches dynamically.
+
+The cache is a convenience, never a source of truth: an entry holds its own key and a checksum of its
+arrays, and one that is unreadable, truncated, or made for other data is ignored and rebuilt. A cache
+that cannot be written (read-only folder, full disk) only costs the tokenization next time.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +90,15 @@ def _unflatten(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in ("input_ids", "offsets", "token_type_ids"):
+        if name in arrays:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
     # Trials in other processes may read the same file: they must see either nothing or a complete file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
@@ -96,22 +111,42 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
+def _read_cache(path: Path, key: str, examples: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays if the entry is complete, made for `key` and intact; None otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            arrays = {name: cached[name] for name in cached.files}
+        offsets, ids = arrays["offsets"], arrays["input_ids"]
+        valid = (str(arrays.pop("key")) == key and str(arrays.pop("checksum")) == _checksum(arrays)
+                 and offsets.ndim == 1 and len(offsets) == examples + 1 and offsets[0] == 0
+                 and bool(np.all(np.diff(offsets) >= 0)) and offsets[-1] == len(ids)
+                 and len(arrays.get("token_type_ids", ids)) == len(ids))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return arrays if valid else None
+
+
+def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(path, key=np.array(key), checksum=np.array(_checksum(arrays)), **arrays)
+    except OSError:
+        pass  # a cache that cannot be written costs the tokenization next time, never the trial
+
+
 def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) -> EncodedDataset:
     """Token ids of every example, truncated to `max_length`; reused from `cache_dir` when present there."""
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
-    path = None
+    path = arrays = None
     if cache_dir is not None:
         key = f"{ds.content_hash()}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
         path = Path(cache_dir) / f"enc-{hashlib.sha256(key.encode()).hexdigest()}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as cached:
-            arrays = {name: cached[name] for name in cached.files}
-    else:
+        arrays = _read_cache(path, key, len(ds)) if path.is_file() else None
+    if arrays is None:
         arrays = _tokenize(ds, tokenizer, max_length)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic(path, **arrays)
+            _write_cache(path, key, arrays)
     offsets = arrays["offsets"]
     types = arrays.get("token_type_ids")
     return EncodedDataset(_unflatten(arrays["input_ids"], offsets),

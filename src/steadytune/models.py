@@ -26,23 +26,44 @@ class ModelError(ValueError):
     """A model name or folder that cannot be loaded."""
 
 
+def _looks_like_folder(name: str) -> bool:
+    """A path rather than a hub id ('org/name'): absolute, relative with ./ or ../, ~, or deeper than org/name."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or Path(name).exists()
+
+
 def resolve_model(name: str) -> str:
-    """Map an alias to a local folder (installed package) or its hub id; pass other names through."""
-    if name not in MODEL_ALIASES:
-        return name
-    package, hub_id = MODEL_ALIASES[name]
-    try:
-        return str(importlib.import_module(package).get_model_path())
-    except ImportError:
-        return hub_id
+    """Map an alias to a local folder (installed package) or its hub id; check that a folder holds a model;
+    pass hub ids through."""
+    if name in MODEL_ALIASES:
+        package, hub_id = MODEL_ALIASES[name]
+        try:
+            return str(importlib.import_module(package).get_model_path())
+        except ImportError:
+            return hub_id
+    if _looks_like_folder(name):
+        folder = Path(name).expanduser()
+        if not folder.exists():
+            raise ModelError(f"--model {name}: folder does not exist")
+        if not folder.is_dir():
+            raise ModelError(f"--model {name}: not a folder (a model is a folder with config.json and weights)")
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"--model {name}: the folder is not a Hugging Face model (no config.json); expected "
+                             f"what save_pretrained writes: config.json, weights and tokenizer files")
+        return str(folder)
+    return name
+
+
+def _one_line(err: Exception) -> str:
+    """An error's whole message on one line (transformers' messages span several)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
     path = resolve_model(model_name)
     try:
         return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a tokenizer for {model_name!r} ({path}): {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"cannot load a tokenizer for {model_name!r} ({path}): {_one_line(err)}") from None
 
 
 def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generator,
@@ -63,8 +84,8 @@ def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generat
             return model
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=task.num_labels, problem_type=problem_type, output_loading_info=True)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load model {model_name!r} ({path}): {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"cannot load model {model_name!r} ({path}): {_one_line(err)}") from None
     new_modules = _modules_owning(model, set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
     for module in new_modules:
         init_new_module(module, model.config.initializer_range, wi_generator)

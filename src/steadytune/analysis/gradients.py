@@ -5,7 +5,8 @@ lower layers collapse by orders of magnitude and the loss stops moving. Here the
 embeddings and the bottom third of the transformer layers; a run is flagged when their combined
 gradient norm, smoothed over 3 logged steps, falls within the first `early` share of training to
 1/`factor` (default 1/100) of its value at the first logged step or less. Class collapse is a batch
-predicted as one class (top-class share >= 0.95) over the last logged steps.
+predicted as one class (top-class share >= 0.95) over the last 3 logged steps after warmup; a trial
+with fewer logged steps after warmup is not judged (the first batches of any run are untrained).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .failures import failure_kinds
 from .results import Results
 
 COLLAPSE_SHARE = 0.95
+END_POINTS = 3  # logged steps after warmup that the end-of-training signals average over (and need)
 
 
 def gradient_norms(curves: pd.DataFrame) -> pd.DataFrame:
@@ -58,9 +60,7 @@ def vanishing_gradients(results: Results, factor: float = 100.0, early: float = 
 def diagnosis(results: Results, factor: float = 100.0, early: float = 0.3) -> pd.DataFrame:
     """One row per result trial: failure kind, vanishing gradients, class collapse and pooler saturation at the end."""
     kinds = failure_kinds(results)
-    diag = results.curves[results.curves["split"] == "diag"]
-    last = (diag.sort_values("step").groupby(["trial_id", "metric"])["value"]
-            .apply(lambda v: v.tail(3).mean()).unstack())
+    last = end_of_training(results)
     table = kinds.merge(vanishing_gradients(results, factor, early), on="id", how="left")
     trials = results.trials.set_index("id")
     table["wi_seed"] = table["id"].map(trials["wi_seed"])
@@ -69,3 +69,20 @@ def diagnosis(results: Results, factor: float = 100.0, early: float = 0.3) -> pd
         table[column] = table["id"].map(last[metric]) if metric in last else np.nan
     table["class_collapse"] = table["top_class_share_end"] >= COLLAPSE_SHARE
     return table
+
+
+def warmup_steps(trials: pd.DataFrame) -> pd.Series:
+    """Per trial id, the step where warmup ends (a fraction of the steps if < 1, else a step count)."""
+    frame = trials.set_index("id")
+    warmup = frame["cfg.warmup"].astype(float) if "cfg.warmup" in frame else pd.Series(0.0, index=frame.index)
+    total = frame["total_steps"].astype(float)
+    return warmup.where(warmup >= 1, warmup * total).fillna(0.0)
+
+
+def end_of_training(results: Results) -> pd.DataFrame:
+    """Per trial (rows) and diagnostic (columns): the mean of its last END_POINTS logged values after warmup,
+    NaN where fewer were logged."""
+    diag = results.curves[results.curves["split"] == "diag"]
+    after = diag[diag["step"] > diag["trial_id"].map(warmup_steps(results.trials))]
+    tails = after.sort_values("step").groupby(["trial_id", "metric"])["value"]
+    return tails.apply(lambda v: v.tail(END_POINTS).mean() if len(v) >= END_POINTS else np.nan).unstack()

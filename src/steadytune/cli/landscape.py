@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Optional
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from ..config import ConfigError, RunOptions
@@ -18,7 +18,7 @@ from ..landscape.analyses import layer_curves, line, surface
 from ..landscape.plotting import layer_figure, line_figure, surface_3d_figure, surface_figure
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
 from ..store import Store
-from .common import console, err_console, fmt_metric, reports_user_errors
+from .common import console, fmt_metric, progress_bar, reports_user_errors
 
 landscape_app = typer.Typer(no_args_is_help=True, help="Loss landscapes of stored trials: 1-D lines, 2-D surfaces "
                             "with the training trajectory, layer-group rollback. Train with --save-checkpoints first.")
@@ -55,11 +55,6 @@ def _coefficients(bounds: tuple[float, float], points: int) -> np.ndarray:
     return np.round(np.linspace(low, high, points), 10)
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=err_console)
-
-
 def _tracker(bar: Progress, description: str):
     task_id = bar.add_task(description, total=None)
     return lambda done, total: bar.update(task_id, completed=done, total=total)
@@ -82,7 +77,7 @@ def line_command(store: StoreArg, trials: Trials, bounds: Range = (-0.5, 1.5),
     a_values = _coefficients(bounds, points)
     out.mkdir(parents=True, exist_ok=True)
     lines = {}
-    with Store(store) as db, _progress() as bar:
+    with Store(store) as db, progress_bar() as bar:
         for trial_id in trials:
             snapshots = TrialSnapshots.load(db, trial_id)
             frame = line(db, snapshots, a_values, settings, _tracker(bar, f"line, trial {trial_id}"))
@@ -116,7 +111,7 @@ def surface_command(store: StoreArg, trials: Trials,
     values = _coefficients(bounds, grid)
     out.mkdir(parents=True, exist_ok=True)
     surfaces = {}
-    with Store(store) as db, _progress() as bar:
+    with Store(store) as db, progress_bar() as bar:
         for k, trial_id in enumerate(trials):
             snapshots = TrialSnapshots.load(db, trial_id)
             second = TrialSnapshots.load(db, others[k]) if directions != "random" else None
@@ -143,7 +138,7 @@ def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="T
     """Layer groups (Hao et al.): roll low / middle / high thirds back to their start, and move each alone."""
     settings = _settings(train_examples, dev_examples, subset_seed, batch_size, points_per_pass, device, threads)
     out.mkdir(parents=True, exist_ok=True)
-    with Store(store) as db, _progress() as bar:
+    with Store(store) as db, progress_bar() as bar:
         snapshots = TrialSnapshots.load(db, trial)
         curves, table = layer_curves(db, snapshots, _coefficients((0.0, 1.0), points), settings,
                                      _tracker(bar, f"layer groups, trial {trial}"))

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, expand, load_spec
-from .common import console, err_console, fmt_metric, reports_user_errors, resolve_run_options, with_config_flags
+from .common import (console, err_console, escape, fmt_metric, progress_bar, reports_user_errors, resolve_run_options,
+                     with_config_flags)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
 
@@ -24,8 +24,9 @@ Spec = Annotated[Optional[Path], SPEC_ARGUMENT]
 Name = Annotated[Optional[str], typer.Option(help="Study name (default: derived from the spec).", rich_help_panel="Study")]
 Tasks = Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.", rich_help_panel="Study")]
 Recipes = Annotated[Optional[str], typer.Option(help="Comma-separated recipes to compare.", rich_help_panel="Study")]
-WiSeeds = Annotated[Optional[str], typer.Option(help="WI seeds: '1-25', '1,3,5'.", rich_help_panel="Study")]
-DoSeeds = Annotated[Optional[str], typer.Option(help="DO seeds: '1-25', '1,3,5'.", rich_help_panel="Study")]
+WiSeeds = Annotated[Optional[str], typer.Option(help="WI seeds: '1-25', '1,3,5' or '1-3,7' (ranges run upwards, no "
+                                                "seed twice).", rich_help_panel="Study")]
+DoSeeds = Annotated[Optional[str], typer.Option(help="DO seeds, written like --wi-seeds.", rich_help_panel="Study")]
 EarlyStopOption = Annotated[Optional[str], typer.Option(
     help="Dodge et al.'s early stopping per task x recipe: start=T,fraction=F,keep=P (start T trials, train to "
     "fraction F, continue the top P).", rich_help_panel="Study")]
@@ -41,7 +42,7 @@ def _seconds_per_step(store: Path | None, model: str) -> float | None:
     """Median s/step of finished trials of this model in the store, to estimate cost."""
     if store is None or not store.exists():
         return None
-    with Store(store) as db:
+    with Store(store, readonly=True) as db:
         trials = db.trials()
     done = trials[(trials.status == "complete") & (trials.model == model) & (trials.steps_done > 0)]
     return statistics.median(done.wall_seconds / done.steps_done) if len(done) else None
@@ -103,26 +104,32 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
                                                            rich_help_panel="Run")] = None,
         cpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 1.0,
         gpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 0.0,
+        retries: Annotated[int, typer.Option(min=0, help="Times a trial whose worker process died (e.g. killed for "
+                                             "memory) is run again on a fresh worker before it is recorded as "
+                                             "failed.", rich_help_panel="Run")] = 1,
         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
-    """Run a study; re-running the same command resumes it (finished trials are skipped)."""
+    """Run a study; re-running the same command resumes it (finished trials are skipped).
+
+    Several drivers may run one study on one store at once: each trial is claimed before it runs, so they
+    share the work. Ctrl-C stops the workers, keeps every recorded trial, and says how to resume.
+    """
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
     options = resolve_run_options(run_flags)
-    executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial)
+    executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial, retries)
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
     console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped, "
                   f"{summary['diverged']} diverged, {summary['failed']} failed of {summary['trials']}; ran "
-                  f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute")
+                  f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute",
+                  soft_wrap=True)
 
 
 def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
     counts = {"complete": 0, "stopped": 0, "diverged": 0, "failed": 0}
     best = {"value": None}
-    columns = (TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[counts]}  best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=err_console) as bar:
+    bar = progress_bar("{task.fields[counts]}  best {task.fields[best]}")
+    with bar:
         task_id = bar.add_task("study", total=None, counts="", best="-")
 
         def on_result(trial: PlannedTrial, outcome: TrialOutcome) -> None:
@@ -131,9 +138,15 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
             if score is not None and (best["value"] is None or score > best["value"]):
                 best["value"] = score
             if outcome.status == "failed":
-                err_console.print(f"[red]trial {trial.config.task} wi={trial.config.wi_seed} "
-                                  f"do={trial.config.do_seed} failed:[/] {outcome.error}")
+                err_console.print(f"[red]trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
+                                  f"do={trial.config.do_seed} failed:[/] {escape(outcome.error)}", markup=True,
+                                  soft_wrap=True)
             bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
                        counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
 
-        return runner.run(StudyEvents(on_start=lambda total: bar.update(task_id, total=total), on_result=on_result))
+        def on_wait(count: int) -> None:
+            bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
+                       + f"  waiting for {count} trial(s) another driver runs")
+
+        return runner.run(StudyEvents(on_start=lambda total: bar.update(task_id, total=total), on_result=on_result,
+                                      on_wait=on_wait))

@@ -26,7 +26,8 @@ def line(store: Store, trial: TrialSnapshots, a_values: np.ndarray, settings: Ev
     start, end = trial.start(), trial.end()
     evaluator = build_evaluator(trial.config, settings)
     evaluator.check(end, f"trial {trial.trial_id}'s snapshot")
-    spec = {"kind": "line", "trial": trial.key, "steps": [0, trial.last_step], "a": a_values.tolist(), **settings.spec()}
+    spec = {"kind": "line", "trial": trial.key, "steps": [0, trial.last_step], "snapshots": trial.identity(),
+            "a": a_values.tolist(), **settings.spec()}
     cells = [Cell(i, 0, float(a), 0.0) for i, a in enumerate(a_values)]
     return compute(store, "line", spec, cells, lambda cell: interpolate(start, end, cell.a), evaluator, progress)
 
@@ -58,6 +59,7 @@ def surface(store: Store, trial: TrialSnapshots, kind: DirectionKind, other: Tri
     evaluator = build_evaluator(trial.config, settings)
     evaluator.check(plane.origin, f"trial {trial.trial_id}'s snapshot")
     spec = {"kind": "surface", "directions": kind, "trial": trial.key, "steps": [0, trial.last_step],
+            "snapshots": trial.identity() + (other.identity(other.last_step) if other and kind != "random" else []),
             "other": other.key if other and kind != "random" else None, "seed": seed if kind == "random" else None,
             "a": a_values.tolist(), "b": b_values.tolist(), **settings.spec()}
     cells = compute(store, "surface", spec, grid_cells(a_values, b_values), lambda c: plane.point(c.a, c.b),
@@ -79,7 +81,8 @@ def layer_curves(store: Store, trial: TrialSnapshots, a_values: np.ndarray, sett
     groups = layer_groups(evaluator.model)
     groups["all"] = [name for names in groups.values() for name in names]
     names = list(groups)
-    spec = {"kind": "layers", "trial": trial.key, "steps": [0, trial.last_step], "groups": names,
+    spec = {"kind": "layers", "trial": trial.key, "steps": [0, trial.last_step], "snapshots": trial.identity(),
+            "groups": names,
             "a": a_values.tolist(), **settings.spec()}
     cells = [Cell(i, j, float(a), 0.0) for j in range(len(names)) for i, a in enumerate(a_values)]
     if not np.isclose(a_values, 0.0).any():

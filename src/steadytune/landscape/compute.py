@@ -1,7 +1,8 @@
 """Lines and grids of a landscape, evaluated cell by cell into the store.
 
-A landscape is identified by the hash of everything that determines its values (trial keys and
-checkpoint steps, directions, seeds, grid, data subsets). Finished cells are written in one
+A landscape is identified by the hash of everything that determines its values (trial keys, the
+content hashes of the snapshots it starts from, directions, seeds, grid, data subsets), so cells
+computed from one version of a snapshot are never reused for another. Finished cells are written in one
 transaction per pass, so an interrupted surface resumes with the cells still missing.
 """
 from __future__ import annotations

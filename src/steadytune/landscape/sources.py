@@ -1,12 +1,13 @@
 """Where a landscape's parameters and data come from: a stored trial's snapshots and its own data."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint
+from ..checkpoints import CheckpointError, checkpoint_dir, checkpoint_hash, list_checkpoints, load_checkpoint
 from ..config import RunOptions, TrialConfig
 from ..inputs import prepare_inputs
 from ..models import load_classifier, load_tokenizer
@@ -41,14 +42,25 @@ class TrialSnapshots:
 
     @classmethod
     def load(cls, store: Store, trial_id: int) -> TrialSnapshots:
-        config, key, status = store.trial_config(trial_id)
+        row = store.trial_row(trial_id)
+        config, key, status = json.loads(row["config_json"]), row["trial_key"], row["status"]
         if status != "complete":
             raise CheckpointError(f"trial {trial_id} is {status}: a landscape needs the end of a complete run")
-        steps = list_checkpoints(checkpoint_dir(store.path, key))
+        folder = checkpoint_dir(store.path, key)
+        steps = list_checkpoints(folder)
         if 0 not in steps or len(steps) < 2:
-            raise CheckpointError(f"trial {trial_id} has no snapshots of its start and end (looked in "
-                                  f"{checkpoint_dir(store.path, key)}); train it with --save-checkpoints K (K >= 2)")
+            raise CheckpointError(f"trial {trial_id} has no snapshots of its start and end (looked in {folder}); "
+                                  f"train it with --save-checkpoints K (K >= 2)")
+        end = row["steps_done"]
+        if end is not None and max(steps) != end:
+            raise CheckpointError(f"trial {trial_id} ended at step {end} but its newest snapshot is of step "
+                                  f"{max(steps)} (in {folder}): the final snapshot is missing; train it again with "
+                                  f"--save-checkpoints")
         return cls(trial_id, TrialConfig(**config), key, steps)
+
+    def identity(self, *steps: int) -> list[str]:
+        """Content hashes of the snapshots at `steps` (default: start and end): what a landscape is keyed by."""
+        return [checkpoint_hash(self.steps[step]) for step in (steps or (0, self.last_step))]
 
     @property
     def last_step(self) -> int:

@@ -1,4 +1,4 @@
-"""`python -m steadytune` is the `steadytune` command."""
-from steadytune.cli import app
+"""`python -m steadytune` runs the command line, like the `steadytune` script."""
+from .cli import app
 
 app(prog_name="steadytune")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -334,31 +335,44 @@ def render_html(sections: list[Section], header: list[str]) -> str:
     return "\n".join(parts)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}<>#|!~])")
+
+
+def markdown_text(text: object) -> str:
+    """Text for Markdown that renders as itself: HTML entities for &, and Markdown's special characters
+    (HTML tags included) backslash-escaped, so a name read from a store cannot inject markup or links."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False).replace("\n", " "))
+
+
+def figure_file_name(count: int, name: str) -> str:
+    """NN-name.png with the name reduced to safe characters: it may hold a task name read from the store."""
+    return f"{count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('.-')[:60] or 'figure'}.png"
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     cells = _formatted(frame)
-    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(escape(c) for c in cells.columns) + " |", "|" + "---|" * len(cells.columns)]
-    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in cells.itertuples(index=False)]
+    lines = ["| " + " | ".join(markdown_text(c) for c in cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines)
 
 
 def render_markdown(sections: list[Section], header: list[str], out_dir: Path) -> str:
     """Markdown text; each figure is written to out_dir as NN-name.png and linked."""
-    parts = ["# steadytune report", "", *(f"- {line}" for line in header)]
+    parts = ["# steadytune report", "", *(f"- {markdown_text(line)}" for line in header)]
     count = 0
     for section in sections:
-        parts += ["", f"## {section.title}"]
+        parts += ["", f"## {markdown_text(section.title)}"]
         for block in section.blocks:
             parts.append("")
             if isinstance(block, str):
-                parts.append(block)
+                parts.append(markdown_text(block))
             elif isinstance(block, Table):
-                parts += [f"**{block.caption}**", "", _markdown_table(block.frame)]
+                parts += [f"**{markdown_text(block.caption)}**", "", _markdown_table(block.frame)]
             else:
                 count += 1
-                name = f"{count:02d}-{block.name}.png"
+                name = figure_file_name(count, block.name)
                 (out_dir / name).write_bytes(_png(block.figure))
-                parts.append(f"![{block.caption}]({name})")
+                parts.append(f"![{markdown_text(block.caption)}]({name})")
     return "\n".join(parts) + "\n"
 
 

@@ -1,0 +1,186 @@
+"""Processes die: kill -9 of a driver or a worker, Ctrl-C, and two drivers on one store, with real signals.
+
+Each test runs `python -m steadytune` in its own process group, as a user's shell would, and checks the
+store and the process table afterwards. Trials are the tiny BERT on 32 RTE examples; their length is set
+with --max-steps so that a signal lands while they train.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table from /proc")
+
+
+def study_args(tiny_bert_dir, glue_dir, tmp_path, steps: int, seeds: str, *extra: str) -> list[str]:
+    return ["study", "run", "--name", "signals", "--tasks", "rte", "--wi-seeds", seeds, "--do-seeds", "1",
+            "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8",
+            "--max-length", "48", "--max-steps", str(steps), "--evals-per-epoch", "0", "--log-grads-every", "0",
+            "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
+def start(args: list[str], tmp_path: Path, name: str, **env: str) -> subprocess.Popen:
+    log = tmp_path / name
+    return subprocess.Popen([sys.executable, "-m", "steadytune", *args], stdout=open(f"{log}.out", "w"),
+                            stderr=open(f"{log}.err", "w"), start_new_session=True, cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "200", **env})
+
+
+def output(tmp_path: Path, name: str) -> str:
+    return (tmp_path / f"{name}.out").read_text() + (tmp_path / f"{name}.err").read_text()
+
+
+def workers_of(pid: int) -> list[int]:
+    """The driver's spawned worker processes (not multiprocessing's resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def rows(store: Path, query: str = "SELECT trial_key, status, error FROM trials ORDER BY id") -> list[tuple]:
+    if not store.exists():
+        return []
+    db = sqlite3.connect(store, timeout=30)
+    try:
+        return db.execute(query).fetchall()
+    except sqlite3.OperationalError:  # the driver is still creating the schema
+        return []
+    finally:
+        db.close()
+
+
+def busy_workers(driver: subprocess.Popen, count: int) -> list[int]:
+    """Wait until `count` workers are up and have been training for a moment."""
+    pids = wait_for(lambda: len(workers_of(driver.pid)) >= count and workers_of(driver.pid), 120,
+                    f"{count} workers")
+    time.sleep(4)  # past start-up, into the trials
+    return pids
+
+
+def test_workers_exit_when_the_driver_is_killed_and_its_claims_expire(tiny_bert_dir, glue_dir, tmp_path):
+    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 1500, "1-2", "--workers", "2")
+    driver = start(args, tmp_path, "first", STEADYTUNE_LEASE_SECONDS="2")
+    workers = busy_workers(driver, 2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "orphaned workers to exit")
+    assert rows(tmp_path / "runs.db") == []  # nothing half-written
+
+    # A new driver takes the dead one's trials over once its claims expire, and runs each exactly once.
+    again = start(args, tmp_path, "second", STEADYTUNE_LEASE_SECONDS="2")
+    assert again.wait(240) == 0, output(tmp_path, "second")
+    recorded = rows(tmp_path / "runs.db")
+    assert [status for _, status, _ in recorded] == ["complete", "complete"]
+    assert len({key for key, _, _ in recorded}) == 2
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_killed_worker_costs_only_its_own_trial(tiny_bert_dir, glue_dir, tmp_path, retries):
+    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 1500, "1-2", "--workers", "2", "--retries", str(retries))
+    driver = start(args, tmp_path, "study")
+    victim = busy_workers(driver, 2)[0]
+    os.kill(victim, signal.SIGKILL)  # what the kernel's OOM killer does
+    assert driver.wait(240) == 0, output(tmp_path, "study")
+    text = output(tmp_path, "study")
+    assert "Traceback" not in text and "BrokenProcessPool" not in text
+    recorded = rows(tmp_path / "runs.db")
+    statuses = sorted(status for _, status, _ in recorded)
+    if retries == 0:
+        assert statuses == ["complete", "failed"]
+        error = next(error for _, status, error in recorded if status == "failed")
+        assert "worker process" in error and "signal 9" in error
+        assert "failed: WorkerDied" in text
+    else:
+        assert statuses == ["complete", "complete"]  # the lost trial ran again on a fresh worker
+    assert len(recorded) == 2
+
+
+def test_ctrl_c_stops_a_study_within_seconds_and_keeps_finished_trials(tiny_bert_dir, glue_dir, tmp_path):
+    driver = start(study_args(tiny_bert_dir, glue_dir, tmp_path, 1200, "1-6", "--workers", "2"), tmp_path, "study")
+    store = tmp_path / "runs.db"
+    wait_for(lambda: any(status == "complete" for _, status, _ in rows(store)), 240, "a finished trial")
+    workers = workers_of(driver.pid)
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    pressed = time.monotonic()
+    code = driver.wait(30)
+    took = time.monotonic() - pressed
+    text = output(tmp_path, "study")
+    assert code == 130 and took < 10, (code, took, text)
+    assert "interrupted" in text and "Run the same command again to resume" in text and "Traceback" not in text
+    wait_for(lambda: not any(alive(pid) for pid in workers), 5, "workers to stop")
+    kept = rows(store)
+    assert kept and all(status == "complete" for _, status, _ in kept) and len(kept) < 6
+    assert rows(store, "SELECT count(*) FROM claims") == [(0,)]  # released: a resume starts at once
+
+
+def test_ctrl_c_in_train_records_the_trial_and_says_so(tiny_bert_dir, glue_dir, tmp_path):
+    args = ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32",
+            "--batch-size", "8", "--max-length", "48", "--max-steps", "100000", "--evals-per-epoch", "0",
+            "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache")]
+    trainer = start(args, tmp_path, "train")
+    wait_for(lambda: rows(tmp_path / "runs.db"), 120, "the trial to start")
+    time.sleep(2)
+    os.killpg(trainer.pid, signal.SIGINT)
+    assert trainer.wait(15) == 130
+    text = output(tmp_path, "train")
+    assert "interrupted at step" in text and "kept" in text and "Traceback" not in text
+    [(_, status, error)] = rows(tmp_path / "runs.db")
+    assert status == "failed" and "interrupted" in error
+
+
+def test_two_drivers_share_one_study_and_record_each_trial_once(tiny_bert_dir, glue_dir, tmp_path):
+    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 500, "1-4", "--threads", "1")
+    first, second = start(args, tmp_path, "a"), start(args, tmp_path, "b")
+    assert first.wait(300) == 0, output(tmp_path, "a")
+    assert second.wait(300) == 0, output(tmp_path, "b")
+    recorded = rows(tmp_path / "runs.db")
+    assert len(recorded) == 4 and {status for _, status, _ in recorded} == {"complete"}
+    assert len({key for key, _, _ in recorded}) == 4
+    ran = [int(output(tmp_path, name).split("; ran ")[1].split()[0]) for name in ("a", "b")]
+    assert sum(ran) == 4 and min(ran) >= 1, ran  # both drivers did part of the work
+
+
+def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp_path):
+    args = ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32",
+            "--batch-size", "8", "--max-length", "48", "--max-steps", "1500", "--evals-per-epoch", "0",
+            "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
+    first, second = start(args, tmp_path, "a"), start(args, tmp_path, "b")
+    codes = sorted([first.wait(300), second.wait(300)])
+    assert codes == [0, 2], codes
+    texts = output(tmp_path, "a") + output(tmp_path, "b")
+    assert "being run by another process" in texts
+    assert [status for _, status, _ in rows(tmp_path / "runs.db")] == ["complete"]

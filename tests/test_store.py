@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pandas as pd
 import pytest
 
-from steadytune.store import CurvePoint, Store, StoreError, TrialOutcome, export
+from steadytune.store import SCHEMA, CurvePoint, Lease, Store, StoreError, TrialOutcome, export
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 
@@ -113,3 +114,107 @@ def test_concurrent_writers_share_the_file(tmp_path):
         first.finish_trial(a, outcome())
         second.finish_trial(b, outcome())
     assert sqlite3.connect(path).execute("SELECT count(*) FROM trials WHERE status='complete'").fetchone()[0] == 2
+
+
+# --- durability: claims, read-only files, full disks, damaged files, old stores -----------------------
+def test_claims_are_exclusive_expire_and_end_with_the_result(tmp_path):
+    with Store(tmp_path / "r.db") as a, Store(tmp_path / "r.db") as b:
+        done = ("complete", "diverged")
+        assert a.claim("key1", None, "driver-a", done) == "claimed"
+        assert b.claim("key1", None, "driver-b", done) == "busy"
+        assert b.claim_holder("key1", None) == "driver-a"
+        assert a.claim("key1", None, "driver-a", done) == "claimed"  # renewing one's own claim
+        a.record_trial(CONFIG, "key1", 1, None, outcome(), [])
+        assert a.claim("key1", None, "driver-a", done) == "done" and b.claim_holder("key1", None) is None
+        assert b.claim("key2", None, "driver-b", done, lease_seconds=0.2) == "claimed"
+        time.sleep(0.3)  # driver-b died: its claim lapses and another driver may take the trial
+        assert a.claim("key2", None, "driver-a", done) == "claimed"
+        a.release_claims("driver-a")
+        assert b.claim("key2", None, "driver-b", done) == "claimed"
+
+
+def test_lease_keeps_claims_alive_until_it_stops(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        assert store.claim("key1", 3, "me", (), lease_seconds=0.6) == "claimed"
+        with Lease(store.path, "me", lease_seconds=0.6):
+            time.sleep(1.5)
+            assert store.claim_holder("key1", 3) == "me"
+        time.sleep(0.8)
+        assert store.claim_holder("key1", 3) is None
+
+
+def test_study_trials_keep_their_real_start_time(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.record_trial(CONFIG, "key1", 1, None, outcome(), [], started_at=time.time() - 30)
+        row = store.trials().iloc[0]
+        assert 29 < row.finished_at - row.started_at < 60
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_stored(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.record_trial(CONFIG, "kept", 1, None, outcome(), [CurvePoint(1, 0.1, "dev", "accuracy", 0.5)])
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite reports SQLITE_FULL, as on ENOSPC
+        trial_id = store.start_trial(CONFIG, "big", dropout_seed=1)
+        many = [CurvePoint(s, s / 10, "train", "loss", 0.5) for s in range(20000)]
+        with pytest.raises(StoreError, match="disk full .* while writing curve points; that write was rolled back"):
+            store.add_points(trial_id, many)
+        assert store.curves([trial_id]).empty
+        assert store.latest_trial("kept", None)["status"] == "complete" and len(store.curves()) == 1
+
+
+def test_a_disk_full_mid_trial_says_what_was_kept(tiny_trial_config, options, tmp_path):
+    from steadytune.trial import run_stored
+
+    with Store(tmp_path / "r.db") as store:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 12}")
+        with pytest.raises(StoreError) as caught:
+            run_stored(tiny_trial_config(max_steps=3000, evals_per_epoch=1), options, store)
+    message = str(caught.value)
+    assert "disk full" in message and "training stopped at step" in message and "\n" not in message, message
+    with Store(tmp_path / "r.db", readonly=True) as store:
+        row = store.trials().iloc[0]
+        # The failed curve write was rolled back; the small status update still fitted, and the message says so.
+        assert row.status == "failed" and "kept in" in message and "as 'failed'" in message
+        assert "disk full" in row.error and len(store.curves()) > 0  # the curve up to the last evaluation
+
+
+def test_a_damaged_file_is_reported_in_one_line(tmp_path):
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        for k in range(300):
+            store.record_trial(CONFIG, f"key{k}", 1, None, outcome(), [CurvePoint(s, 0.1, "train", "loss", 0.5)
+                                                                       for s in range(20)])
+    data = bytearray(path.read_bytes())
+    data[8192:len(data) - 4096] = b"\xff" * (len(data) - 12288)  # pages in the middle overwritten
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="the store file is damaged .*malformed.* .recover"):
+        with Store(path, readonly=True) as store:
+            store.trials()
+            store.curves()
+
+
+def test_read_only_opening_writes_nothing_and_reads_old_stores(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)  # a store written before the threads/device/data_hash columns existed
+    db.executescript(SCHEMA.replace("    error TEXT,\n    threads INTEGER,\n    device TEXT,\n    data_hash TEXT\n",
+                                    "    error TEXT\n"))
+    db.execute("INSERT INTO trials (trial_key, task, model, wi_seed, do_seed, dropout_seed, config_json, status,"
+               " started_at) VALUES ('k', 'rte', 'm', 1, 1, 1, '{\"lr\": 1}', 'complete', 0)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with Store(path, readonly=True) as store:
+        row = store.trials().iloc[0]
+        assert row.status == "complete" and row.threads is None and row["cfg.lr"] == 1
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+    with Store(path) as store:  # opened for writing, it gains the new columns
+        assert {"threads", "device", "data_hash"} <= set(store.trials().columns)
+        store.record_trial(CONFIG, "k2", 1, None, outcome(threads=2, device="cpu", data_hash="ab"), [])
+        assert store.trials().iloc[1].threads == 2
+    with pytest.raises(StoreError, match="not a steadytune store"):
+        sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE x (y)").connection.commit()
+        Store(tmp_path / "other.db", readonly=True)
+    with pytest.raises(StoreError, match="store file does not exist"):
+        Store(tmp_path / "missing.db", readonly=True)

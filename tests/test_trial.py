@@ -139,10 +139,10 @@ def test_paused_and_restored_trial_matches_an_uninterrupted_one(make_config, opt
     paused_points = []
     paused, pending = first.run(paused_points.extend, stop_at=5)  # mid-epoch (6 steps per epoch)
     assert paused.status == "stopped" and paused.steps_done == 5
-    first.save_state(tmp_path / "state.pt")
+    first.save_state(tmp_path / "state.safetensors")
 
     second = Trial(config, options)  # as a fresh process would: rebuilt from the config
-    second.restore_state(tmp_path / "state.pt")
+    second.restore_state(tmp_path / "state.safetensors")
     outcome, rest = run(second)
     assert outcome.status == "complete" and outcome.steps_done == 12
     resumed = paused_points + pending + rest
@@ -153,9 +153,9 @@ def test_paused_and_restored_trial_matches_an_uninterrupted_one(make_config, opt
 def test_restore_refuses_another_trials_state(make_config, options, tmp_path):
     trial = Trial(make_config(wi_seed=1), options)
     trial.run(lambda points: None, stop_at=1)
-    trial.save_state(tmp_path / "state.pt")
+    trial.save_state(tmp_path / "state.safetensors")
     with pytest.raises(ValueError, match="another trial"):
-        Trial(make_config(wi_seed=2), options).restore_state(tmp_path / "state.pt")
+        Trial(make_config(wi_seed=2), options).restore_state(tmp_path / "state.safetensors")
 
 
 def test_interleaved_trials_in_one_process_match_their_solo_runs(make_config, options):

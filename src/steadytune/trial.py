@@ -401,5 +401,5 @@ def _recorded_failure(store: Store, trial: Trial, trial_id: int, err: BaseExcept
     if interrupted:
         return Interrupted(f"interrupted {where}: {kept}")
     if isinstance(err, StoreError):
-        return StoreError(f"{err} {where}; {kept}")
+        return StoreError(f"{err} (training stopped {where}); {kept}")
     return TrialError(f"trial failed {where} ({reason}); {kept}")

@@ -1,0 +1,76 @@
+"""Paused-trial state files hold tensors and plain values only: a crafted pickle beside a store never runs."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from steadytune.config import RunOptions
+from steadytune.state_file import StateFileError, load_state_file, save_state_file
+from steadytune.study import Job, execute
+from steadytune.trial import Trial
+
+
+class Payload:
+    """Unpickling this runs a shell command: what an attacker would place at a state file's path."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_round_trip_keeps_tensors_integer_keys_and_values(tmp_path):
+    state = {"step": 7, "best": -float("inf"), "none": None, "names": ["a", "b"], "rng": torch.arange(4).byte(),
+             "optimizer": {"state": {0: {"exp_avg": torch.ones(2, 3)}, 5: {"step": torch.tensor(3.0)}}}}
+    state["alias"] = state["rng"]  # one tensor referenced twice is stored once
+    save_state_file(tmp_path / "s.safetensors", state)
+    back = load_state_file(tmp_path / "s.safetensors")
+    assert back["step"] == 7 and back["best"] == -float("inf") and back["none"] is None and back["names"] == ["a", "b"]
+    assert sorted(back["optimizer"]["state"]) == [0, 5]
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], torch.ones(2, 3))
+    assert torch.equal(back["alias"], state["rng"])
+    with pytest.raises(TypeError, match="cannot store a Payload"):
+        save_state_file(tmp_path / "bad.safetensors", {"x": Payload("nowhere")})
+
+
+def test_a_malicious_pickle_at_the_state_path_does_not_run(tiny_trial_config, tmp_path):
+    marker = tmp_path / "pwned"
+    exploit = tmp_path / "state.safetensors"
+    exploit.write_bytes(pickle.dumps(Payload(marker)))
+    # The file is a working exploit: unpickled elsewhere it runs its command.
+    subprocess.run([sys.executable, "-c", f"import pickle; pickle.loads(open({str(exploit)!r}, 'rb').read())"],
+                   check=True, cwd=os.path.dirname(__file__))
+    assert marker.exists()
+    marker.unlink()
+
+    options = RunOptions(device="cpu", cache_dir=tmp_path / "cache", log_grads_every=0)
+    config = tiny_trial_config()
+    with pytest.raises(StateFileError, match="not a steadytune state file"):
+        Trial(config, options).restore_state(exploit)
+    # A study that finds it where a paused trial's state should be runs the trial from the start instead.
+    result = execute(Job(config.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(exploit)))
+    assert result.outcome.status == "complete" and result.outcome.steps_done == 4
+    assert not marker.exists()
+
+
+def test_states_that_do_not_fit_are_refused(tiny_trial_config, tmp_path):
+    options = RunOptions(device="cpu", cache_dir=tmp_path / "cache", log_grads_every=0)
+    trial = Trial(tiny_trial_config(epochs=2), options)
+    trial.run(lambda points: None, stop_at=3)
+    trial.save_state(tmp_path / "s.safetensors")
+    data = bytearray((tmp_path / "s.safetensors").read_bytes())
+    (tmp_path / "truncated.safetensors").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(StateFileError, match="not a steadytune state file"):
+        Trial(tiny_trial_config(epochs=2), options).restore_state(tmp_path / "truncated.safetensors")
+    with pytest.raises(StateFileError, match="another trial"):
+        Trial(tiny_trial_config(epochs=2, wi_seed=9), options).restore_state(tmp_path / "s.safetensors")
+    save_state_file(tmp_path / "foreign.safetensors", {"trial_key": tiny_trial_config(epochs=2).trial_key(),
+                                                        "model": {"x": torch.zeros(1)}})
+    with pytest.raises(StateFileError, match="do not match|does not fit"):
+        Trial(tiny_trial_config(epochs=2), options).restore_state(tmp_path / "foreign.safetensors")

@@ -13,6 +13,16 @@ def _glue_dir() -> Path:
     return Path(os.environ.get("STEADYTUNE_GLUE_DIR", REPO_ROOT.parent / "shared" / "data" / "glue"))
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A trial run with --threads sets torch's process-wide thread count; later tests start from the usual one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
     path = _glue_dir()

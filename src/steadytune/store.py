@@ -145,7 +145,7 @@ class StoreError(RuntimeError):
     """The store file cannot be opened or written, or is not a steadytune store; the message is one line."""
 
 
-def describe_sqlite_error(path: Path, err: Exception, doing: str) -> str:
+def describe_sqlite_error(path: Path, err: Exception | str, doing: str) -> str:
     """One line saying what went wrong with the file, in words a user can act on."""
     text = str(err)
     if "readonly" in text or "read-only" in text:
@@ -173,6 +173,12 @@ class Store:
             raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
 
     def _open_writable(self) -> sqlite3.Connection:
+        # SQLite needs to write the file and create its -wal and -shm files beside it; without that it says
+        # only "unable to open database file", so name the cause first (os.access also sees read-only mounts).
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        unwritable = [p for p in (self.path, folder) if p.exists() and not os.access(p, os.W_OK)]
+        if unwritable:
+            raise StoreError(describe_sqlite_error(self.path, f"{unwritable[0]} is read-only", "opening it for writing"))
         try:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")

@@ -56,6 +56,13 @@ console = SafeConsole()
 err_console = SafeConsole(stderr=True)
 
 
+def print_whole(renderable) -> None:
+    """Print a table at its natural width even on a narrower terminal, so no cell is cut or folded:
+    what a reader (or a test) sees does not depend on the terminal's width."""
+    natural = console.measure(renderable, options=console.options.update_width(10_000)).maximum
+    SafeConsole(width=max(console.width, natural), file=console.file).print(renderable)
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by input or by the environment (a full disk), reported as one line instead of a traceback."""
     from ..analysis import AnalysisError

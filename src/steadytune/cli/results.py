@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..store import Store, export as export_frame
-from .common import console, fmt_metric, reports_user_errors
+from .common import console, fmt_metric, print_whole, reports_user_errors
 
 STORE_ARGUMENT = typer.Argument(help="Result store (SQLite file).", exists=True, dir_okay=False)
 
@@ -46,7 +46,7 @@ def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
                  "base": fmt_metric(row.baseline_metric),
                  "time": "-" if pd.isna(row.wall_seconds) else f"{row.wall_seconds:.0f}s"}
         table.add_row(*(cells[c] for c in columns if c not in shared))
-    console.print(table)
+    print_whole(table)
 
 
 def store_notes(trials: pd.DataFrame) -> list[str]:

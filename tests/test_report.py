@@ -140,3 +140,92 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
         load_results(bad)
     with pytest.raises(AnalysisError, match="unknown report format"):
         build_report(empty, tmp_path, "pdf")  # type: ignore[arg-type]
+
+
+def _own_file_trial(store: Store, train_file: str, data_hash: str, wi: int, recipe: str = "mine") -> None:
+    config = {"task": "classification", "model": "m", "recipe": recipe, "wi_seed": wi, "do_seed": 1,
+              "train_file": train_file, "max_train": 100000, "lr": 2e-5}
+    trial_id = store.start_trial(config, f"{train_file}-{data_hash}-{wi}-{recipe}", dropout_seed=wi)
+    outcome = TrialOutcome("complete", 10, 10, "accuracy", {"accuracy": 0.6 + wi / 100}, {"accuracy": 0.7}, 10, 0.5,
+                           1.0, data_hash=data_hash)
+    store.finish_trial(trial_id, outcome, [CurvePoint(10, 1.0, "dev", "accuracy", 0.6 + wi / 100)])
+
+
+def test_arms_are_told_apart_by_data_identity_not_file_names(tmp_path):
+    path = tmp_path / "own.db"
+    with Store(path) as store:
+        for wi in (1, 2):
+            _own_file_trial(store, "/a/train.csv", "aaaaaa11", wi)   # the same data ...
+            _own_file_trial(store, "/b/train.csv", "aaaaaa11", wi + 2)  # ... in another folder: one arm
+            _own_file_trial(store, "/c/train.csv", "cccccc22", wi)   # other data under the same name: another arm
+    results = load_results(path)
+    arms = results.trials.groupby("arm")["id"].count().to_dict()
+    assert arms == {"mine data=train.csv#aaaaaa": 4, "mine data=train.csv#cccccc": 2}
+    text = build_report(path, tmp_path / "out", "md").read_text()
+    assert "training subset of 100000" in text and "100000.0" not in text and "nan" not in text.split("## ")[0]
+
+
+def test_names_from_the_store_cannot_inject_markup(tmp_path):
+    path = tmp_path / "hostile.db"
+    hostile = "<img src=x onerror=alert(1)>[click](http://evil.example)"
+    with Store(path) as store:
+        for wi in (1, 2):
+            _own_file_trial(store, "/a/train.csv", "aaaaaa11", wi, recipe=hostile)
+    html_text = build_report(path, tmp_path / "html", "html").read_text()
+    assert "<img src=x" not in html_text and "&lt;img src=x onerror=alert(1)&gt;" in html_text
+    md_text = build_report(path, tmp_path / "md", "md").read_text()
+    assert "<img src=x" not in md_text and not re.search(r"(?<!\\)\]\(http://evil", md_text)  # no live link
+    assert r"\[click\](http://evil.example)" in md_text
+
+
+def layout_problems(figure) -> list[str]:
+    """Parts of a drawn figure (each panel with its labels, the title, legends) that stick out of it or overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer, box = canvas.get_renderer(), figure.bbox
+    parts = [(f"panel {axis.get_title()!r}", axis.get_tightbbox(renderer)) for axis in figure.axes if axis.get_visible()]
+    if figure._suptitle is not None:
+        parts.append(("title", figure._suptitle.get_window_extent(renderer)))
+    parts += [("legend", legend.get_window_extent(renderer)) for legend in figure.legends]
+    problems = [f"{name} sticks out" for name, extent in parts
+                if extent.x0 < box.x0 - 1 or extent.x1 > box.x1 + 1 or extent.y0 < box.y0 - 1 or extent.y1 > box.y1 + 1]
+    problems += [f"{a} overlaps {b}" for k, (a, extent) in enumerate(parts) for b, other in parts[k + 1:]
+                 if extent.overlaps(other)]
+    return problems
+
+
+def test_no_figure_clips_its_titles_or_overlaps_its_labels(store_path, small_store):
+    import sys
+    from pathlib import Path
+
+    from steadytune import plots
+    from steadytune.analysis.gradients import gradient_norms, part_order
+    from steadytune.report import Plot, build_sections
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_diagnostics import _synthetic_results
+
+    figures = {f"{source.parent.name}/{block.name}": block.figure
+               for source in (store_path, small_store) for section in build_sections(load_results(source), 3)
+               for block in section.blocks if isinstance(block, Plot)}
+    diagnosed = _synthetic_results(1000.0)
+    grads = gradient_norms(diagnosed.curves)
+    figures["gradient-norms"] = plots.gradient_norms_figure(grads, {2}, part_order(grads["part"]))
+    figures["trial"] = plots.trial_diagnostics_figure(diagnosed.curves[diagnosed.curves["trial_id"] == 2],
+                                                      part_order(grads["part"]), "trial 2: rte, WI 2 / DO 1, failed")
+    assert len(figures) >= 20
+    assert {name: problems for name, figure in figures.items() if (problems := layout_problems(figure))} == {}
+    assert all(figure.get_figwidth() >= 6.5 for figure in figures.values())  # half a report page or more
+
+
+def test_a_seed_grid_section_names_the_arms_without_a_grid(tmp_path):
+    path = tmp_path / "mixed.db"
+    synthetic_store(path, tasks={"rte": TASKS["rte"]}, recipes={"devlin2019": 0.0})
+    with Store(path) as store:
+        add_trial(store, "rte", "mosbach2021", 1, 1, 0.7)  # one run of another recipe: no grid
+    text = build_report(path, tmp_path / "out", "md").read_text()
+    variance = text.split("## Seed variance")[1].split("## ")[0]
+    assert "rte / mosbach2021: no WI x DO grid (1 WI and 1 DO seed(s)" in variance
+    assert "Not available" not in variance and variance.count("![") == 2  # heatmap and means of devlin2019 only

@@ -5,6 +5,8 @@ the Agg backend without touching pyplot's global state, so reports can make many
 """
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -13,18 +15,41 @@ from scipy.stats import gaussian_kde
 
 from .analysis.results import FREQUENCIES
 
-_PANEL = (4.2, 3.2)  # inches per panel
+_PANEL = (4.6, 3.6)  # inches per panel
+# A report page is about 1,200 px wide: a figure of one panel still gets half of it, so its titles fit.
+_MIN_WIDTH = 6.5
+# Characters of a title that fit in one inch at matplotlib's default title sizes (12 pt suptitle, 12 pt axes).
+_CHARS_PER_INCH = 10
 _KIND_COLOURS = {"ok": "tab:blue", "generalization": "tab:orange", "optimization": "tab:red", "unknown": "tab:grey"}
 
 
 def _panels(count: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, np.ndarray]:
     cols = min(columns, count)
     rows = -(-count // cols)
-    figure = Figure(figsize=(_PANEL[0] * cols, _PANEL[1] * rows), layout="constrained")
+    figure = Figure(figsize=(max(_PANEL[0] * cols, _MIN_WIDTH), _PANEL[1] * rows), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, cols, squeeze=False, sharey=sharey)).ravel()
     for extra in axes[count:]:
         extra.set_visible(False)
     return figure, axes[:count]
+
+
+def _wrapped(text: str, inches: float) -> str:
+    """`text` broken into lines that fit `inches` of width, so a long title is wrapped instead of clipped."""
+    return "\n".join(textwrap.wrap(text, max(20, int(inches * _CHARS_PER_INCH)))) or text
+
+
+def _suptitle(figure: Figure, text: str) -> None:
+    figure.suptitle(_wrapped(text, figure.get_figwidth()))
+
+
+def _title(axis, text: str) -> None:
+    """An axes title wrapped to the axes' share of the figure (arm names can be long)."""
+    axis.set_title(_wrapped(text, axis.get_figure().get_figwidth() * axis.get_position().width))
+
+
+def _ylabel_once(axes, text: str) -> None:
+    """With a shared y axis the label goes on the first panel only: repeated, it runs into the panel to its left."""
+    axes[0].set_ylabel(text)
 
 
 def expected_max_figure(curves: pd.DataFrame, task: str, metric: str) -> Figure:
@@ -38,10 +63,12 @@ def expected_max_figure(curves: pd.DataFrame, task: str, metric: str) -> Figure:
             axis.fill_between(curve["n"], curve["expected"] - curve["sd"], curve["expected"] + curve["sd"],
                               color=line.get_color(), alpha=0.15)
         axis.set_xscale("log")
-        axis.set(title=arm, xlabel="runs n (log scale)", ylabel=f"expected max dev {metric}")
+        _title(axis, arm)
+        axis.set(xlabel="runs n (log scale)")
         axis.grid(alpha=0.3)
+    _ylabel_once(axes, f"expected max dev {metric}")
     axes[0].legend(fontsize="small", loc="lower right")
-    figure.suptitle(f"{task}: expected validation performance (± sd)")
+    _suptitle(figure, f"{task}: expected validation performance (± sd)")
     return figure
 
 
@@ -54,9 +81,10 @@ def seed_heatmap_figure(grids: dict[str, pd.DataFrame], task: str, metric: str) 
         image = axis.imshow(grid.to_numpy(dtype=float), vmin=low, vmax=high, cmap="viridis", aspect="auto")
         axis.set_xticks(range(grid.shape[1]), [str(s) for s in grid.columns], fontsize="x-small", rotation=90)
         axis.set_yticks(range(grid.shape[0]), [str(s) for s in grid.index], fontsize="x-small")
-        axis.set(title=arm, xlabel="data-order (DO) seed", ylabel="weight-init (WI) seed")
+        _title(axis, arm)
+        axis.set(xlabel="data-order (DO) seed", ylabel="weight-init (WI) seed")
     figure.colorbar(image, ax=list(axes), label=f"final dev {metric}")
-    figure.suptitle(f"{task}: final dev {metric} per seed pair")
+    _suptitle(figure, f"{task}: final dev {metric} per seed pair")
     return figure
 
 
@@ -67,11 +95,13 @@ def seed_means_figure(means: dict[str, dict[str, pd.DataFrame]], task: str, metr
         for offset, (kind, table) in zip((-0.1, 0.1), kinds.items()):
             axis.errorbar(np.arange(len(table)) + 1 + offset, table["mean"], yerr=table["sd"].fillna(0), fmt="o",
                           markersize=3, capsize=2, label=f"{kind} seeds")
-        axis.set(title=arm, xlabel="seed rank (best first)", ylabel=f"mean final dev {metric}")
+        _title(axis, arm)
+        axis.set(xlabel="seed rank (best first)")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
+    _ylabel_once(axes, f"mean final dev {metric}")
     axes[0].legend(fontsize="small")
-    figure.suptitle(f"{task}: per-seed mean of the final dev {metric} (± sd)")
+    _suptitle(figure, f"{task}: per-seed mean of the final dev {metric} (± sd)")
     return figure
 
 
@@ -89,10 +119,10 @@ def seed_density_figure(extremes: pd.DataFrame, arm: str, metrics: dict[str, str
             grid = np.linspace(low - margin, high + margin, 200)
             for group, scores in cell.groupby("group", sort=True):
                 _density(axis, scores["value"].to_numpy(dtype=float), grid, label=group)
-            axis.set(title=f"chosen on {chosen_on}, scored on {task}", xlabel=f"final dev {metrics[task]}",
-                     ylabel="density")
+            _title(axis, f"chosen on {chosen_on}, scored on {task}")
+            axis.set(xlabel=f"final dev {metrics[task]}", ylabel="density")
             axis.legend(fontsize="small")
-    figure.suptitle(f"{arm}: best vs worst WI seeds across tasks")
+    _suptitle(figure, f"{arm}: best vs worst WI seeds across tasks")
     return figure
 
 
@@ -115,10 +145,10 @@ def loss_vs_dev_figure(kinds: pd.DataFrame) -> Figure:
             if len(group):
                 axis.scatter(group["final_loss"], group["dev"], s=14, alpha=0.7, color=colour, label=kind)
         axis.axhline(frame["baseline"].iloc[0], color="grey", linestyle="--", linewidth=1, label="majority baseline")
-        axis.set(title=task, xlabel="final training loss (nats)",
-                 ylabel=f"final dev {frame['metric'].iloc[0]}")
+        _title(axis, task)
+        axis.set(xlabel="final training loss (nats)", ylabel=f"final dev {frame['metric'].iloc[0]}")
         axis.legend(fontsize="small")
-    figure.suptitle("Failed runs: optimization (loss stuck) vs generalization (loss low, dev poor)")
+    _suptitle(figure, "Failed runs: optimization (loss stuck) vs generalization (loss low, dev poor)")
     return figure
 
 
@@ -129,11 +159,12 @@ def early_correlation_figure(correlation: pd.DataFrame) -> Figure:
     for axis, task in zip(axes, tasks):
         for arm, frame in correlation[correlation["task"] == task].groupby("arm"):
             axis.plot(frame["fraction"] * 100, frame["spearman rho"], marker="o", markersize=3, label=arm)
-        axis.set(title=task, xlabel="training done (% of steps)", ylabel="Spearman rho with final dev score",
-                 ylim=(-1.05, 1.05))
+        _title(axis, task)
+        axis.set(xlabel="training done (% of steps)", ylim=(-1.05, 1.05))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    figure.suptitle("How early can you tell? Early dev score vs final")
+    _ylabel_once(axes, "Spearman rho with final dev score")
+    _suptitle(figure, "How early can you tell? Early dev score vs final")
     return figure
 
 
@@ -146,10 +177,12 @@ def planner_figure(panels: dict[str, tuple[pd.DataFrame, float]], budget: int, t
         for t, frame in best.groupby("T"):
             axis.plot(frame["F"] * 100, frame["expected"], marker="o", markersize=3, label=f"start T={t}")
         axis.axhline(plain, color="black", linestyle="--", label=f"train {budget} runs fully")
-        axis.set(title=arm, xlabel="cut after (% of training)", ylabel=f"expected best dev {metric}")
+        _title(axis, arm)
+        axis.set(xlabel="cut after (% of training)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="x-small", ncol=2)
-    figure.suptitle(f"{task}: early stopping at a budget of {budget} full runs")
+    _ylabel_once(axes, f"expected best dev {metric}")
+    _suptitle(figure, f"{task}: early stopping at a budget of {budget} full runs")
     return figure
 
 
@@ -166,9 +199,10 @@ def recipe_scores_figure(trials: pd.DataFrame, score: str) -> Figure:
         for position, values in enumerate(data, start=1):
             axis.scatter(position + jitter.uniform(-0.12, 0.12, values.size), values, s=10, alpha=0.6)
         axis.set_xticks(range(1, len(arms) + 1), arms, rotation=20, ha="right", fontsize="small")
-        axis.set(title=task, xlabel="recipe", ylabel=f"final dev {frame['metric'].iloc[0]}")
+        _title(axis, task)
+        axis.set(xlabel="recipe", ylabel=f"final dev {frame['metric'].iloc[0]}")
         axis.grid(alpha=0.3, axis="y")
-    figure.suptitle("Final dev score per recipe (one point per run)")
+    _suptitle(figure, "Final dev score per recipe (one point per run)")
     return figure
 
 
@@ -180,11 +214,13 @@ def power_figure(power: pd.DataFrame, target: float = 0.8) -> Figure:
         for pair, frame in power[power["task"] == task].groupby("pair"):
             axis.plot(frame["n"], frame["power"], marker="o", markersize=3, label=pair)
         axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"power {target}")
-        axis.set(title=task, xlabel="runs (seeds) per recipe", ylabel="power at alpha 0.05", ylim=(-0.02, 1.02))
+        _title(axis, task)
+        axis.set(xlabel="runs (seeds) per recipe", ylim=(-0.02, 1.02))
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    figure.suptitle("How many seeds would the comparison need?")
+    _ylabel_once(axes, "power at alpha 0.05")
+    _suptitle(figure, "How many seeds would the comparison need?")
     return figure
 
 
@@ -208,12 +244,15 @@ def gradient_norms_figure(grads: pd.DataFrame, failed_ids: set[int], parts: list
             if len(median):
                 axis.plot(median.index, median.to_numpy(), color=colours[part], label=part, linewidth=1.2)
         axis.set_yscale("log")
-        axis.set(title=f"{title} ({runs})", xlabel="step", ylabel="gradient L2 norm before clipping (median)")
+        _title(axis, f"{title} ({runs})")
+        axis.set(xlabel="step")
         axis.grid(alpha=0.3)
+    _ylabel_once(axes, "gradient L2 norm (median)")
     drawn = [axis for axis in axes if axis.get_lines()]
-    if drawn:
-        drawn[0].legend(fontsize="x-small", ncol=2)
-    figure.suptitle("gradient norm per layer: vanishing lower-layer gradients mark optimization failures")
+    if drawn:  # beside the panels, not over the curves: a 24-layer model has 27 parts
+        figure.legend(*drawn[0].get_legend_handles_labels(), loc="outside right center", fontsize="x-small",
+                      ncol=1 + len(parts) // 14)
+    _suptitle(figure, "Per-layer gradient norm before clipping; vanishing lower layers mark optimization failures")
     return figure
 
 
@@ -240,5 +279,5 @@ def trial_diagnostics_figure(curves: pd.DataFrame, parts: list[str], title: str)
     for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend(fontsize="x-small")
-    figure.suptitle(title)
+    _suptitle(figure, title)
     return figure

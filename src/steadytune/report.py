@@ -54,12 +54,12 @@ class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
 
-    def attempt(self, build: Callable[[], list[Block]]) -> None:
-        """Add what `build` makes, or the one line saying which data it lacks."""
+    def attempt(self, build: Callable[[], list[Block]], about: str = "") -> None:
+        """Add what `build` makes, or the one line saying which data it lacks (and for what, when `about` says)."""
         try:
             self.blocks += build()
         except NotEnoughData as err:
-            self.blocks.append(f"Not available: {err}.")
+            self.blocks.append(f"Not available{f' for {about}' if about else ''}: {err}.")
 
 
 # --- header ------------------------------------------------------------------------------------
@@ -132,12 +132,22 @@ def variance_section(results: Results) -> Section:
                           "ANOVA (main effects; share = fraction of the total sum of squares), and per-seed means.")
     for task, frame in results.trials.groupby("task"):
         metric = _metric(results, task)
-        arms = dict(list(frame.groupby("arm")))
+        arms, no_grid = {}, []
+        for arm, group in frame.groupby("arm"):
+            seeds = {kind: group[column].nunique() for column, kind in SEED_KINDS.items()}
+            if min(seeds.values()) >= 2:
+                arms[arm] = group
+            else:
+                no_grid.append(f"{task} / {arm}: no WI x DO grid ({seeds['WI']} WI and {seeds['DO']} DO seed(s); "
+                               f"the heatmap and ANOVA need two or more of each).")
+        section.blocks += no_grid
+        if not arms:
+            continue
         section.blocks.append(Plot(f"grid-{task}", plots.seed_heatmap_figure(
             {arm: seed_grid(g, SCORE) for arm, g in arms.items()}, task, metric), f"{task}: WI x DO grid"))
         for arm, group in arms.items():
             caption = f"{task} / {arm}: ANOVA of the final dev {metric}"
-            section.attempt(lambda g=group, c=caption: [Table(anova_two_way(g, SCORE), c)])
+            section.attempt(lambda g=group, c=caption: [Table(anova_two_way(g, SCORE), c)], f"{task} / {arm}")
         means = {arm: {SEED_KINDS[c]: seed_means(g, c, SCORE) for c in SEED_KINDS} for arm, g in arms.items()}
         section.blocks.append(Plot(f"seed-means-{task}", plots.seed_means_figure(means, task, metric),
                                    f"{task}: per-seed means"))

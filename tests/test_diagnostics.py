@@ -179,3 +179,27 @@ def test_diagnose_command_prints_and_plots(tiny_trial_config, options, tmp_path)
     assert (tmp_path / "d" / f"trial-{trial_id}.png").stat().st_size > 0
     result = runner.invoke(app, ["diagnose", str(store_path), "99"])
     assert result.exit_code == 2 and "no complete or diverged trial 99" in result.output
+
+
+def test_class_collapse_is_judged_after_warmup_on_enough_logged_steps():
+    """The first batches of any run are untrained: a one-class first batch is no collapse, and a 13-step trial
+    logged at steps 1 and 11 has too few points after warmup to be judged at all."""
+    import pandas as pd
+
+    from steadytune.analysis import build_results
+    from steadytune.analysis.gradients import diagnosis
+
+    shares = {1: {1: 1.0, 11: 0.96},                                    # short: one logged step after warmup
+              2: {s: (1.0 if s <= 10 else 0.6) for s in range(1, 101, 5)},   # one-class only during warmup
+              3: {s: (0.6 if s <= 50 else 1.0) for s in range(1, 101, 5)}}   # collapses after warmup
+    total = {1: 13, 2: 100, 3: 100}
+    trials = pd.DataFrame({"id": [1, 2, 3], "task": "rte", "recipe": None, "status": "complete", "wi_seed": [1, 2, 3],
+                           "do_seed": 1, "metric": "accuracy", "final_metric": 0.6, "best_metric": 0.6,
+                           "baseline_metric": 0.5271, "total_steps": [total[k] for k in (1, 2, 3)],
+                           "cfg.warmup": 0.1})
+    curves = pd.DataFrame([(t, s, s / total[t], "diag", "pred_top_share", v) for t, by_step in shares.items()
+                           for s, v in by_step.items()], columns=["trial_id", "step", "epoch", "split", "metric", "value"])
+    table = diagnosis(build_results(trials, curves)).set_index("id")
+    assert pd.isna(table.loc[1, "top_class_share_end"]) and not bool(table.loc[1, "class_collapse"])
+    assert table.loc[2, "top_class_share_end"] == pytest.approx(0.6) and not bool(table.loc[2, "class_collapse"])
+    assert table.loc[3, "top_class_share_end"] == pytest.approx(1.0) and bool(table.loc[3, "class_collapse"])

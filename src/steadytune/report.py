@@ -314,7 +314,7 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
+    figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Consoles created at import fix their width from COLUMNS; without it they read the width per call, so the
+# tests that vary COLUMNS see each width, whatever terminal runs the suite.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 
 def _glue_dir() -> Path:

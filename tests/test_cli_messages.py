@@ -233,3 +233,23 @@ def test_a_damaged_store_is_one_line(tmp_path):
         one_line_error(runner.invoke(app, command, env={"COLUMNS": "300"}), "the store file is damaged")
     sqlite3.connect(tmp_path / "x.db").execute("CREATE TABLE other (a)").connection.commit()
     one_line_error(runner.invoke(app, ["runs", str(tmp_path / "x.db")]), "not a steadytune store")
+
+
+def test_what_commands_print_does_not_depend_on_the_terminal_width(tiny_bert_dir, glue_dir, tmp_path):
+    """Tables print at their natural width and lines are never broken by the console, at any COLUMNS."""
+    long_path = tmp_path / ("a-long-folder-name-" * 4) / "missing-store.db"
+    commands = [["recipes", "mosbach2021"],
+                ["study", "plan", "--tasks", "rte,mrpc", "--wi-seeds", "1-2", "--model", str(tiny_bert_dir),
+                 "--glue-dir", str(glue_dir), "--max-train", "16"],
+                ["runs", str(long_path)], ["landscape", "line", str(long_path), "1"]]
+    for args in commands:
+        outputs = {width: runner.invoke(app, args, env={"COLUMNS": width}).output for width in ("20", "80", "300")}
+        assert outputs["20"] == outputs["80"] == outputs["300"], args
+        assert "[bold]" not in outputs["20"] and "[/]" not in outputs["20"]
+    missing = runner.invoke(app, ["runs", str(long_path)])
+    one_line_error(missing, f"{long_path}: folder {long_path.parent} does not exist")
+    (tmp_path / "folder.db").mkdir()
+    one_line_error(runner.invoke(app, ["runs", str(tmp_path / "folder.db")]), "is a folder, not a store file")
+    one_line_error(runner.invoke(app, ["landscape", "line", str(tmp_path / "none.db"), "1"]),
+                   "store file does not exist")
+    assert not (tmp_path / "none.db").exists()

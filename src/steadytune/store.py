@@ -160,12 +160,15 @@ def describe_sqlite_error(path: Path, err: Exception | str, doing: str) -> str:
 
 
 class Store:
-    def __init__(self, path: Path | str, readonly: bool = False):
+    def __init__(self, path: Path | str, readonly: bool = False, create: bool = True):
+        """`readonly` opens without writing anything; `create=False` refuses a missing file instead of creating it."""
         self.path = Path(path)
         self.readonly = readonly
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
-        if readonly and not self.path.is_file():
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a store file")
+        if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: store file does not exist")
         try:
             self._db = self._open_readonly() if readonly else self._open_writable()

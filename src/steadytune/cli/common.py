@@ -46,7 +46,9 @@ class SafeConsole(Console):
     """A console for untrusted text: plain by default, control characters never written."""
 
     def __init__(self, **kwargs):
-        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+        # soft_wrap: lines are never broken by the console (the terminal wraps them), so a long path or name
+        # stays whole and what is printed does not depend on the terminal's width.
+        super().__init__(markup=False, emoji=False, highlight=False, soft_wrap=True, **kwargs)
 
     def render_str(self, text: str, **kwargs):
         return super().render_str(clean(text), **kwargs)
@@ -56,11 +58,14 @@ console = SafeConsole()
 err_console = SafeConsole(stderr=True)
 
 
-def print_whole(renderable) -> None:
-    """Print a table at its natural width even on a narrower terminal, so no cell is cut or folded:
-    what a reader (or a test) sees does not depend on the terminal's width."""
-    natural = console.measure(renderable, options=console.options.update_width(10_000)).maximum
-    SafeConsole(width=max(console.width, natural), file=console.file).print(renderable)
+def print_table(table, heading: str | None = None) -> None:
+    """A table at its natural width even on a narrower terminal, so no cell is cut or folded, after its heading
+    on a line of its own (a table's title would be wrapped to the table's width): what a reader, or a test,
+    sees does not depend on the terminal's width."""
+    if heading is not None:
+        console.print(heading)
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    SafeConsole(width=max(console.width, natural), file=console.file).print(table)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..analysis import AnalysisError, load_results
 from ..analysis.gradients import diagnosis, gradient_norms, part_order
 from ..plots import gradient_norms_figure, trial_diagnostics_figure
-from .common import console, fmt_metric, reports_user_errors
+from .common import console, fmt_metric, print_table, reports_user_errors
 
 
 @reports_user_errors
@@ -48,8 +48,7 @@ def diagnose(
 
 
 def _print(table, factor: float) -> None:
-    shown = Table(title="diagnosis: failed = final dev at or below the majority baseline (base); loss = final training"
-                  " loss; grad drop = fall of the lower layers' gradient norm early in training", title_justify="left")
+    shown = Table()
     for column in ("trial", "task", "wi", "do", "dev", "base", "loss", "kind", "grad drop", "flags"):
         shown.add_column(column, justify="left" if column in ("task", "kind", "flags") else "right")
     for row in table.itertuples():
@@ -61,7 +60,8 @@ def _print(table, factor: float) -> None:
         drop = "-" if row.collapse_ratio != row.collapse_ratio else f"{row.collapse_ratio:,.0f}x"
         shown.add_row(str(row.id), row.task, str(row.wi_seed), str(row.do_seed), fmt_metric(row.dev),
                       fmt_metric(row.baseline), fmt_metric(row.final_loss), row.kind, drop, ", ".join(flags))
-    console.print(shown)
+    print_table(shown, "diagnosis: failed = final dev at or below the majority baseline (base); loss = final training "
+                       "loss; grad drop = fall of the lower layers' gradient norm early in training")
     vanished = table[table["vanishing"] == True]  # noqa: E712 (NaN for trials without diagnostics)
     failed = table[table["kind"] != "ok"]
     console.print(f"{len(failed)} of {len(table)} runs failed; {len(vanished)} show vanishing lower-layer gradients "

@@ -18,12 +18,12 @@ from ..landscape.analyses import layer_curves, line, surface
 from ..landscape.plotting import layer_figure, line_figure, surface_3d_figure, surface_figure
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
 from ..store import Store
-from .common import console, fmt_metric, progress_bar, reports_user_errors
+from .common import console, fmt_metric, print_table, progress_bar, reports_user_errors
 
 landscape_app = typer.Typer(no_args_is_help=True, help="Loss landscapes of stored trials: 1-D lines, 2-D surfaces "
                             "with the training trajectory, layer-group rollback. Train with --save-checkpoints first.")
 
-StoreArg = Annotated[Path, typer.Argument(help="Result store holding the trials.", exists=True, dir_okay=False)]
+StoreArg = Annotated[Path, typer.Argument(help="Result store holding the trials.")]
 Trials = Annotated[list[int], typer.Argument(help="Trial ids (see `steadytune runs`); several are drawn side by side.")]
 Range = Annotated[tuple[float, float], typer.Option("--range", help="Range of the coefficients a (and b).")]
 Out = Annotated[Path, typer.Option("--out", help="Folder for the figures (PNG) and tables (CSV).")]
@@ -77,7 +77,7 @@ def line_command(store: StoreArg, trials: Trials, bounds: Range = (-0.5, 1.5),
     a_values = _coefficients(bounds, points)
     out.mkdir(parents=True, exist_ok=True)
     lines = {}
-    with Store(store) as db, progress_bar() as bar:
+    with Store(store, create=False) as db, progress_bar() as bar:
         for trial_id in trials:
             snapshots = TrialSnapshots.load(db, trial_id)
             frame = line(db, snapshots, a_values, settings, _tracker(bar, f"line, trial {trial_id}"))
@@ -111,7 +111,7 @@ def surface_command(store: StoreArg, trials: Trials,
     values = _coefficients(bounds, grid)
     out.mkdir(parents=True, exist_ok=True)
     surfaces = {}
-    with Store(store) as db, progress_bar() as bar:
+    with Store(store, create=False) as db, progress_bar() as bar:
         for k, trial_id in enumerate(trials):
             snapshots = TrialSnapshots.load(db, trial_id)
             second = TrialSnapshots.load(db, others[k]) if directions != "random" else None
@@ -138,20 +138,20 @@ def layers_command(store: StoreArg, trial: Annotated[int, typer.Argument(help="T
     """Layer groups (Hao et al.): roll low / middle / high thirds back to their start, and move each alone."""
     settings = _settings(train_examples, dev_examples, subset_seed, batch_size, points_per_pass, device, threads)
     out.mkdir(parents=True, exist_ok=True)
-    with Store(store) as db, progress_bar() as bar:
+    with Store(store, create=False) as db, progress_bar() as bar:
         snapshots = TrialSnapshots.load(db, trial)
         curves, table = layer_curves(db, snapshots, _coefficients((0.0, 1.0), points), settings,
                                      _tracker(bar, f"layer groups, trial {trial}"))
     curves.to_csv(out / f"layers-trial-{trial}.csv", index=False)
     table.to_csv(out / f"rollback-trial-{trial}.csv", index=False)
     metric = _metric_name(snapshots)
-    shown = Table(title=f"{snapshots.label()}: one group rolled back to its start values (none = fine-tuned)")
+    shown = Table()
     for column in ("group rolled back", "holds", "train loss", "Δ train loss", f"dev {metric}", f"Δ dev {metric}"):
         shown.add_column(column, justify="left" if column in ("group rolled back", "holds") else "right")
     for row in table.itertuples():
         shown.add_row(row.group, row.holds, fmt_metric(row.train_loss), f"{row.delta_train_loss:+.4f}",
                       fmt_metric(row.dev_metric), f"{row.delta_dev_metric:+.4f}")
-    console.print(shown)
+    print_table(shown, f"{snapshots.label()}: one group rolled back to its start values (none = fine-tuned)")
     _save(layer_figure(curves, metric, snapshots.label()), out / f"layers-trial-{trial}.png")
 
 

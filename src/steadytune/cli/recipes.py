@@ -6,10 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..config import SECTIONS, ConfigError
 from ..recipes import RECIPES, resolved_recipe
-from .common import console, reports_user_errors
+from .common import console, print_table, reports_user_errors
 
 
 @reports_user_errors
@@ -20,7 +21,7 @@ def recipes(name: Annotated[Optional[str], typer.Argument(help="Show only this r
     for recipe in [name] if name else list(RECIPES):
         summary, overrides = RECIPES[recipe]
         full = resolved_recipe(recipe).model_dump()
-        console.print(f"\n[bold]{recipe}[/]: {summary}")
+        console.print()
         table = Table(show_header=True)
         table.add_column("option")
         table.add_column("value")
@@ -29,5 +30,5 @@ def recipes(name: Annotated[Optional[str], typer.Argument(help="Show only this r
                 continue
             for field in fields:
                 style = "bold" if field in overrides else "dim"
-                table.add_row(f"[{style}]--{field.replace('_', '-')}[/]", f"[{style}]{json.dumps(full[field])}[/]")
-        console.print(table)
+                table.add_row(Text(f"--{field.replace('_', '-')}", style), Text(json.dumps(full[field]), style))
+        print_table(table, f"{recipe}: {summary}")

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..store import Store, export as export_frame
-from .common import console, fmt_metric, print_whole, reports_user_errors
+from .common import console, fmt_metric, print_table, reports_user_errors
 
-STORE_ARGUMENT = typer.Argument(help="Result store (SQLite file).", exists=True, dir_okay=False)
+# Existence is checked by Store, whose one-line error keeps a long path whole (typer's error box would wrap it).
+STORE_ARGUMENT = typer.Argument(help="Result store (SQLite file).")
 
 
 @reports_user_errors
@@ -28,9 +29,9 @@ def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
     heading = f"{store}: {len(trials)} trials" + "".join(
         f", {column} {Path(value).name if column == 'model' else value}"
         for column, value in shared.items() if not pd.isna(value))
-    console.print(heading, soft_wrap=True)
+    console.print(heading)
     for note in store_notes(trials):
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(f"note: {note}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["id", "study", "task", "model", "recipe", "wi/do/drop", "status", "steps", "metric", "best", "final",
                "base", "time"]
@@ -46,7 +47,7 @@ def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
                  "base": fmt_metric(row.baseline_metric),
                  "time": "-" if pd.isna(row.wall_seconds) else f"{row.wall_seconds:.0f}s"}
         table.add_row(*(cells[c] for c in columns if c not in shared))
-    print_whole(table)
+    print_table(table)
 
 
 def store_notes(trials: pd.DataFrame) -> list[str]:

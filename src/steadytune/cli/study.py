@@ -12,14 +12,13 @@ from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, expand, load_spec
-from .common import (console, err_console, escape, fmt_metric, progress_bar, reports_user_errors, resolve_run_options,
-                     with_config_flags)
+from .common import (console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
+                     resolve_run_options, with_config_flags)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
 
 SPEC_ARGUMENT = typer.Argument(help="YAML/TOML study spec: name, tasks, recipes, wi_seeds (e.g. '1-25'), do_seeds, "
-                               "early_stop, and any trial option (model, glue_dir, max_train, ...).",
-                               exists=True, dir_okay=False)
+                               "early_stop, and any trial option (model, glue_dir, max_train, ...).")
 Spec = Annotated[Optional[Path], SPEC_ARGUMENT]
 Name = Annotated[Optional[str], typer.Option(help="Study name (default: derived from the spec).", rich_help_panel="Study")]
 Tasks = Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.", rich_help_panel="Study")]
@@ -67,7 +66,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
             train, _ = load_raw(config, resolve_task(config))
             n = len(train) if config.max_train is None else min(config.max_train, len(train))
             steps[data_key] = total_steps(n, config.batch_size, config.epochs, config.max_steps)
-    table = Table(title=f"study {study.study_name()}: {len(trials)} trials")
+    table = Table()
     for column in ("#", "task", "recipe", "wi", "do", "dropout", "steps"):
         table.add_column(column, justify="right" if column not in ("task", "recipe") else "left")
     total = 0
@@ -77,7 +76,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
         total += n_steps
         table.add_row(str(index), c.task, c.recipe or "-", str(c.wi_seed), str(c.do_seed),
                       str(c.effective_dropout_seed), str(n_steps))
-    console.print(table)
+    print_table(table, f"study {study.study_name()}: {len(trials)} trials")
     stop = study.early_stopping()
     units = len(trials) if stop is None else stop.cost() * (len(trials) / stop.start)
     share = units / len(trials)

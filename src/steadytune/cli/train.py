@@ -9,8 +9,8 @@ from rich.table import Table
 
 from ..store import Store, TrialOutcome
 from ..trial import Trial, run_stored
-from .common import (console, err_console, escape, fmt_metric, progress_bar, reports_user_errors, resolve_config,
-                     resolve_run_options, with_config_flags)
+from .common import (console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
+                     resolve_config, resolve_run_options, with_config_flags)
 
 
 @reports_user_errors
@@ -60,14 +60,14 @@ def _notes(trial: Trial) -> None:
 def print_outcome(db: Store, trial_id: int, outcome: TrialOutcome) -> None:
     curve = db.curves([trial_id])
     dev = curve[curve.split == "dev"].pivot_table(index=["step", "epoch"], columns="metric", values="value")
-    table = Table(title=f"trial {trial_id}: dev curve ({outcome.metric} is tracked)")
+    table = Table()
     table.add_column("step", justify="right")
     table.add_column("epoch", justify="right")
     for metric in dev.columns:
         table.add_column(metric, justify="right")
     for (step, epoch), row in dev.iterrows():
         table.add_row(str(step), f"{epoch:.2f}", *(f"{v:.4f}" for v in row))
-    console.print(table)
+    print_table(table, f"trial {trial_id}: dev curve ({outcome.metric} is tracked)")
     per_step = outcome.wall_seconds / max(outcome.steps_done, 1)
     console.print(f"status [bold]{escape(outcome.status)}[/]  steps {outcome.steps_done}/{outcome.total_steps}  "
                   f"final {escape(outcome.metric)} {fmt_metric(outcome.final_metrics.get(outcome.metric))}  "

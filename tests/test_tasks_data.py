@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from steadytune.data import (
-    DataError,
     TextDataset,
     load_files,
     load_glue,
@@ -14,6 +13,7 @@ from steadytune.data import (
     split_dev_test,
     subsample,
 )
+from steadytune.errors import DataError
 from steadytune.tasks import TASKS, custom_task, get_task
 
 # (task, split) -> rows, and label counts where MANIFEST.md gives them, in label-id order.

@@ -13,14 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import DataError
 from .metrics import compute_metrics
 
 if TYPE_CHECKING:
     from .tasks import TaskSpec
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message is one line naming the file, the line and the problem."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,5 @@
-"""Errors that the trial, study and command-line layers share; each message is one line for the user."""
+"""Errors that several modules raise (data, tasks, trials, studies, the command line); each message is one line
+for the user. They live here, importing nothing, so that no module needs another just for its error."""
 from __future__ import annotations
 
 
@@ -8,3 +9,7 @@ class Interrupted(Exception):
 
 class TrialError(RuntimeError):
     """A trial failed while training; it is recorded as `failed` and the message says what was kept."""
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message is one line naming the file, the line and the problem."""

@@ -9,8 +9,9 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from .config import TrialConfig
-from .data import DataError, TextDataset, load_files, load_glue, load_hub, majority_baseline, split_dev_test, subsample
+from .data import TextDataset, load_files, load_glue, load_hub, majority_baseline, split_dev_test, subsample
 from .encoding import EncodedDataset, encode
+from .errors import DataError
 from .tasks import TaskSpec, custom_task, get_task
 
 CUSTOM_TASKS = ("classification", "regression")

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..data import DataError
+from ..errors import DataError
 from ..tasks import get_task
 from .results import Results
 

@@ -73,7 +73,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ..analysis import AnalysisError
     from ..architecture import UnsupportedArchitecture
     from ..checkpoints import CheckpointError
-    from ..data import DataError
+    from ..errors import DataError
     from ..errors import TrialError
     from ..landscape.evaluation import LandscapeError
     from ..models import ModelError

@@ -6,10 +6,12 @@ variance -- WI x DO grids, two-way ANOVA, per-seed means, seed transfer across t
 failures -- failed runs and Mosbach et al.'s optimization vs generalization split
 gradients -- vanishing lower-layer gradients and class collapse, from the training diagnostics
 early    -- early-vs-final correlation and the early-stopping planner
-compare  -- Table 1, Levene, permutation/bootstrap/ASO comparisons, seeds needed
+aso      -- almost stochastic order, as deepsig computes it
+compare  -- Table 1, Levene, permutation/bootstrap/ASO comparisons with multiple-comparison corrections, seeds needed
 """
-from .compare import (aso, bootstrap_diff_ci, compare_pairs, levene_by_task, permutation_test, recipe_table,
-                      seeds_needed, violation_ratio)
+from .aso import aso, violation_ratio
+from .compare import (adjust_pvalues, bootstrap_diff_ci, compare_pairs, levene_by_task, permutation_test,
+                      recipe_table, seeds_needed)
 from .early import (EarlyStoppingPlan, early_final_correlation, plan_early_stopping, recommend, scores_at,
                     simulate_early_stopping)
 from .expected import expected_max, expected_max_curves, expected_max_table, max_weights
@@ -20,7 +22,7 @@ from .variance import anova_two_way, seed_extremes, seed_grid, seed_means, seed_
 
 __all__ = [
     "FREQUENCIES", "RESULT_STATUSES", "AnalysisError", "EarlyStoppingPlan", "NotEnoughData", "Results",
-    "anova_two_way", "arm_labels", "aso", "bootstrap_diff_ci", "build_results", "compare_pairs", "dev_trajectory",
+    "adjust_pvalues", "anova_two_way", "arm_labels", "aso", "bootstrap_diff_ci", "build_results", "compare_pairs", "dev_trajectory",
     "early_final_correlation", "expected_max", "expected_max_curves", "expected_max_table", "failed",
     "failure_kind_counts", "failure_kinds", "failure_rates", "frequency_scores", "levene_by_task", "load_frames",
     "load_results", "max_weights", "permutation_test", "plan_early_stopping", "recipe_table", "recommend",

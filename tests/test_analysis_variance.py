@@ -102,3 +102,63 @@ def test_seed_transfer_across_tasks():
         assert set(cell.loc[cell["group"] == "best 2", "seed"]) == {5, 6}
     with pytest.raises(NotEnoughData, match="two or more tasks"):
         seed_transfer(results_of(grid_frame(seeds=4)))
+
+
+def _statsmodels_anova(frame: pd.DataFrame, interaction: bool) -> pd.DataFrame:
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    formula = "final ~ C(wi_seed) * C(do_seed)" if interaction else "final ~ C(wi_seed) + C(do_seed)"
+    data = pd.DataFrame({"final": frame["final"].to_numpy(dtype=float), "wi_seed": frame["wi_seed"].to_numpy(dtype=int),
+                         "do_seed": frame["do_seed"].to_numpy(dtype=int)})
+    return anova_lm(smf.ols(formula, data=data).fit(), typ=2)
+
+
+@pytest.mark.parametrize("layout", ["balanced", "unbalanced", "replicates"])
+def test_anova_equals_statsmodels_type_two(layout):
+    trials = grid_frame(seeds=6, noise=0.02, seed=3)
+    if layout == "unbalanced":  # missing cells: a grid with holes
+        trials = trials.drop(index=[1, 8, 15, 22, 29]).reset_index(drop=True)
+    if layout == "replicates":  # a second, unequal set of runs in some cells
+        extra = trials.sample(14, random_state=1).assign(final_metric=lambda f: f["final_metric"] + 0.01)
+        trials = pd.concat([trials, extra.assign(id=extra["id"] + 1000)], ignore_index=True)
+    results = results_of(trials)
+    ours = anova_two_way(results.trials).set_index("source")
+    reference = _statsmodels_anova(results.trials, interaction=layout == "replicates")
+    names = {"WI": "C(wi_seed)", "DO": "C(do_seed)", "interaction": "C(wi_seed):C(do_seed)", "Residual": "Residual"}
+    assert list(ours.index) == [k for k in names if names[k] in reference.index]
+    for source, row in ours.iterrows():
+        expected = reference.loc[names[source]]
+        assert row["sum_sq"] == pytest.approx(expected["sum_sq"], rel=1e-9)
+        assert row["df"] == expected["df"]
+        if source != "Residual":
+            assert row["F"] == pytest.approx(expected["F"], rel=1e-9)
+            assert row["p"] == pytest.approx(expected["PR(>F)"], rel=1e-7)
+
+
+def test_variance_components_on_a_balanced_grid_equal_statsmodels_reml():
+    from steadytune.analysis.variance import _reml_components, variance_components
+
+    rng = np.random.default_rng(5)
+    wi, do = rng.normal(0, 0.03, 8), rng.normal(0, 0.015, 7)
+    frame = pd.DataFrame([dict(wi_seed=i, do_seed=j, final=0.7 + wi[i] + do[j] + rng.normal(0, 0.01))
+                          for i in range(8) for j in range(7)])
+    table = variance_components(frame).set_index("component")
+    assert table["method"].iloc[0].startswith("ANOVA")
+    reml = _reml_components(frame, "final")
+    for component in ("WI", "DO", "residual"):
+        assert table.loc[component, "variance"] == pytest.approx(reml[component], rel=2e-3)
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert table.loc["WI", "variance"] > table.loc["DO", "variance"] > table.loc["residual", "variance"]
+
+
+def test_variance_components_of_an_unbalanced_grid_come_from_reml_and_find_the_planted_seed():
+    from steadytune.analysis.variance import variance_components
+
+    trials = grid_frame(seeds=8, wi_scale=0.05, noise=0.01, seed=2).drop(index=[3, 17, 40]).rename(
+        columns={"final_metric": "final"})
+    table = variance_components(trials).set_index("component")
+    assert table["method"].iloc[0].startswith("REML")
+    assert table.loc["WI", "share"] > 0.8 and table.loc["DO", "share"] < 0.05  # the grid plants WI only
+    with pytest.raises(NotEnoughData):
+        variance_components(trials[trials["do_seed"] == 1])

@@ -4,7 +4,14 @@ Dodge et al. 2020 vary both seeds over a grid. The ANOVA fits least squares on d
 also holds for grids with missing cells (Type II sums of squares: each factor's sum of squares is what
 it adds to a model that already has the other); on a complete one-trial-per-cell grid this is the
 classic two-way decomposition with main effects only (the interaction is the residual). With more than
-one trial per cell the WI x DO interaction gets its own row.
+one trial per cell the WI x DO interaction gets its own row. Its reference is statsmodels'
+`anova_lm(typ=2)`, and tests/test_analysis_variance.py checks sums of squares, F and p against it.
+
+The seeds a study draws are a sample of all seeds, so what a reader wants from a grid is a random-effects
+answer: how much of a run's variance comes from WI, from DO, and from neither (`variance_components`).
+On a complete grid with equal cell sizes these are the ANOVA (method of moments) estimators, which equal
+REML there whenever they are positive; otherwise statsmodels' MixedLM fits them by REML, with WI and DO as
+crossed variance components. Negative ANOVA estimates are reported as 0, as is usual.
 """
 from __future__ import annotations
 
@@ -76,6 +83,54 @@ def anova_two_way(frame: pd.DataFrame, score: str = "final",
     table = pd.DataFrame(rows)
     table["share"] = table["sum_sq"] / total if total > 0 else np.nan
     return table
+
+
+def variance_components(frame: pd.DataFrame, score: str = "final") -> pd.DataFrame:
+    """WI, DO and residual variance of `score` as random effects: component, variance, sd, share, method."""
+    data = frame[["wi_seed", "do_seed", score]].dropna()
+    if min(data["wi_seed"].nunique(), data["do_seed"].nunique()) < 2:
+        raise NotEnoughData("no seed grid: both seeds need at least two values")
+    cells = data.groupby(["wi_seed", "do_seed"]).size()
+    n_wi, n_do = data["wi_seed"].nunique(), data["do_seed"].nunique()
+    if len(cells) == n_wi * n_do and cells.nunique() == 1:
+        variances, method = _anova_components(data, score, n_wi, n_do, int(cells.iloc[0])), "ANOVA (balanced grid)"
+    else:
+        variances, method = _reml_components(data, score), "REML (statsmodels MixedLM)"
+    table = pd.DataFrame({"component": list(variances), "variance": list(variances.values())})
+    total = table["variance"].sum()
+    return table.assign(sd=np.sqrt(table["variance"]), share=table["variance"] / total if total > 0 else np.nan,
+                        method=method)
+
+
+def _anova_components(data: pd.DataFrame, score: str, n_wi: int, n_do: int, per_cell: int) -> dict[str, float]:
+    """Method-of-moments estimators of the additive crossed model y = mu + WI + DO + e on a balanced grid."""
+    y = data[score].to_numpy(dtype=float)
+    grand = y.mean()
+    ss_wi = n_do * per_cell * ((data.groupby("wi_seed")[score].mean() - grand) ** 2).sum()
+    ss_do = n_wi * per_cell * ((data.groupby("do_seed")[score].mean() - grand) ** 2).sum()
+    ss_res = ((y - grand) ** 2).sum() - ss_wi - ss_do
+    df_res = len(y) - n_wi - n_do + 1
+    if df_res < 1:
+        raise NotEnoughData("no residual degrees of freedom: the grid needs more trials than cells + 1")
+    ms_wi, ms_do, ms_res = ss_wi / (n_wi - 1), ss_do / (n_do - 1), ss_res / df_res
+    return {"WI": max(0.0, (ms_wi - ms_res) / (n_do * per_cell)), "DO": max(0.0, (ms_do - ms_res) / (n_wi * per_cell)),
+            "residual": ms_res}
+
+
+def _reml_components(data: pd.DataFrame, score: str) -> dict[str, float]:
+    """REML fit of crossed WI and DO variance components (one group holding every trial)."""
+    import statsmodels.formula.api as smf
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    frame = data.rename(columns={score: "y"}).assign(group=1)
+    model = smf.mixedlm("y ~ 1", frame, groups="group", re_formula="0",
+                        vc_formula={"WI": "0 + C(wi_seed)", "DO": "0 + C(do_seed)"})
+    with warnings.catch_warnings():  # a component at its boundary (0) is an answer, not a failure
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        fit = model.fit(reml=True)
+    components = dict(zip(model.exog_vc.names, np.asarray(fit.vcomp, dtype=float)))
+    return {"WI": max(0.0, components["WI"]), "DO": max(0.0, components["DO"]), "residual": float(fit.scale)}
 
 
 def seed_means(frame: pd.DataFrame, seed_col: str, score: str = "final") -> pd.DataFrame:

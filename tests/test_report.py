@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from steadytune.analysis import AnalysisError, load_results
 from steadytune.cli import app
-from steadytune.report import build_report
+from steadytune.report import ReportSettings, build_report
 from steadytune.store import CurvePoint, Store, StoreError, TrialOutcome, export
 
 TASKS = {"rte": ("accuracy", 0.527), "mrpc": ("f1", 0.812)}
@@ -81,7 +81,7 @@ def small_store(tmp_path_factory):
 
 
 def test_html_report_has_every_section_and_inline_images(store_path, tmp_path):
-    path = build_report(store_path, tmp_path / "out", "html", budget=3)
+    path = build_report(store_path, tmp_path / "out", "html", settings=ReportSettings(budget=3))
     text = path.read_text()
     assert path.name == "report.html"
     for title in SECTIONS:
@@ -208,7 +208,7 @@ def test_no_figure_clips_its_titles_or_overlaps_its_labels(store_path, small_sto
     from test_diagnostics import _synthetic_results
 
     figures = {f"{source.parent.name}/{block.name}": block.figure
-               for source in (store_path, small_store) for section in build_sections(load_results(source), 3)
+               for source in (store_path, small_store) for section in build_sections(load_results(source), ReportSettings(budget=3))
                for block in section.blocks if isinstance(block, Plot)}
     diagnosed = _synthetic_results(1000.0)
     grads = gradient_norms(diagnosed.curves)
@@ -229,3 +229,20 @@ def test_a_seed_grid_section_names_the_arms_without_a_grid(tmp_path):
     variance = text.split("## Seed variance")[1].split("## ")[0]
     assert "rte / mosbach2021: no WI x DO grid (1 WI and 1 DO seed(s)" in variance
     assert "Not available" not in variance and variance.count("![") == 2  # heatmap and means of devlin2019 only
+
+
+def test_tests_are_corrected_and_aso_is_read_at_deepsigs_threshold(store_path, tmp_path):
+    text = build_report(store_path, tmp_path / "holm", "md").read_text()
+    comparison = text.split("## Recipe comparison")[1]
+    assert "eps\\_min &lt; 0.2" in comparison and "Ulmer et al. 2022" in comparison
+    assert "| permutation p | permutation p (Holm) |" in comparison and "A better by ASO" in comparison
+    assert "p (Holm)" in text.split("## Seed variance")[1].split("## ")[0]  # ANOVA F-tests, one family
+    assert "Variance components (random effects)" in text and "ANOVA (balanced grid)" in text
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(store_path), "--out", str(tmp_path / "bh"), "--format", "md",
+                                 "--correction", "fdr_bh", "--interval", "bca", "--confidence", "0.9"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "bh" / "report.md").read_text()
+    assert "permutation p (Benjamini-Hochberg)" in text and "90% CI (bca)" in text
+    bad = runner.invoke(app, ["report", str(store_path), "--out", str(tmp_path / "x"), "--correction", "bonferroni"])
+    assert bad.exit_code == 2 and "--correction must be one of holm, fdr_bh" in bad.output

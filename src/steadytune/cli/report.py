@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..report import build_report
+from ..report import ReportSettings, build_report
 from .common import console, err_console, reports_user_errors
 
 
@@ -21,10 +21,20 @@ def report(
                                                        "Markdown with PNG files beside it.")] = "html",
     budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Budget in full runs for the early-stopping "
                                                   "planner (default: a quarter of a typical group, 2..10).")] = None,
+    correction: Annotated[str, typer.Option("--correction", help="Multiple-comparison correction of each family of "
+                                            "tests: holm (Holm's step-down, controls the family-wise error) or fdr_bh "
+                                            "(Benjamini-Hochberg, controls the false discovery rate).")] = "holm",
+    interval: Annotated[str, typer.Option("--interval", help="Bootstrap interval of a difference of means: percentile "
+                                          "or bca (bias-corrected and accelerated).")] = "percentile",
+    confidence: Annotated[float, typer.Option("--confidence", help="Confidence of intervals and of the almost "
+                                              "stochastic order test; tests are read at alpha = 1 - confidence.")] = 0.95,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every resampling (bootstrap, permutations, ASO), so "
+                                      "a report is reproducible.")] = 0,
 ) -> None:
     """Write an HTML (or Markdown) report: expected performance, seed variance, failures, early stopping, recipes."""
+    settings = ReportSettings(budget, correction, interval, confidence, seed)
     with Progress(SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("loading", total=None)
-        path = build_report(source, out, fmt, curves, budget, progress=lambda title: bar.update(task, description=title))
+        path = build_report(source, out, fmt, curves, settings, progress=lambda title: bar.update(task, description=title))
     console.print(f"report written to {path}")

@@ -11,10 +11,17 @@ from .readout import first_token_readout
 from .tasks import TaskSpec
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size: int, device: torch.device,
              pad_token_id: int) -> dict[str, float]:
-    """Task metrics plus mean loss; the model's training mode is restored afterwards.
+    """Task metrics plus mean loss; the model's training mode is restored afterwards."""
+    return evaluate_with_predictions(model, data, task, batch_size, device, pad_token_id)[0]
+
+
+@torch.inference_mode()
+def evaluate_with_predictions(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size: int,
+                              device: torch.device, pad_token_id: int) -> tuple[dict[str, float], np.ndarray]:
+    """Task metrics plus mean loss, and the prediction for every example in dataset order (class ids, or
+    regression values). The model's training mode is restored afterwards.
 
     Batches are sorted by length so padding is minimal, and the top layer runs for the first token only
     (see readout.py).
@@ -33,4 +40,4 @@ def evaluate(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size:
     model.train(was_training)
     metrics = compute_metrics(task, predictions, data.labels)
     metrics["loss"] = total_loss / len(data)
-    return metrics
+    return metrics, predictions

@@ -14,6 +14,9 @@ Durability rules, all kept here:
   store on a read-only mount or in a folder one may not write can still be read.
 - SQLite errors (read-only file, disk full, a damaged file) become one-line `StoreError`s that say
   what happened; the transaction that failed is rolled back, so what was stored before is kept.
+- A trial's dev (and test) predictions at its final and best evaluation, and the gold labels, are written
+  with its terminal status, as raw little-endian arrays of a whitelisted dtype (class ids as int16,
+  regression values as float32), never a pickle; reading checks dtype and length.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 SCHEMA = """
@@ -96,6 +100,16 @@ CREATE TABLE IF NOT EXISTS landscape_cells (
     value REAL,
     PRIMARY KEY (landscape_id, i, j, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS predictions (
+    trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,   -- dev or test
+    point TEXT NOT NULL,   -- final, best, or gold (the labels)
+    step INTEGER,          -- the evaluation's step (NULL for gold)
+    dtype TEXT NOT NULL,   -- int16 (class ids) or float32 (regression values)
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL,    -- `count` values in example order, little-endian
+    PRIMARY KEY (trial_id, split, point)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
     trial_key TEXT NOT NULL,
     scope INTEGER NOT NULL,  -- the study id, 0 for trials run outside a study
@@ -106,7 +120,7 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 # Columns added after the first release; older stores get them when opened for writing.
 ADDED_TRIAL_COLUMNS = {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT"}
-TABLES = ("studies", "trials", "curves")
+TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables are created on first write
 # How long a claim lives without a heartbeat; a live driver renews it every third of that.
 LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
@@ -120,6 +134,28 @@ class CurvePoint:
     split: str  # "train", "dev", "test", or "diag" (diagnostics.py)
     metric: str
     value: float
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """One evaluation's predictions (or the gold labels) of every example of a split, in example order."""
+
+    split: str               # dev or test
+    point: str               # final, best, or gold
+    step: int | None
+    values: np.ndarray       # class ids (integers) or regression values
+
+
+# dtype name -> numpy dtype of stored predictions; anything else read back is refused.
+PREDICTION_DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+
+
+def _encode_predictions(values: np.ndarray) -> tuple[str, bytes]:
+    if np.issubdtype(values.dtype, np.integer):
+        if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int16).max):
+            raise ValueError("class ids must lie in 0..32767")
+        return "int16", values.astype(PREDICTION_DTYPES["int16"]).tobytes()
+    return "float32", values.astype(PREDICTION_DTYPES["float32"]).tobytes()
 
 
 @dataclass(frozen=True)
@@ -139,6 +175,7 @@ class TrialOutcome:
     threads: int | None = None     # torch CPU threads: results differ in the low bits between thread counts
     device: str | None = None
     data_hash: str | None = None   # identity of the trial's data (inputs.TrialInputs.data_hash)
+    predictions: tuple[Predictions, ...] = ()  # per-example, for instability analyses
 
 
 class StoreError(RuntimeError):
@@ -307,6 +344,13 @@ class Store:
              json.dumps(outcome.best_metrics), outcome.error, outcome.threads, outcome.device, outcome.data_hash,
              trial_id),
         )
+        rows = []
+        for predictions in outcome.predictions:
+            values = np.asarray(predictions.values)
+            dtype, data = _encode_predictions(values)
+            rows.append((trial_id, predictions.split, predictions.point, predictions.step, dtype, values.size, data))
+        db.executemany("INSERT OR REPLACE INTO predictions (trial_id, split, point, step, dtype, count, data)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         if outcome.status != "stopped":  # a stopped trial stays claimed until its continuation is recorded
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
@@ -439,6 +483,35 @@ class Store:
         configs.columns = [f"cfg.{c}" for c in configs.columns]
         return pd.concat([frame.drop(columns=["config_json"]), configs], axis=1)
 
+    def predictions(self, trial_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Long format: trial_id, split, point, step, example, value (class id or regression value).
+
+        Rows are checked as they are read (a known dtype, a length that matches the count); a store without the
+        table (older, or read-only) has none."""
+        query, params = "SELECT trial_id, split, point, step, dtype, count, data FROM predictions", ()
+        if trial_ids is not None:
+            params = tuple(int(t) for t in trial_ids)
+            query += f" WHERE trial_id IN ({','.join('?' * len(params))})"
+        with self._reading():
+            if not self._has_table("predictions"):
+                rows = []
+            else:
+                rows = self._db.execute(query + " ORDER BY trial_id, split, point", params).fetchall()
+        frames = []
+        for trial_id, split, point, step, dtype, count, data in rows:
+            kind = PREDICTION_DTYPES.get(dtype)
+            if kind is None or not isinstance(data, bytes) or len(data) != int(count) * kind.itemsize:
+                raise StoreError(f"{self.path}: the stored predictions of trial {trial_id} ({split}, {point}) are damaged")
+            values = np.frombuffer(data, dtype=kind)
+            frames.append(pd.DataFrame({"trial_id": trial_id, "split": split, "point": point, "step": step,
+                                        "example": np.arange(values.size), "value": values.astype(float)}))
+        if not frames:
+            return pd.DataFrame(columns=["trial_id", "split", "point", "step", "example", "value"])
+        return pd.concat(frames, ignore_index=True)
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
     def curves(self, trial_ids: Iterable[int] | None = None) -> pd.DataFrame:
         query = "SELECT * FROM curves"
         params: tuple = ()
@@ -487,8 +560,8 @@ class Lease:
 
 
 def export(store: Store, what: str, fmt: str, out: Path) -> int:
-    """Write trials or curves as CSV or Parquet; returns the number of rows written."""
-    frame = {"trials": store.trials, "curves": store.curves}[what]()
+    """Write trials, curves or predictions as CSV or Parquet; returns the number of rows written."""
+    frame = {"trials": store.trials, "curves": store.curves, "predictions": store.predictions}[what]()
     if fmt == "csv":
         frame.to_csv(out, index=False)
     else:

@@ -22,7 +22,7 @@ from .checkpoints import checkpoint_dir, checkpoint_steps, save_checkpoint
 from .config import ConfigError, RunOptions, TrialConfig
 from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .encoding import collate
-from .evaluation import evaluate
+from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
 from .llrd import parameter_groups
 from .mixout import apply_mixout
@@ -33,7 +33,7 @@ from .quantization import Int8Twin
 from .reinit import reinit_top_layers
 from .state_file import StateFileError, load_state_file, save_state_file
 from .errors import Interrupted, TrialError
-from .store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
+from .store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome, new_owner
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
@@ -68,18 +68,23 @@ def configure_torch(options: RunOptions) -> None:
 
 @dataclass
 class TrialState:
-    """Best-so-far tracking across evaluations."""
+    """Best-so-far tracking across evaluations, with the per-example predictions (by split) of the last and the
+    best evaluation."""
 
     metric: str
     best_value: float = -math.inf
     best_step: int | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
+    last_step: int | None = None
+    best_predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    last_predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def observe(self, step: int, metrics: dict[str, float]) -> None:
-        self.last_metrics = metrics
+    def observe(self, step: int, metrics: dict[str, float], predictions: dict[str, np.ndarray]) -> None:
+        self.last_metrics, self.last_step, self.last_predictions = metrics, step, predictions
         if metrics[self.metric] > self.best_value:
             self.best_value, self.best_step, self.best_metrics = metrics[self.metric], step, metrics
+            self.best_predictions = predictions
 
 
 class Trial:
@@ -144,15 +149,31 @@ class Trial:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
         c, epoch = self.config, step / self.per_epoch
         model = self.int8_twin.refresh() if self.int8_twin else self.model
-        dev = evaluate(model, self.inputs.dev, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+        dev, dev_predictions = evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
+                                                         self.device, self.pad_token_id)
         points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
-        tracked = dict(dev)
+        tracked, predictions = dict(dev), {"dev": dev_predictions}
         if self.inputs.test is not None:
-            test = evaluate(model, self.inputs.test, self.task, c.eval_batch_size, self.device, self.pad_token_id)
+            test, predictions["test"] = evaluate_with_predictions(model, self.inputs.test, self.task,
+                                                                  c.eval_batch_size, self.device, self.pad_token_id)
             points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
             tracked.update({f"test_{name}": value for name, value in test.items()})
-        self.state.observe(step, tracked)
+        self.state.observe(step, tracked, predictions)
         return points
+
+    def predictions(self, status: str) -> tuple[Predictions, ...]:
+        """Per-example predictions of the final evaluation (none for a diverged trial) and of the best one, with
+        the gold labels, for every evaluated split."""
+        splits = {"dev": self.inputs.dev, "test": self.inputs.test}
+        found = []
+        for split, data in splits.items():
+            if data is None or split not in self.state.best_predictions:
+                continue
+            found.append(Predictions(split, "gold", None, np.asarray(data.labels)))
+            found.append(Predictions(split, "best", self.state.best_step, self.state.best_predictions[split]))
+            if status != "diverged" and split in self.state.last_predictions:
+                found.append(Predictions(split, "final", self.state.last_step, self.state.last_predictions[split]))
+        return tuple(found)
 
     def _start(self) -> None:
         """Build optimizer, schedule and loop state, and this trial's own dropout RNG stream."""
@@ -206,7 +227,8 @@ class Trial:
             status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
             final_metrics=self.state.last_metrics if status != "diverged" else {},
             best_metrics=self.state.best_metrics, best_step=self.state.best_step,
-            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, **self.provenance())
+            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, predictions=self.predictions(status),
+            **self.provenance())
         return outcome, pending
 
     def provenance(self) -> dict:
@@ -291,7 +313,10 @@ class Trial:
             "elapsed": self.elapsed, "rng": self.dropout_rng, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "tracked": {"metric": tracked.metric, "best_value": tracked.best_value, "best_step": tracked.best_step,
-                        "best_metrics": tracked.best_metrics, "last_metrics": tracked.last_metrics}})
+                        "best_metrics": tracked.best_metrics, "last_metrics": tracked.last_metrics,
+                        "last_step": tracked.last_step,
+                        "best_predictions": {k: torch.from_numpy(v) for k, v in tracked.best_predictions.items()},
+                        "last_predictions": {k: torch.from_numpy(v) for k, v in tracked.last_predictions.items()}}})
 
     def restore_state(self, path: Path) -> None:
         """Continue a trial saved by `save_state`, on a freshly constructed Trial of the same config: its
@@ -311,7 +336,9 @@ class Trial:
                 raise StateFileError(f"{path}: its parameters do not match this trial's model")
             tracked = saved["tracked"]
             state = TrialState(tracked["metric"], float(tracked["best_value"]), tracked["best_step"],
-                               dict(tracked["best_metrics"]), dict(tracked["last_metrics"]))
+                               dict(tracked["best_metrics"]), dict(tracked["last_metrics"]), tracked["last_step"],
+                               _prediction_arrays(tracked["best_predictions"], self.inputs),
+                               _prediction_arrays(tracked["last_predictions"], self.inputs))
             step, diverged, elapsed = int(saved["step"]), bool(saved["diverged"]), float(saved["elapsed"])
             rng = {k: v for k, v in saved["rng"].items() if isinstance(v, torch.Tensor)}
             if "cpu" not in rng or not 0 < step <= self.total_steps:
@@ -328,6 +355,17 @@ class Trial:
 
     def save_encoder(self, folder: Path) -> None:
         save_encoder(self.model, self.tokenizer, folder)
+
+
+def _prediction_arrays(saved: dict, inputs: TrialInputs) -> dict[str, np.ndarray]:
+    """Predictions read back from a state file: one tensor per evaluated split, as long as that split."""
+    sizes = {"dev": len(inputs.dev), "test": len(inputs.test) if inputs.test is not None else None}
+    arrays = {}
+    for split, values in saved.items():
+        if split not in sizes or not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) != sizes[split]:
+            raise StateFileError(f"saved predictions for {split!r} do not fit this trial's data")
+        arrays[split] = values.numpy().copy()
+    return arrays
 
 
 def model_artifact_dir(store_path: Path, trial_id: int) -> Path:

@@ -71,14 +71,15 @@ def _count(value, missing: str) -> str:
 @reports_user_errors
 def export(
     store: Annotated[Path, STORE_ARGUMENT],
-    what: Annotated[str, typer.Option(help="trials (one flat row per trial, config as cfg.* columns) or curves "
-                                      "(step, epoch, split, metric, value).")] = "trials",
+    what: Annotated[str, typer.Option(help="trials (one flat row per trial, config as cfg.* columns), curves "
+                                      "(step, epoch, split, metric, value) or predictions (per example: split, point "
+                                      "final/best/gold, step, example, value).")] = "trials",
     format: Annotated[str, typer.Option(help="csv or parquet.")] = "csv",
     out: Annotated[Path, typer.Option(help="Output file.")] = Path("trials.csv"),
 ) -> None:
-    """Export trials or curves to CSV or Parquet for analysis elsewhere."""
-    if what not in ("trials", "curves"):
-        raise ConfigError(f"--what must be trials or curves, not {what!r}")
+    """Export trials, curves or per-example predictions to CSV or Parquet for analysis elsewhere."""
+    if what not in ("trials", "curves", "predictions"):
+        raise ConfigError(f"--what must be trials, curves or predictions, not {what!r}")
     if format not in ("csv", "parquet"):
         raise ConfigError(f"--format must be csv or parquet, not {format!r}")
     with Store(store, readonly=True) as db:

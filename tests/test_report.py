@@ -11,14 +11,15 @@ from typer.testing import CliRunner
 from steadytune.analysis import AnalysisError, load_results
 from steadytune.cli import app
 from steadytune.report import ReportSettings, build_report
-from steadytune.store import CurvePoint, Store, StoreError, TrialOutcome, export
+from steadytune.store import CurvePoint, Predictions, Store, StoreError, TrialOutcome, export
 
 TASKS = {"rte": ("accuracy", 0.527), "mrpc": ("f1", 0.812)}
 RECIPES = {"devlin2019": 0.0, "mosbach2021": 0.04}
 SEEDS = range(1, 5)
 STEPS, PER_EPOCH, EVAL_EVERY = 30, 10, 5
 SECTIONS = ["Expected validation performance", "Seed variance", "Seed transfer across tasks", "Failed runs",
-            "Early vs final dev score", "Early-stopping planner", "Recipe comparison"]
+            "Early vs final dev score", "Early-stopping planner", "Recipe comparison", "Per-example instability"]
+DEV_EXAMPLES = 60
 
 
 def add_trial(store: Store, task: str, recipe: str, wi: int, do: int, quality: float, status: str = "complete",
@@ -42,9 +43,14 @@ def add_trial(store: Store, task: str, recipe: str, wi: int, do: int, quality: f
         store.add_points(trial_id, points)
         return
     final = {metric: values[-1]} if status == "complete" else {}
+    # Each run gets a dev example wrong with a chance that falls with its quality (its own draws per seed pair).
+    gold = np.random.default_rng(len(task)).integers(0, 2, DEV_EXAMPLES)
+    flips = np.random.default_rng([wi, do, len(recipe)]).random(DEV_EXAMPLES) < 1.2 - quality
+    predictions = (Predictions("dev", "gold", None, gold), Predictions("dev", "final", last_step, np.where(flips, 1 - gold, gold)))
     outcome = TrialOutcome(status=status, steps_done=last_step, total_steps=STEPS, metric=metric, final_metrics=final,
                            best_metrics={metric: max(values)} if values else {}, best_step=None,
-                           baseline_metric=baseline, wall_seconds=1.0)
+                           baseline_metric=baseline, wall_seconds=1.0,
+                           predictions=predictions if status == "complete" else ())
     store.finish_trial(trial_id, outcome, points)
 
 
@@ -86,7 +92,7 @@ def test_html_report_has_every_section_and_inline_images(store_path, tmp_path):
     assert path.name == "report.html"
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in text
-    assert text.count('<img src="data:image/png;base64,') >= 12
+    assert text.count('<img src="data:image/png;base64,') >= 13
     assert "Not available" not in text  # this store has data for every section
     assert "sentence-embedding checkpoint" in text
     assert "64 complete, 1 diverged" in text and "1 stopped" in text and "1 running" in text

@@ -281,3 +281,22 @@ def trial_diagnostics_figure(curves: pd.DataFrame, parts: list[str], title: str)
         axis.legend(fontsize="x-small")
     _suptitle(figure, title)
     return figure
+
+
+def right_counts_figure(counts: pd.DataFrame) -> Figure:
+    """Share of examples against the share of runs that get them right, one line per arm; one panel per task.
+    Mass at both ends means stable predictions; mass in the middle, examples that flip between seeds."""
+    tasks = sorted(counts["task"].unique())
+    figure, axes = _panels(len(tasks), sharey=True)
+    for axis, task in zip(axes, tasks):
+        for arm, frame in counts[counts["task"] == task].groupby("arm"):
+            share = frame["examples"] / frame["examples"].sum()
+            axis.plot(frame["runs right"] / frame["runs"], share, marker="o", markersize=3,
+                      label=f"{arm} ({int(frame['runs'].iloc[0])} runs)")
+        _title(axis, task)
+        axis.set(xlabel="share of runs that get the example right", xlim=(-0.03, 1.03))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    _ylabel_once(axes, "share of dev examples")
+    _suptitle(figure, "How many seeds get each example right")
+    return figure

@@ -26,6 +26,7 @@ from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, adjus
                        failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
                        seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
 from .analysis.gradients import diagnosis, gradient_norms, part_order
+from .analysis.instability import arm_predictions, compare_churn, extreme_examples, instability_table, right_counts
 from .analysis.results import thread_mix
 from .analysis.aso import BETTER_BELOW
 from .analysis.compare import CORRECTIONS, INTERVALS
@@ -327,6 +328,34 @@ def comparison_section(results: Results, settings: ReportSettings) -> Section:
     return section
 
 
+def instability_section(results: Results, settings: ReportSettings) -> Section:
+    section = Section("Per-example instability")
+    section.blocks.append(
+        "The spread of a score hides most of the instability (Du & Nguyen 2023): runs with the same accuracy can get "
+        "different examples right. From the dev predictions of each run's final evaluation, per task and arm: "
+        "pairwise disagreement (the share of examples two runs predict differently, averaged over pairs of runs), "
+        "Fleiss' kappa across the runs (1 = the runs agree on every example), the share of examples whose "
+        "prediction flips between runs, and the shares every run and no run gets right. Arms of a task are "
+        "compared on the same examples with the Wilcoxon signed-rank test of their per-example flip rates, "
+        f"corrected with {CORRECTIONS[settings.correction]}'s method over the task's pairs: does a recipe reduce "
+        "churn, and not only variance?")
+
+    def build() -> list[Block]:
+        arms = arm_predictions(results)
+        blocks: list[Block] = [Table(instability_table(arms), "Instability per task and arm (final evaluation)"),
+                               Plot("right-counts", plots.right_counts_figure(right_counts(arms)),
+                                    "How many runs get each example right"),
+                               Table(extreme_examples(arms), "Examples no run and every run gets right (dev indices)")]
+        try:
+            blocks.append(Table(compare_churn(arms, settings.correction), "Churn compared between arms"))
+        except NotEnoughData as err:
+            blocks.append(f"Not available: {err}.")
+        return blocks
+
+    section.attempt(build)
+    return section
+
+
 def build_sections(results: Results, settings: ReportSettings = ReportSettings(),
                    progress: Callable[[str], None] | None = None) -> list[Section]:
     """Every section, in report order; `progress` is told each section's title before it is built."""
@@ -338,6 +367,7 @@ def build_sections(results: Results, settings: ReportSettings = ReportSettings()
         ("early vs final", lambda: early_section(results)),
         ("early-stopping planner", lambda: planner_section(results, settings.budget or default_budget(results))),
         ("recipe comparison", lambda: comparison_section(results, settings)),
+        ("per-example instability", lambda: instability_section(results, settings)),
     ]
     sections = []
     for title, build in builders:

@@ -18,7 +18,7 @@ counted in the report's header.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ _TABLE_SUFFIXES = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.r
 _NEEDED_TRIAL_COLUMNS = {"id", "task", "recipe", "status", "wi_seed", "do_seed", "metric", "final_metric", "best_metric",
                          "baseline_metric", "total_steps"}
 _NEEDED_CURVE_COLUMNS = {"trial_id", "step", "epoch", "split", "metric", "value"}
+PREDICTION_COLUMNS = ["trial_id", "split", "point", "step", "example", "value"]
 
 
 class AnalysisError(ValueError):
@@ -59,6 +60,8 @@ class Results:
     curves: pd.DataFrame  # curve rows of the result trials only
     all_trials: pd.DataFrame  # every row of the source, any status
     duplicates: int = 0  # results left out because an earlier result has the same trial key
+    # per-example predictions of the result trials (store.Store.predictions); empty when none were recorded
+    predictions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
 
     def groups(self) -> list[tuple[tuple[str, str], pd.DataFrame]]:
         """(task, arm) and its trials, in a stable order."""
@@ -78,17 +81,19 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise AnalysisError(f"{path}: cannot read ({reason})") from None
 
 
-def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trials and curves from a store file, or from a `steadytune export` pair (trials file + curves file).
+def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Trials, curves and per-example predictions from a store file, or from a `steadytune export` set (trials
+    file + curves file, and a predictions file if there is one).
 
-    For an export, `curves` defaults to the trials file's sibling with 'trials' replaced by 'curves'.
+    For an export, `curves` defaults to the trials file's sibling with 'trials' replaced by 'curves', and the
+    predictions are read from the sibling named with 'predictions' when it exists.
     """
     source = Path(source)
     if source.suffix.lower() not in _TABLE_SUFFIXES:
         if not source.is_file():
             raise StoreError(f"{source}: store file does not exist")
         with Store(source, readonly=True) as store:
-            trials, curve_frame = store.trials(), store.curves()
+            trials, curve_frame, predictions = store.trials(), store.curves(), store.predictions()
     else:
         if curves is None:
             guess = source.with_name(source.name.replace("trials", "curves"))
@@ -96,12 +101,16 @@ def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame,
                 raise AnalysisError(f"{source}: a trials export needs its curves export too (--curves FILE)")
             curves = guess
         trials, curve_frame = _read_table(source), _read_table(Path(curves))
-    for frame, needed, what in ((trials, _NEEDED_TRIAL_COLUMNS, "trials"), (curve_frame, _NEEDED_CURVE_COLUMNS, "curves")):
+        sibling = source.with_name(source.name.replace("trials", "predictions"))
+        predictions = (_read_table(sibling) if sibling != source and sibling.is_file()
+                       else pd.DataFrame(columns=PREDICTION_COLUMNS))
+    for frame, needed, what in ((trials, _NEEDED_TRIAL_COLUMNS, "trials"), (curve_frame, _NEEDED_CURVE_COLUMNS, "curves"),
+                                (predictions, set(PREDICTION_COLUMNS), "predictions")):
         missing = needed - set(frame.columns)
         if missing:
             raise AnalysisError(f"{what} table lacks column(s) {', '.join(sorted(missing))}; "
                                 f"is it a steadytune {what} export?")
-    return trials, curve_frame
+    return trials, curve_frame, predictions
 
 
 def arm_labels(trials: pd.DataFrame) -> pd.Series:
@@ -191,8 +200,8 @@ def frequency_scores(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     return scores
 
 
-def build_results(trials: pd.DataFrame, curves: pd.DataFrame) -> Results:
-    """Select the result trials, label their arms and attach their scores."""
+def build_results(trials: pd.DataFrame, curves: pd.DataFrame, predictions: pd.DataFrame | None = None) -> Results:
+    """Select the result trials, label their arms and attach their scores (and their predictions, if given)."""
     done = trials[trials["status"].isin(RESULT_STATUSES)]
     duplicates = duplicate_results(trials)
     if duplicates:
@@ -204,12 +213,14 @@ def build_results(trials: pd.DataFrame, curves: pd.DataFrame) -> Results:
     done = done.assign(arm=arm_labels(done))
     scores = frequency_scores(done, curves)
     done = done.join(scores, on="id")
+    predictions = pd.DataFrame(columns=PREDICTION_COLUMNS) if predictions is None else predictions
     return Results(trials=done, curves=curves[curves["trial_id"].isin(done["id"])].reset_index(drop=True),
-                   all_trials=trials, duplicates=duplicates)
+                   all_trials=trials, duplicates=duplicates,
+                   predictions=predictions[predictions["trial_id"].isin(done["id"])].reset_index(drop=True))
 
 
 def load_results(source: Path, curves: Path | None = None) -> Results:
-    """`build_results` on a store file or an export pair."""
+    """`build_results` on a store file or an export set."""
     return build_results(*load_frames(source, curves))
 
 

@@ -111,3 +111,29 @@ def test_curves_per_frequency_and_table():
     assert at_n["final"] <= at_n["epoch"] <= at_n["all"]  # more evaluation points, higher expected best
     table = expected_max_table(curves)
     assert list(table.columns) == ["task", "arm", "frequency", "N", "E[max 1]", "E[max 5]", "E[max 10]", "E[max N]"]
+
+
+def _allentune_samplemax(scores, with_replacement: bool) -> tuple[list[float], list[float]]:
+    """allentune's formula (commands/plot.py, `samplemax`), written out in plain loops as the reference: for each
+    n, the CDF of the max at the i-th smallest score, its differences as probabilities, the mean, and the
+    square root of the probability-weighted squared deviations."""
+    from scipy.special import comb
+
+    values, total = sorted(scores), len(scores)
+    means, spreads = [], []
+    for n in range(1, total + 1):
+        cdf = [(i / total) ** n if with_replacement else comb(i, n) / comb(total, n) for i in range(1, total + 1)]
+        pdf = [cdf[0]] + [cdf[i] - cdf[i - 1] for i in range(1, total)]
+        mean = sum(v * p for v, p in zip(values, pdf))
+        means.append(mean)
+        spreads.append(sum((v - mean) ** 2 * p for v, p in zip(values, pdf)) ** 0.5)
+    return means, spreads
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_equals_allentunes_formula(replace):
+    scores = np.random.default_rng(3).normal(0.7, 0.05, 23)
+    ours = expected_max(scores, replace=replace)
+    means, spreads = _allentune_samplemax(scores, replace)
+    assert ours["expected"].to_numpy() == pytest.approx(means, rel=1e-12)
+    assert ours["sd"].to_numpy() == pytest.approx(spreads, rel=1e-9, abs=1e-12)

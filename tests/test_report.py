@@ -246,9 +246,11 @@ def test_tests_are_corrected_and_aso_is_read_at_deepsigs_threshold(store_path, t
     assert "Variance components (random effects)" in text and "ANOVA (balanced grid)" in text
     runner = CliRunner()
     result = runner.invoke(app, ["report", str(store_path), "--out", str(tmp_path / "bh"), "--format", "md",
-                                 "--correction", "fdr_bh", "--interval", "bca", "--confidence", "0.9"])
+                                 "--correction", "fdr_bh", "--interval", "bca", "--confidence", "0.9",
+                                 "--without-replacement"])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "bh" / "report.md").read_text()
     assert "permutation p (Benjamini-Hochberg)" in text and "90% CI (bca)" in text
+    assert "sampling runs without replacement (unbiased" in text
     bad = runner.invoke(app, ["report", str(store_path), "--out", str(tmp_path / "x"), "--correction", "bonferroni"])
     assert bad.exit_code == 2 and "--correction must be one of holm, fdr_bh" in bad.output

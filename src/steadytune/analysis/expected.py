@@ -4,7 +4,14 @@ With N observed scores sorted ascending v(1) <= ... <= v(N), the best of n trial
 P(max <= v(i)) = (i/N)^n when trials are drawn with replacement, or C(i, n) / C(N, n) without;
 E[max_n] = sum_i p_i v(i) with p_i the difference of consecutive CDF values, and its spread is
 sqrt(sum_i p_i (v(i) - E)^2). Because the weights depend only on N and n, a bootstrap interval is one
-matrix product over resampled, sorted score sets.
+matrix product over resampled, sorted score sets. The reference is allentune's formula (`samplemax`);
+tests/test_analysis_expected.py compares both estimators with it.
+
+Which estimator: with replacement is the default, as in Dodge et al. 2019 and 2020. Tang et al. 2020 showed
+that it is biased low (it can draw one run several times); without replacement is unbiased for n <= N.
+Dodge et al. 2021 compared the two and found the biased one less variable and less often wrong when it
+ranks two models, which is what the curves are read for; the report takes `--without-replacement` for
+the unbiased one.
 """
 from __future__ import annotations
 

@@ -30,9 +30,13 @@ def report(
                                               "stochastic order test; tests are read at alpha = 1 - confidence.")] = 0.95,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every resampling (bootstrap, permutations, ASO), so "
                                       "a report is reproducible.")] = 0,
+    without_replacement: Annotated[bool, typer.Option("--without-replacement", help="Expected validation performance "
+                                                      "from draws without replacement: unbiased for n <= N (Tang et "
+                                                      "al. 2020), but noisier; the default, with replacement, ranks "
+                                                      "models wrongly less often (Dodge et al. 2021).")] = False,
 ) -> None:
     """Write an HTML (or Markdown) report: expected performance, seed variance, failures, early stopping, recipes."""
-    settings = ReportSettings(budget, correction, interval, confidence, seed)
+    settings = ReportSettings(budget, correction, interval, confidence, seed, not without_replacement)
     with Progress(SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("loading", total=None)

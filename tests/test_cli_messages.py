@@ -253,3 +253,15 @@ def test_what_commands_print_does_not_depend_on_the_terminal_width(tiny_bert_dir
     one_line_error(runner.invoke(app, ["landscape", "line", str(tmp_path / "none.db"), "1"]),
                    "store file does not exist")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_study_on_missing_data_or_model_is_one_error_before_anything_runs(tiny_bert_dir, glue_dir, tmp_path):
+    store = tmp_path / "r.db"
+    result = runner.invoke(app, ["study", "run", "--tasks", "rte", "--model", str(tiny_bert_dir), "--glue-dir",
+                                 str(tmp_path / "nowhere"), "--store", str(store)])
+    one_line_error(result, "nowhere/RTE: GLUE task folder not found")
+    assert "0/?" not in result.output and "failed" not in result.output and not store.exists()
+    result = runner.invoke(app, ["study", "run", "--tasks", "rte", "--model", str(tmp_path / "no-model"),
+                                 "--glue-dir", str(glue_dir), "--store", str(store)])
+    one_line_error(result, "folder does not exist")
+    assert not store.exists()

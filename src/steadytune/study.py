@@ -184,6 +184,25 @@ def expand(spec: StudySpec) -> list[PlannedTrial]:
     return trials
 
 
+def check_inputs(trials: list[PlannedTrial]) -> None:
+    """Raise DataError or ModelError for data or a model the study's trials cannot load, before anything runs or
+    is stored: a missing GLUE folder should be one error, not a failed trial per grid cell."""
+    from .inputs import load_raw, resolve_task
+    from .models import resolve_model
+
+    checked_models, checked_data = set(), set()
+    for trial in trials:
+        config = trial.config
+        if config.model not in checked_models:
+            resolve_model(config.model)
+            checked_models.add(config.model)
+        data_key = config.model_dump_json(include={"task", "glue_dir", "train_file", "dev_file", "text_column",
+                                                   "text_pair_column", "label_column", "label_names", "metric"})
+        if data_key not in checked_data:
+            load_raw(config, resolve_task(config))
+            checked_data.add(data_key)
+
+
 # --- execution ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:

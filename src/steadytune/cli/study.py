@@ -11,7 +11,7 @@ from rich.table import Table
 from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
-from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, expand, load_spec
+from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, check_inputs, expand, load_spec
 from .common import (console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_run_options, with_config_flags)
 
@@ -115,6 +115,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
     options = resolve_run_options(run_flags)
     executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial, retries)
+    check_inputs(expand(study))
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
@@ -128,24 +129,29 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
     counts = {"complete": 0, "stopped": 0, "diverged": 0, "failed": 0}
     best = {"value": None}
     bar = progress_bar("{task.fields[counts]}  best {task.fields[best]}")
-    with bar:
-        task_id = bar.add_task("study", total=None, counts="", best="-")
+    task_id = bar.add_task("study", total=None, counts="", best="-")
 
-        def on_result(trial: PlannedTrial, outcome: TrialOutcome) -> None:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            score = outcome.best_metrics.get(outcome.metric)
-            if score is not None and (best["value"] is None or score > best["value"]):
-                best["value"] = score
-            if outcome.status == "failed":
-                err_console.print(f"[red]trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
-                                  f"do={trial.config.do_seed} failed:[/] {escape(outcome.error)}", markup=True,
-                                  soft_wrap=True)
-            bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
-                       counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
+    def on_start(total: int) -> None:  # the bar appears once trials run, never over an error found before
+        bar.update(task_id, total=total)
+        bar.start()
 
-        def on_wait(count: int) -> None:
-            bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
-                       + f"  waiting for {count} trial(s) another driver runs")
+    def on_result(trial: PlannedTrial, outcome: TrialOutcome) -> None:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        score = outcome.best_metrics.get(outcome.metric)
+        if score is not None and (best["value"] is None or score > best["value"]):
+            best["value"] = score
+        if outcome.status == "failed":
+            err_console.print(f"[red]trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
+                              f"do={trial.config.do_seed} failed:[/] {escape(outcome.error)}", markup=True,
+                              soft_wrap=True)
+        bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
+                   counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
 
-        return runner.run(StudyEvents(on_start=lambda total: bar.update(task_id, total=total), on_result=on_result,
-                                      on_wait=on_wait))
+    def on_wait(count: int) -> None:
+        bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
+                   + f"  waiting for {count} trial(s) another driver runs")
+
+    try:
+        return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait))
+    finally:
+        bar.stop()

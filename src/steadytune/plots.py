@@ -152,20 +152,27 @@ def loss_vs_dev_figure(kinds: pd.DataFrame) -> Figure:
     return figure
 
 
-def early_correlation_figure(correlation: pd.DataFrame) -> Figure:
-    """Spearman rho of the dev score at each point of training with the final score, one line per arm; panel per task."""
-    tasks = sorted(correlation["task"].unique())
+def _lines_per_arm(table: pd.DataFrame, x, y, label, xlabel: str, ylabel: str, title: str, **limits) -> Figure:
+    """One panel per task with one line per arm: x(frame), y(frame) of the arm's rows, labelled label(arm, frame)."""
+    tasks = sorted(table["task"].unique())
     figure, axes = _panels(len(tasks), sharey=True)
     for axis, task in zip(axes, tasks):
-        for arm, frame in correlation[correlation["task"] == task].groupby("arm"):
-            axis.plot(frame["fraction"] * 100, frame["spearman rho"], marker="o", markersize=3, label=arm)
+        for arm, frame in table[table["task"] == task].groupby("arm"):
+            axis.plot(x(frame), y(frame), marker="o", markersize=3, label=label(arm, frame))
         _title(axis, task)
-        axis.set(xlabel="training done (% of steps)", ylim=(-1.05, 1.05))
+        axis.set(xlabel=xlabel, **limits)
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    _ylabel_once(axes, "Spearman rho with final dev score")
-    _suptitle(figure, "How early can you tell? Early dev score vs final")
+    _ylabel_once(axes, ylabel)
+    _suptitle(figure, title)
     return figure
+
+
+def early_correlation_figure(correlation: pd.DataFrame) -> Figure:
+    """Spearman rho of the dev score at each point of training with the final score, one line per arm; panel per task."""
+    return _lines_per_arm(correlation, lambda f: f["fraction"] * 100, lambda f: f["spearman rho"], lambda arm, f: arm,
+                          "training done (% of steps)", "Spearman rho with final dev score",
+                          "How early can you tell? Early dev score vs final", ylim=(-1.05, 1.05))
 
 
 def planner_figure(panels: dict[str, tuple[pd.DataFrame, float]], budget: int, task: str, metric: str) -> Figure:
@@ -286,17 +293,7 @@ def trial_diagnostics_figure(curves: pd.DataFrame, parts: list[str], title: str)
 def right_counts_figure(counts: pd.DataFrame) -> Figure:
     """Share of examples against the share of runs that get them right, one line per arm; one panel per task.
     Mass at both ends means stable predictions; mass in the middle, examples that flip between seeds."""
-    tasks = sorted(counts["task"].unique())
-    figure, axes = _panels(len(tasks), sharey=True)
-    for axis, task in zip(axes, tasks):
-        for arm, frame in counts[counts["task"] == task].groupby("arm"):
-            share = frame["examples"] / frame["examples"].sum()
-            axis.plot(frame["runs right"] / frame["runs"], share, marker="o", markersize=3,
-                      label=f"{arm} ({int(frame['runs'].iloc[0])} runs)")
-        _title(axis, task)
-        axis.set(xlabel="share of runs that get the example right", xlim=(-0.03, 1.03))
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
-    _ylabel_once(axes, "share of dev examples")
-    _suptitle(figure, "How many seeds get each example right")
-    return figure
+    return _lines_per_arm(counts, lambda f: f["runs right"] / f["runs"], lambda f: f["examples"] / f["examples"].sum(),
+                          lambda arm, f: f"{arm} ({int(f['runs'].iloc[0])} runs)",
+                          "share of runs that get the example right", "share of dev examples",
+                          "How many seeds get each example right", xlim=(-0.03, 1.03))

@@ -12,8 +12,8 @@ deepsig = pytest.importorskip("deepsig", reason="deepsig is the reference implem
 from deepsig.aso import compute_violation_ratio  # noqa: E402
 
 # (runs of A, runs of B, shift of A's mean, sd): A +2 points with sd 3 is the issue's example.
-DATA_SETS = [(5, 5, 2.0, 3.0), (25, 25, 2.0, 3.0), (5, 8, 0.0, 3.0), (10, 10, 5.0, 3.0), (7, 6, -1.0, 2.0),
-             (12, 20, 1.0, 4.0)]
+DATA_SETS = [(5, 5, 2.0, 3.0), (25, 25, 2.0, 3.0), (5, 8, 0.0, 3.0), (10, 10, 5.0, 3.0), (12, 20, 1.0, 4.0)]
+SEEDS = 12  # our eps_min over this many bootstrap seeds gives its noise
 
 
 def _scores(case: int):
@@ -44,7 +44,7 @@ def test_eps_min_agrees_with_deepsig_within_the_bootstrap_noise(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = deepsig.aso(a, b, confidence_level=0.95, seed=0, show_progress=False)
-    ours = np.array([aso(a, b, confidence_level=0.95, seed=seed) for seed in range(20)])
+    ours = np.array([aso(a, b, confidence_level=0.95, seed=seed) for seed in range(SEEDS)])
     # deepsig's value is one bootstrap draw with the same spread as ours: allow 4 sd of a difference, plus a hair.
     tolerance = 4 * ours.std() * np.sqrt(1 + 1 / ours.size) + 0.005
     assert abs(reference - ours.mean()) <= tolerance, (reference, ours.mean(), ours.std())
@@ -55,9 +55,9 @@ def test_bonferroni_raises_the_confidence_as_deepsig():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = deepsig.aso(a, b, num_comparisons=6, seed=0, show_progress=False)
-    ours = np.array([aso(a, b, num_comparisons=6, seed=seed) for seed in range(20)])
-    assert abs(reference - ours.mean()) <= 4 * ours.std() * np.sqrt(1.05) + 0.005
-    assert ours.mean() > np.mean([aso(a, b, seed=seed) for seed in range(20)])  # a stricter bound
+    ours = np.array([aso(a, b, num_comparisons=6, seed=seed) for seed in range(SEEDS)])
+    assert abs(reference - ours.mean()) <= 4 * ours.std() * np.sqrt(1 + 1 / SEEDS) + 0.005
+    assert ours.mean() > np.mean([aso(a, b, seed=seed) for seed in range(SEEDS)])  # a stricter bound
 
 
 @pytest.mark.parametrize("runs, at_most", [(5, 0.07), (10, 0.05)])

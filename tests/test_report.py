@@ -99,6 +99,7 @@ def test_html_report_has_every_section_and_inline_images(store_path, tmp_path):
     assert "rte (accuracy)" in text and "mrpc (f1)" in text
     assert "WI 5 (1..9)" in text  # result runs only: the diverged seed 9 counts, stopped 8 and running 7 do not
     assert not list((tmp_path / "out").glob("*.png"))  # self-contained
+    assert "<th>task / arm</th>" not in text  # a pivot's column name is no column of its own
 
 
 def test_markdown_via_cli_on_an_export_pair_with_sections_lacking_data(small_store, tmp_path):

@@ -250,7 +250,10 @@ def gradient_norms_figure(grads: pd.DataFrame, failed_ids: set[int], parts: list
             median = frame[frame["part"] == part].groupby("step")["value"].median()
             if len(median):
                 axis.plot(median.index, median.to_numpy(), color=colours[part], label=part, linewidth=1.2)
-        axis.set_yscale("log")
+        if runs == 0:
+            axis.text(0.5, 0.5, "none", transform=axis.transAxes, ha="center", va="center", color="grey")
+        else:
+            axis.set_yscale("log")
         _title(axis, f"{title} ({runs})")
         axis.set(xlabel="step")
         axis.grid(alpha=0.3)

@@ -110,9 +110,11 @@ def header_lines(results: Results, source: str) -> list[str]:
              f"Seeds: WI {_seed_summary(trials['wi_seed'])}, DO {_seed_summary(trials['do_seed'])}, "
              f"dropout {_seed_summary(trials['dropout_seed']) if 'dropout_seed' in trials else 'n/a'}"]
     data = [f"{label} {', '.join(_values(trials, column))}" for column, label in
-            (("cfg.glue_dir", "GLUE folder"), ("cfg.train_file", "training file"),
-             ("cfg.max_train", "training subset of"), ("cfg.split_dev", "dev split in dev/test halves:"))
+            (("cfg.glue_dir", "GLUE folder"), ("cfg.train_file", "training file"), ("cfg.max_train", "training subset of"))
             if _values(trials, column)]
+    if "cfg.split_dev" in trials and trials["cfg.split_dev"].fillna(False).astype(bool).any():
+        data.append("dev set split into dev/test halves" + ("" if trials["cfg.split_dev"].fillna(False).astype(bool).all()
+                                                            else " (in some runs)"))
     lines.append("Data: " + ("; ".join(data) if data else "not recorded"))
     lines.append(f"Runs analysed: {counts.get('complete', 0)} complete, {counts.get('diverged', 0)} diverged "
                  f"(counted as failed runs); excluded: {counts.get('stopped', 0)} stopped by early stopping "
@@ -258,6 +260,7 @@ def early_section(results: Results) -> Section:
         table = correlation.assign(**{"training done (%)": (correlation["fraction"] * 100).round(1),
                                       "task / arm": correlation["task"] + " / " + correlation["arm"]})
         wide = table.pivot_table(index="training done (%)", columns="task / arm", values="spearman rho").reset_index()
+        wide.columns.name = None  # else the HTML table gets an empty column headed 'task / arm'
         return [Table(wide, "Spearman rho with the final score"),
                 Plot("early-vs-final", plots.early_correlation_figure(correlation), "Early vs final")]
 

@@ -8,7 +8,8 @@ report counts them in its header instead.
 
 Trials are grouped by task and *arm*: the recipe name plus every configuration field that varies among
 the trials of one task and recipe other than the seeds and evaluation/IO settings (e.g. `lr=3e-05`), so
-a sweep never pools different settings into one seed distribution. Data are told apart by their
+a sweep never pools different settings into one seed distribution; such a field labels the recipe's
+trials on every task, so one setting has one arm name across tasks. Data are told apart by their
 identity (the hash of the examples a trial saw, recorded with it), not by file names: the same data in
 another folder is one arm, other data under one name are two (`data=train.csv#1a2b3c`).
 
@@ -120,8 +121,13 @@ def arm_labels(trials: pd.DataFrame) -> pd.Series:
     labels = recipe.copy()
     fields = [c for c in trials.columns if c.startswith("cfg.") and c[4:] not in _NOT_ARM_FIELDS]
     identity = trials["data_hash"] if "data_hash" in trials else pd.Series(None, index=trials.index, dtype=object)
-    for _, group in trials.groupby([trials["task"], recipe], sort=False):
-        varying = [c for c in fields if group[c].astype(str).nunique(dropna=False) > 1]
+    # A field names arms when it varies within some task of a recipe; it then labels that recipe's trials on every
+    # task, so the same setting has the same arm name everywhere (seed transfer pairs arms across tasks).
+    naming = {name: {c for _, group in by_recipe.groupby("task") for c in fields
+                     if group[c].astype(str).nunique(dropna=False) > 1}
+              for name, by_recipe in trials.groupby(recipe, sort=False)}
+    for (_, name), group in trials.groupby([trials["task"], recipe], sort=False):
+        varying = [c for c in fields if c in naming[name]]
         settings = group[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=group.index)
         data_varies = (identity[group.index].notna().any()
                        and identity[group.index].groupby(settings).nunique(dropna=False).max() > 1)

@@ -26,11 +26,36 @@ def study_args(tiny_bert_dir, glue_dir, tmp_path, steps: int, seeds: str, *extra
             "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache"), *extra]
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A failed test must not leave a trainer running (and slowing every later test): kill what it started."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
+def _as_in_a_terminal() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler; a command typed at a terminal has the default, which is what we test.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], tmp_path: Path, name: str, **env: str) -> subprocess.Popen:
     log = tmp_path / name
-    return subprocess.Popen([sys.executable, "-m", "steadytune", *args], stdout=open(f"{log}.out", "w"),
-                            stderr=open(f"{log}.err", "w"), start_new_session=True, cwd=tmp_path,
-                            env={**os.environ, "COLUMNS": "200", **env})
+    process = subprocess.Popen([sys.executable, "-m", "steadytune", *args], stdout=open(f"{log}.out", "w"),
+                               stderr=open(f"{log}.err", "w"), start_new_session=True, cwd=tmp_path,
+                               env={**os.environ, "COLUMNS": "200", **env}, preexec_fn=_as_in_a_terminal)
+    _STARTED.append(process)
+    return process
 
 
 def output(tmp_path: Path, name: str) -> str:

@@ -133,6 +133,26 @@ def test_claims_are_exclusive_expire_and_end_with_the_result(tmp_path):
         assert b.claim("key2", None, "driver-b", done) == "claimed"
 
 
+def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from steadytune.store import new_owner
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{finished.stdout.strip()}:0badc0de"  # a process that has exited
+    elsewhere = f"another-host-{socket.gethostname()}:1:0badc0de"
+    done = ("complete", "diverged")
+    with Store(tmp_path / "r.db") as store:
+        assert store.claim("k1", None, dead, done) == "claimed"
+        assert store.claim("k1", None, new_owner(), done) == "claimed"  # no need to wait out the 60 s lease
+        assert store.claim("k2", None, elsewhere, done) == "claimed"
+        assert store.claim("k2", None, new_owner(), done) == "busy"  # another host's process may be alive
+        assert store.claim("k3", None, new_owner(), done) == "claimed"
+        assert store.claim("k3", None, new_owner(), done) == "busy"  # this live process holds it
+
+
 def test_lease_keeps_claims_alive_until_it_stops(tmp_path):
     with Store(tmp_path / "r.db") as store:
         assert store.claim("key1", 3, "me", (), lease_seconds=0.6) == "claimed"

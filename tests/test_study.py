@@ -12,7 +12,7 @@ import yaml
 
 from steadytune.config import ConfigError, RunOptions
 from steadytune.early_stopping import EarlyStop, cut_step, survivors
-from steadytune.store import Store
+from steadytune.store import Store, StoreError
 from steadytune.study import Executor, StudyRunner, expand, load_spec, parse_seeds
 
 
@@ -99,8 +99,11 @@ def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):
         while time.time() < deadline:
             time.sleep(0.5)
             if store_path.exists():
-                with Store(store_path) as store:
-                    statuses = store.trials().status.tolist()
+                try:
+                    with Store(store_path, readonly=True) as store:  # a reader must not slow the driver down
+                        statuses = store.trials().status.tolist()
+                except StoreError:  # the driver is still creating the schema
+                    continue
                 if statuses.count("complete") >= 2:  # the third trial is training now
                     break
         os.killpg(process.pid, signal.SIGKILL)  # kill -9, mid-trial

@@ -9,7 +9,8 @@ Durability rules, all kept here:
 - Before a driver runs a trial it *claims* it: a row in `claims` with an expiry. The claim is taken in
   the same transaction that checks the trial has no result yet, so two drivers never run one trial,
   and it is dropped in the transaction that records the result. A live driver renews its claims (a
-  heartbeat thread, `Lease`); a killed one's claims expire and its trials are taken up by others.
+  heartbeat thread, `Lease`); a killed one's claims expire and its trials are taken up by others, at once
+  when the killed driver ran on the same host (its process is gone).
 - Read-only commands open the file read-only (`readonly=True`): no WAL switch, no schema write, so a
   store on a read-only mount or in a folder one may not write can still be read.
 - SQLite errors (read-only file, disk full, a damaged file) become one-line `StoreError`s that say
@@ -427,7 +428,7 @@ class Store:
                 return "done"
             holder = db.execute("SELECT owner, expires_at FROM claims WHERE trial_key = ? AND scope = ?",
                                 (trial_key, scope)).fetchone()
-            if holder is not None and holder[0] != owner and holder[1] > time.time():
+            if holder is not None and holder[0] != owner and holder[1] > time.time() and not _is_gone(holder[0]):
                 return "busy"
             db.execute("INSERT OR REPLACE INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?)",
                        (trial_key, scope, owner, time.time() + lease_seconds))
@@ -526,6 +527,22 @@ class Store:
 def new_owner() -> str:
     """A driver's identity in `claims`: unique, and readable in messages (host and pid)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _is_gone(owner: str) -> bool:
+    """Whether a claim's owner is a process of this host that no longer exists (killed, say): its claims need not
+    wait out their lease. Owners on other hosts, and live processes, are not gone."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class Lease:

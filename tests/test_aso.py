@@ -14,6 +14,7 @@ from deepsig.aso import compute_violation_ratio  # noqa: E402
 # (runs of A, runs of B, shift of A's mean, sd): A +2 points with sd 3 is the example.
 DATA_SETS = [(5, 5, 2.0, 3.0), (25, 25, 2.0, 3.0), (5, 8, 0.0, 3.0), (10, 10, 5.0, 3.0), (12, 20, 1.0, 4.0)]
 SEEDS = 12  # our eps_min over this many bootstrap seeds gives its noise
+ITERATIONS = 500  # bootstrap iterations on both sides (deepsig's default 1,000 takes it ~5 s a call here)
 
 
 def _scores(case: int):
@@ -43,8 +44,10 @@ def test_eps_min_agrees_with_deepsig_within_the_bootstrap_noise(case):
     a, b = _scores(case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = deepsig.aso(a, b, confidence_level=0.95, seed=0, show_progress=False)
-    ours = np.array([aso(a, b, confidence_level=0.95, seed=seed) for seed in range(SEEDS)])
+        reference = deepsig.aso(a, b, confidence_level=0.95, num_bootstrap_iterations=ITERATIONS, seed=0,
+                                show_progress=False)
+    ours = np.array([aso(a, b, confidence_level=0.95, num_bootstrap_iterations=ITERATIONS, seed=seed)
+                     for seed in range(SEEDS)])
     # deepsig's value is one bootstrap draw with the same spread as ours: allow 4 sd of a difference, plus a hair.
     tolerance = 4 * ours.std() * np.sqrt(1 + 1 / ours.size) + 0.005
     assert abs(reference - ours.mean()) <= tolerance, (reference, ours.mean(), ours.std())
@@ -54,8 +57,10 @@ def test_bonferroni_raises_the_confidence_as_deepsig():
     a, b = _scores(3)  # A clearly ahead: eps_min well inside (0, 1), where the correction shows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = deepsig.aso(a, b, num_comparisons=6, seed=0, show_progress=False)
-    ours = np.array([aso(a, b, num_comparisons=6, seed=seed) for seed in range(SEEDS)])
+        reference = deepsig.aso(a, b, num_comparisons=6, num_bootstrap_iterations=ITERATIONS, seed=0,
+                                show_progress=False)
+    ours = np.array([aso(a, b, num_comparisons=6, num_bootstrap_iterations=ITERATIONS, seed=seed)
+                     for seed in range(SEEDS)])
     assert abs(reference - ours.mean()) <= 4 * ours.std() * np.sqrt(1 + 1 / SEEDS) + 0.005
     assert ours.mean() > np.mean([aso(a, b, seed=seed) for seed in range(SEEDS)])  # a stricter bound
 

@@ -12,26 +12,45 @@ Speed must not cost accuracy: with --seeds N (default 3; 0 skips it) it then tra
 through the HF Trainer (dynamic padding) and steadytune, on --check-train examples for --check-steps
 steps with the same hyperparameters, evaluates both final models with the same fp32 evaluation,
 and tests whether the two sets of dev metrics differ beyond seed noise (Welch t-test and
-Mann-Whitney U). The last line is machine-readable:
+Mann-Whitney U).
 
-    ratio_vs_hf_dynamic=R peak_share=S
+Users pay for whole trials, and Dodge et al. evaluate 10 times per epoch. With --whole-train N (default
+1,000; 0 skips it) it then times whole trials end to end, model loading included: --whole-epochs
+epochs (default 1) on N training examples with --whole-evals evaluations per epoch (default 10), as
+`steadytune train` runs it (into a store, with its default diagnostics and stored predictions), against
+the HF Trainer (dynamic padding, eval_strategy="steps") evaluating the dev set after the very same
+steps. Each whole trial runs in a fresh process, the two alternating --whole-repeats times, so that
+neither inherits the other's state. It also evaluates steadytune's final model in another fresh
+process, to check that evaluation inside a trial is no slower than outside one. The last line is
+machine-readable (T: the ratio of the median wall times of the whole trials):
 
-Usage: python benchmarks/trial_speed.py --glue-dir ../shared/data/glue [--steps 30] [--seeds 3]
+    ratio_vs_hf_dynamic=R peak_share=S trial_ratio=T
+
+R is steadytune's training time per real token over the HF Trainer's (dynamic padding).
+
+Usage: python benchmarks/trial_speed.py --glue-dir ../shared/data/glue [--steps 30] [--seeds 3] [--whole-train 1000]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.encoding import EncodedDataset
 from steadytune.evaluation import evaluate
+from steadytune.metrics import compute_metrics
 from steadytune.quantization import Int8Twin
-from steadytune.trial import Trial
+from steadytune.store import Store
+from steadytune.trial import Trial, run_stored
 
 WARMUP_STEPS = 3  # excluded from timing: first steps pay for allocation and kernel selection
 
@@ -70,8 +89,9 @@ class StepClock:
         self.stamps.append(time.perf_counter())
 
     def seconds_per_step(self) -> float:
+        """The mean, not the median: steps of long batches are real work, and length-grouped batches vary."""
         timed = np.diff(self.stamps[WARMUP_STEPS - 1:])
-        return float(np.median(timed))
+        return float(np.mean(timed))
 
 
 def hf_dataset(data: EncodedDataset):
@@ -85,11 +105,20 @@ def hf_dataset(data: EncodedDataset):
     return Dataset.from_dict(rows)
 
 
-def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, callbacks=()):
+def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, callbacks=(), eval_at=()):
     """An HF Trainer for `steps` steps on the trial's encoded training examples, with the trial's hyperparameters
-    (AdamW, linear warmup and decay, weight decay off biases and LayerNorm, clipping); seeded with wi_seed."""
+    (AdamW, linear warmup and decay, weight decay off biases and LayerNorm, clipping); seeded with wi_seed.
+
+    With `eval_at` (1-based steps) it evaluates the dev set after exactly those steps, with the task's metrics."""
     from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, PrinterCallback, Trainer,
-                              TrainingArguments, set_seed)
+                              TrainerCallback, TrainingArguments, set_seed)
+
+    class EvaluateAtSteps(TrainerCallback):
+        """eval_strategy="steps" evaluates every k steps; this moves those evaluations to `eval_at`, after the
+        default flow has decided (callbacks run in order)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_evaluate = state.global_step in eval_at
 
     collator = DataCollatorWithPadding(trial.tokenizer, padding="max_length" if pad_to_max else "longest",
                                        max_length=config.max_length)
@@ -101,10 +130,19 @@ def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, 
                              weight_decay=config.weight_decay, adam_epsilon=config.adam_eps,
                              adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
                              max_grad_norm=config.max_grad_norm, use_cpu=True, report_to="none",
-                             save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-                             seed=config.wi_seed)
+                             save_strategy="no", eval_strategy="steps" if eval_at else "no", eval_steps=steps,
+                             logging_strategy="no", disable_tqdm=True, seed=config.wi_seed)
+    if eval_at:
+        callbacks = [EvaluateAtSteps(), *callbacks]
+
+    def metrics(prediction) -> dict[str, float]:
+        logits = prediction.predictions
+        return compute_metrics(trial.task, logits.squeeze(-1) if trial.task.is_regression else logits.argmax(-1),
+                               prediction.label_ids)
+
     trainer = Trainer(model=model, args=args, train_dataset=hf_dataset(trial.inputs.train), data_collator=collator,
-                      callbacks=list(callbacks))
+                      eval_dataset=hf_dataset(trial.inputs.dev) if eval_at else None,
+                      compute_metrics=metrics if eval_at else None, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # its end-of-training dict would cut into our tables
     return trainer
 
@@ -131,10 +169,22 @@ def time_hf_evaluation(config: TrialConfig, trial: Trial, repeats: int) -> float
 
 
 def run_steadytune(config: TrialConfig, options: RunOptions, steps: int) -> tuple[float, Trial]:
-    trial = Trial(config.model_copy(update={"max_steps": steps, "evals_per_epoch": 0}), options)
+    # One step more than timed: a trial evaluates after its last step, before that step's progress call.
+    trial = Trial(config.model_copy(update={"max_steps": steps + 1, "evals_per_epoch": 0}), options)
     clock = StepClock()
     trial.run(flush=lambda points: None, progress=lambda step, total, values: clock.tick())
+    clock.stamps.pop()
     return clock.seconds_per_step(), trial
+
+
+def timed_batches(trial: Trial, steps: int) -> list[np.ndarray]:
+    """The example indices of the batches steadytune trained on in its timed steps (after the warm-up ones)."""
+    c, batches, epoch = trial.config, [], 0
+    while len(batches) < steps:
+        batches += ordering.epoch_batches(trial.inputs.train.lengths, c.batch_size, c.do_seed, epoch,
+                                          c.group_by_length)
+        epoch += 1
+    return batches[WARMUP_STEPS:steps]
 
 
 def dev_eval(trial: Trial, model, batch_size: int) -> dict[str, float]:
@@ -193,6 +243,101 @@ def check_dev_distributions(config: TrialConfig, options: RunOptions, seeds: int
           f"steadytune - hf = {np.mean(ours) - np.mean(hf):+.4f}, n={seeds} seeds each)")
 
 
+def in_fresh_process(function, *args):
+    """`function(*args)` run in a new Python process (spawned, so nothing of this one carries over)."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as fresh:
+        return fresh.submit(function, *args).result()
+
+
+def fresh_process_eval_seconds(folder: str, config_json: str, repeats: int) -> float:
+    """Median seconds of a dev evaluation of the classifier saved in `folder`."""
+    trial = Trial(TrialConfig.model_validate_json(config_json).model_copy(update={"model": folder}),
+                  RunOptions(device="cpu"))
+    return timed_dev_eval(trial, trial.config.eval_batch_size, "fp32", repeats)[0]
+
+
+def steadytune_whole_trial(config_json: str, folder: str) -> dict:
+    """Wall seconds of a whole trial as `steadytune train` runs it (preparation from the tokenization cache, model
+    loading, training, every evaluation, the store), the seconds of each evaluation inside it, and its final
+    metric; the final classifier is saved in `folder`."""
+    config = TrialConfig.model_validate_json(config_json)
+    evaluations: list[float] = []
+    prepared: list[Trial] = []
+
+    def time_evaluations(trial: Trial) -> None:
+        evaluate_all = trial._evaluate_all
+
+        def timed(step: int):
+            start = time.perf_counter()
+            points = evaluate_all(step)
+            evaluations.append(time.perf_counter() - start)
+            return points
+
+        trial._evaluate_all = timed
+        prepared.append(trial)
+
+    with Store(Path(folder) / "whole.db") as store:
+        start = time.perf_counter()
+        _, outcome, _ = run_stored(config, RunOptions(device="cpu"), store, on_prepared=time_evaluations)
+        wall = time.perf_counter() - start
+    trial = prepared[0]
+    trial.model.save_pretrained(Path(folder) / "final")
+    trial.tokenizer.save_pretrained(Path(folder) / "final")
+    return {"wall": wall, "evaluations": evaluations, "final": outcome.final_metrics[trial.task.metric],
+            "steps": trial.total_steps, "eval_at": sorted(trial.eval_at), "train": len(trial.inputs.train),
+            "dev": len(trial.inputs.dev), "metric": trial.task.metric}
+
+
+def hf_whole_trial(config_json: str, eval_at: list[int]) -> dict:
+    """Wall seconds of an HF Trainer run from model loading to the end of training, evaluating the dev set after
+    the steps `eval_at`; the seconds of each evaluation (the Trainer's eval_runtime) and the final metric."""
+    from transformers import TrainerCallback
+
+    config = TrialConfig.model_validate_json(config_json)
+    trial = Trial(config, RunOptions(device="cpu"))  # the encoded examples; not timed
+    evaluations: list[dict[str, float]] = []
+
+    class EvalClock(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            evaluations.append(metrics)
+
+    start = time.perf_counter()
+    hf_trainer(config, trial, trial.total_steps, pad_to_max=False, callbacks=[EvalClock()],
+               eval_at=set(eval_at)).train()
+    return {"wall": time.perf_counter() - start, "evaluations": [metrics["eval_runtime"] for metrics in evaluations],
+            "final": evaluations[-1]["eval_" + trial.task.metric]}
+
+
+def whole_trial(config: TrialConfig, repeats: int, eval_repeats: int) -> float:
+    """Whole trials through steadytune and the HF Trainer with the same evaluation schedule, each in a fresh
+    process, alternating, `repeats` times; prints them and the fresh-process evaluation check, and returns the
+    ratio of the median wall times, steadytune / HF."""
+    Trial(config, RunOptions(device="cpu"))  # tokenizes into the cache, so that no timed run pays for it
+    ours, hf = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(repeats):
+            run_folder = Path(folder) / f"run-{repeat}"
+            run_folder.mkdir()
+            ours.append(in_fresh_process(steadytune_whole_trial, config.model_dump_json(), str(run_folder)))
+            hf.append(in_fresh_process(hf_whole_trial, config.model_dump_json(), ours[-1]["eval_at"]))
+        fresh_seconds = in_fresh_process(fresh_process_eval_seconds, str(Path(folder) / "run-0" / "final"),
+                                         config.model_dump_json(), eval_repeats)
+    first = ours[0]
+    print(f"\nwhole trial: {config.task} {config.model}, {first['train']} training examples, {config.epochs:g} "
+          f"epoch(s) = {first['steps']} steps at batch {config.batch_size}, {len(first['eval_at'])} dev evaluations "
+          f"({first['dev']} examples, batch {config.eval_batch_size}) after the same steps; model loading included; "
+          f"each run in a fresh process, alternating")
+    print(f"{'run':<12} {'wall s':>8} {'evaluations s':>14} {'median eval s':>14} {'final dev ' + first['metric']:>22}")
+    for repeat in range(repeats):
+        for name, run in (("hf-dynamic", hf[repeat]), ("steadytune", ours[repeat])):
+            print(f"{name:<12} {run['wall']:>8.1f} {sum(run['evaluations']):>14.1f} "
+                  f"{statistics.median(run['evaluations']):>14.2f} {run['final']:>22.4f}")
+    in_trial = statistics.median(first["evaluations"])
+    print(f"evaluation inside the trial {in_trial:.2f} s against {fresh_seconds:.2f} s in a fresh process on the same "
+          f"final model (medians of {len(first['evaluations'])} and {eval_repeats}; ratio {in_trial / fresh_seconds:.2f})")
+    return statistics.median(run["wall"] for run in ours) / statistics.median(run["wall"] for run in hf)
+
+
 def main() -> None:
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
@@ -214,11 +359,20 @@ def main() -> None:
     parser.add_argument("--check-train", type=int, default=500,
                         help="Training examples (--max-train) of each seed-check run.")
     parser.add_argument("--check-steps", type=int, default=50, help="Training steps of each seed-check run.")
+    parser.add_argument("--whole-train", type=int, default=1000,
+                        help="Training examples (--max-train) of the whole-trial comparison; 0 skips it.")
+    parser.add_argument("--whole-epochs", type=float, default=1, help="Epochs of the whole-trial comparison.")
+    parser.add_argument("--whole-evals", type=int, default=10,
+                        help="Dev evaluations per epoch in the whole-trial comparison (Dodge et al.: 10).")
+    parser.add_argument("--whole-repeats", type=int, default=1,
+                        help="Whole trials per side (the ratio is of the median wall times).")
     args = parser.parse_args()
     if args.steps <= WARMUP_STEPS:
         parser.error(f"--steps must be at least {WARMUP_STEPS + 1}")
     if args.seeds == 1:
         parser.error("--seeds: a comparison of distributions needs at least 2 seeds (or 0 to skip it)")
+    if args.whole_train and (args.whole_evals < 1 or args.whole_repeats < 1):
+        parser.error("--whole-evals and --whole-repeats: the whole-trial comparison needs at least 1 of each")
 
     config = TrialConfig(task=args.task, model=args.model, glue_dir=args.glue_dir, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size)
@@ -241,16 +395,22 @@ def main() -> None:
                for name, pad in (("hf-pad128", True), ("hf-dynamic", False))}
     hf_eval_seconds = time_hf_evaluation(config, trial, args.eval_repeats)
 
-    # Real tokens per step: each run draws random batches from the same examples, so use their mean.
-    mean_tokens = lengths.mean() * args.batch_size
-    mean_flops = np.mean([flops_per_example(int(n), non_embedding, layers, hidden) for n in lengths]) * args.batch_size
+    # Real tokens and FLOPs per step: the HF Trainer draws random batches, so those of a mean batch; steadytune
+    # groups batches by length, so those of the very batches it trained on in its timed steps.
+    flops = {int(n): flops_per_example(int(n), non_embedding, layers, hidden) for n in np.unique(lengths)}
+    hf_tokens = lengths.mean() * args.batch_size
+    hf_flops = np.mean([flops[int(n)] for n in lengths]) * args.batch_size
+    ours_batches = timed_batches(trial, args.steps)
+    ours_tokens = np.mean([lengths[batch].sum() for batch in ours_batches])
+    ours_flops = np.mean([sum(flops[int(n)] for n in lengths[batch]) for batch in ours_batches])
 
     print(f"\n{args.task} {args.model} batch {args.batch_size}, {args.steps} steps ({WARMUP_STEPS} warm-up excluded), "
-          f"mean real length {lengths.mean():.1f} tokens")
+          f"mean real length {lengths.mean():.1f} tokens; s/step is the mean of the timed steps")
     print(f"{'run':<12} {'s/step':>8} {'real tok/s':>11} {'peak share':>11}")
-    rows = [*results.items(), ("steadytune", ours)]
-    for name, seconds in rows:
-        print(f"{name:<12} {seconds:>8.3f} {mean_tokens / seconds:>11.0f} {mean_flops / seconds / 1e9 / peak:>11.1%}")
+    rows = [(name, seconds, hf_tokens, hf_flops) for name, seconds in results.items()]
+    rows.append(("steadytune", ours, ours_tokens, ours_flops))
+    for name, seconds, tokens, step_flops in rows:
+        print(f"{name:<12} {seconds:>8.3f} {tokens / seconds:>11.0f} {step_flops / seconds / 1e9 / peak:>11.1%}")
     print(f"dev evaluation ({len(trial.inputs.dev)} examples, batch {config.eval_batch_size}, median of "
           f"{args.eval_repeats}): fp32 {eval_seconds:.2f} s, int8 {int8_seconds:.2f} s "
           f"(includes re-quantizing the weights: {refresh_seconds:.3f} s); HF Trainer.evaluate {hf_eval_seconds:.2f} s "
@@ -259,8 +419,14 @@ def main() -> None:
           + ", ".join(f"{name} {int8[name] - fp32[name]:+.4f} ({fp32[name]:.4f} -> {int8[name]:.4f})" for name in fp32))
     if args.seeds:
         check_dev_distributions(config, options, args.seeds, args.check_train, args.check_steps)
-    ratio = ours / results["hf-dynamic"]
-    print(f"ratio_vs_hf_dynamic={ratio:.3f} peak_share={mean_flops / ours / 1e9 / peak:.3f}")
+    trial_ratio = ""
+    if args.whole_train:
+        whole = config.model_copy(update={"max_train": args.whole_train, "epochs": args.whole_epochs,
+                                          "evals_per_epoch": args.whole_evals})
+        trial_ratio = f" trial_ratio={whole_trial(whole, args.whole_repeats, args.eval_repeats):.3f}"
+    # Seconds per real token, as the two train on batches of different lengths.
+    ratio = (ours / ours_tokens) / (results["hf-dynamic"] / hf_tokens)
+    print(f"ratio_vs_hf_dynamic={ratio:.3f} peak_share={ours_flops / ours / 1e9 / peak:.3f}{trial_ratio}")
 
 
 if __name__ == "__main__":

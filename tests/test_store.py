@@ -1,13 +1,16 @@
 """The SQLite store: round trip, atomic completion, interrupted trials, export."""
 from __future__ import annotations
 
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 
-from steadytune.store import SCHEMA, CurvePoint, Lease, Store, StoreError, TrialOutcome, export
+from steadytune.store import SCHEMA, CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 
@@ -134,12 +137,6 @@ def test_claims_are_exclusive_expire_and_end_with_the_result(tmp_path):
 
 
 def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
-    from steadytune.store import new_owner
-
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = f"{socket.gethostname()}:{finished.stdout.strip()}:0badc0de"  # a process that has exited
     elsewhere = f"another-host-{socket.gethostname()}:1:0badc0de"

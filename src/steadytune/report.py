@@ -112,9 +112,9 @@ def header_lines(results: Results, source: str) -> list[str]:
     data = [f"{label} {', '.join(_values(trials, column))}" for column, label in
             (("cfg.glue_dir", "GLUE folder"), ("cfg.train_file", "training file"), ("cfg.max_train", "training subset of"))
             if _values(trials, column)]
-    if "cfg.split_dev" in trials and trials["cfg.split_dev"].fillna(False).astype(bool).any():
-        data.append("dev set split into dev/test halves" + ("" if trials["cfg.split_dev"].fillna(False).astype(bool).all()
-                                                            else " (in some runs)"))
+    split = trials["cfg.split_dev"].fillna(False).astype(bool) if "cfg.split_dev" in trials else pd.Series(dtype=bool)
+    if split.any():
+        data.append("dev set split into dev/test halves" + ("" if split.all() else " (in some runs)"))
     lines.append("Data: " + ("; ".join(data) if data else "not recorded"))
     lines.append(f"Runs analysed: {counts.get('complete', 0)} complete, {counts.get('diverged', 0)} diverged "
                  f"(counted as failed runs); excluded: {counts.get('stopped', 0)} stopped by early stopping "

@@ -47,7 +47,7 @@ class EncoderLayout:
     layer_prefixes: list[str]
     embeddings_prefix: str
     pooler_prefix: str | None
-    head_prefix: str
+    head_prefix: str | tuple[str, ...]  # a tagger with a CRF has two head modules: classifier and crf
     shared_layers: bool
     extra_embedding_prefixes: tuple[str, ...] = ()
 
@@ -55,7 +55,7 @@ class EncoderLayout:
 def _unsupported(model: nn.Module, why: str) -> UnsupportedArchitecture:
     return UnsupportedArchitecture(
         f"{type(model).__name__} is not supported ({why}); steadytune handles *ForSequenceClassification "
-        f"models of type {', '.join(SUPPORTED_MODEL_TYPES)} (MiniLM checkpoints are bert)"
+        f"and *ForTokenClassification models of type {', '.join(SUPPORTED_MODEL_TYPES)} (MiniLM checkpoints are bert)"
     )
 
 
@@ -67,8 +67,9 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
         raise _unsupported(model, f"model_type {model_type!r}")
     base = getattr(model, model_type, None)
     head = getattr(model, "classifier", None)
-    if not type(model).__name__.endswith("ForSequenceClassification") or base is None or head is None:
-        raise _unsupported(model, "not a sequence-classification model with a 'classifier' head")
+    kind = type(model).__name__
+    if not kind.endswith(("ForSequenceClassification", "ForTokenClassification")) or base is None or head is None:
+        raise _unsupported(model, "not a sequence- or token-classification model with a 'classifier' head")
 
     names = {id(module): name for name, module in model.named_modules()}
 
@@ -95,7 +96,7 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
         layer_prefixes=[prefix(layer) for layer in layers],
         embeddings_prefix=prefix(base.embeddings),
         pooler_prefix=prefix(pooler) if pooler is not None else None,
-        head_prefix=prefix(head),
+        head_prefix=(prefix(head), "crf.") if hasattr(model, "crf") else prefix(head),
         shared_layers=model_type == "albert",
         extra_embedding_prefixes=tuple(prefix(module) for module in extras),
     )
@@ -112,7 +113,8 @@ def layer_index(layout: EncoderLayout, param_name: str) -> int | None:
     for index, layer_prefix in enumerate(layout.layer_prefixes, start=1):
         if param_name.startswith(layer_prefix):
             return index
-    top = [layout.head_prefix] + ([layout.pooler_prefix] if layout.pooler_prefix else [])
-    if param_name.startswith(tuple(top)):
+    heads = layout.head_prefix if isinstance(layout.head_prefix, tuple) else (layout.head_prefix,)
+    top = heads + ((layout.pooler_prefix,) if layout.pooler_prefix else ())
+    if param_name.startswith(top):
         return len(layout.layers) + 1
     return None

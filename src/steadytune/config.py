@@ -34,7 +34,9 @@ class TrialConfig(BaseModel):
 
     # --- data -------------------------------------------------------------------------------
     task: str = Field("rte", description="GLUE task (rte, mrpc, cola, sst2, stsb, qnli, wnli, mnli), or "
-                      "'classification' / 'regression' for your own --train-file/--dev-file.")
+                      "'classification' / 'regression' for your own --train-file/--dev-file, or 'ner' for your own "
+                      "word-tagged files (CoNLL: token TAB tag, a blank line between sentences; or JSONL with "
+                      "'tokens' and 'tags'), BIO tags scored by entity-level F1 (seqeval, strict).")
     glue_dir: str | None = Field(None, description="Folder in the download_glue_data.py layout (RTE/train.tsv, ...). "
                                  "Without it (and without --train-file) data comes from the Hugging Face hub.")
     train_file: str | None = Field(None, description="Your own training data: .csv, .tsv or .jsonl.")
@@ -44,7 +46,11 @@ class TrialConfig(BaseModel):
     label_column: str = Field("label", description="Column of the label in --train-file/--dev-file.")
     label_names: str | None = Field(None, description="Comma-separated class names, in label-id order; required "
                                     "with --task classification. Labels in the files may be these names or integer "
-                                    "ids 0..K-1 in this order (ids only when no class name is itself a number).")
+                                    "ids 0..K-1 in this order (ids only when no class name is itself a number). "
+                                    "With --task ner: the tag set (default: O, then B-x,I-x for each entity type "
+                                    "of the training file, types sorted).")
+    bio_repair: bool = Field(False, description="--task ner: read an I-x tag that does not continue an x entity as "
+                             "B-x. By default such a file is refused, naming its line.")
     metric: str | None = Field(None, description="Primary metric of an own-file task (selection, reports): accuracy, "
                                "f1 (binary; the second label is positive) or mcc for classification; pearson or "
                                "spearman for regression. Default: accuracy / pearson. GLUE tasks keep their own.")
@@ -63,6 +69,12 @@ class TrialConfig(BaseModel):
     from_scratch: bool = Field(False, description="Train the same architecture from random initialization (all weights "
                                "drawn from --wi-seed with BERT's init rule) instead of the pretrained weights: the "
                                "baseline of Hao et al.'s pretrained-vs-scratch landscapes.")
+    head: Literal["linear", "crf"] = Field("linear", description="Head of a --task ner model. linear: a softmax over "
+                                           "tags at each word's first word piece. crf: the same scores feed a "
+                                           "linear-chain CRF over the words (transitions drawn from --wi-seed), "
+                                           "trained by its log-likelihood and decoded by Viterbi.")
+    bio_constraints: bool = Field(False, description="With --head crf: forbid, in training and decoding, an I-x tag "
+                                  "after anything but B-x or I-x, and at the start of a sentence.")
     recipe: str | None = Field(None, description="Named preset the other values started from (see `steadytune recipes`); "
                                "recorded with the trial.")
 
@@ -128,6 +140,10 @@ class TrialConfig(BaseModel):
             raise ValueError("--train-file and --dev-file go together")
         if self.metric is not None and self.train_file is None:
             raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
+        if self.task != "ner" and (self.head != "linear" or self.bio_constraints or self.bio_repair):
+            raise ValueError(f"--head, --bio-constraints and --bio-repair apply to --task ner, not {self.task}")
+        if self.bio_constraints and self.head != "crf":
+            raise ValueError("--bio-constraints constrains a CRF's transitions: it needs --head crf")
         return self
 
     @property
@@ -137,16 +153,16 @@ class TrialConfig(BaseModel):
     def trial_key(self) -> str:
         """Stable identity of the computation: equal keys mean bit-identical results (on one device type and
         thread count, which the store records beside the key). Fields added after the first release count
-        only when set, so the keys of earlier trials stay the same."""
+        only when they differ from their default, so the keys of earlier trials stay the same."""
         values = self.model_dump(mode="json")
-        for name in KEYED_ONLY_WHEN_SET:
-            if values[name] is None:
+        for name in KEYED_ONLY_WHEN_CHANGED:
+            if values[name] == type(self).model_fields[name].default:
                 del values[name]
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-KEYED_ONLY_WHEN_SET = ("metric",)
+KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints")
 
 
 class RunOptions(BaseModel):
@@ -248,8 +264,8 @@ def format_validation_error(err: ValidationError, flags: set[str] | None = None)
 # Help panels of the CLI, in the order fields are declared above.
 SECTIONS = {
     "Data": ["task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
-             "label_names", "metric", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
-    "Model": ["model", "from_scratch", "recipe"],
+             "label_names", "bio_repair", "metric", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
+    "Model": ["model", "from_scratch", "head", "bio_constraints", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],

@@ -293,12 +293,14 @@ def subsample(ds: TextDataset, n: int, seed: int) -> TextDataset:
     return replace(ds.select(indices), source=f"{ds.source} [subsample n={n} seed={seed}]")
 
 
-def split_dev_test(ds: TextDataset, seed: int) -> tuple[TextDataset, TextDataset]:
-    """Halve a dev set into new dev / test halves, per class for classification (Zhang et al., 2021)."""
+def split_dev_test(ds, seed: int):
+    """Halve a dev set (a TextDataset, or tagging's TaggedDataset) into new dev / test halves of the same type, per
+    class for classification (Zhang et al., 2021)."""
     if len(ds) < 2:
         raise DataError(f"{ds.source}: need at least 2 examples to split into dev and test, got {len(ds)}")
     rng = np.random.default_rng(seed)
-    if np.issubdtype(ds.labels.dtype, np.floating):
+    # Per class only where each example has one class; regression scores and tagged sentences split as a whole.
+    if not isinstance(ds, TextDataset) or np.issubdtype(ds.labels.dtype, np.floating):
         groups = [np.arange(len(ds))]
     else:
         groups = [np.flatnonzero(ds.labels == c) for c in np.unique(ds.labels)]

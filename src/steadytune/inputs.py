@@ -6,24 +6,28 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from .config import TrialConfig
 from .data import TextDataset, load_files, load_glue, load_hub, majority_baseline, split_dev_test, subsample
 from .encoding import EncodedDataset, encode
 from .errors import DataError
-from .tasks import TaskSpec, custom_task, get_task
+from .metrics import compute_metrics
+from .tagging.conll import OUTSIDE, TaggedDataset, check_tag_names, load_tagged, read_sentences, tag_names
+from .tagging.encoding import EncodedTags, encode_tags
+from .tasks import TaskSpec, custom_task, get_task, tagging_task
 
-CUSTOM_TASKS = ("classification", "regression")
+CUSTOM_TASKS = ("classification", "regression", "ner")
 
 
 @dataclass(frozen=True)
 class TrialInputs:
     task: TaskSpec
-    train: EncodedDataset
-    dev: EncodedDataset
-    test: EncodedDataset | None  # the held-out half when --split-dev is on
-    baseline: dict[str, float]   # majority-class (mean for regression) metrics on dev
+    train: EncodedDataset | EncodedTags
+    dev: EncodedDataset | EncodedTags
+    test: EncodedDataset | EncodedTags | None  # the held-out half when --split-dev is on
+    baseline: dict[str, float]   # majority-class (mean for regression, all O for tagging) metrics on dev
     data_hash: str = ""          # identity of the data the trial sees: its train, dev and test examples
     notes: list[str] = field(default_factory=list)  # things the user should know, e.g. a --max-train beyond the data
 
@@ -38,13 +42,21 @@ def resolve_task(config: TrialConfig) -> TaskSpec:
             raise DataError(f"--task {config.task} needs --train-file and --dev-file")
         if config.task == "regression":
             return custom_task(None, config.metric)
+        if config.task == "ner":
+            names = (check_tag_names(config.label_names.split(",")) if config.label_names
+                     else tag_names(read_sentences(Path(config.train_file)), Path(config.train_file)))
+            return tagging_task(names, config.metric)
         if not config.label_names:
             raise DataError("--task classification needs --label-names (comma-separated, in label-id order)")
         return custom_task([name.strip() for name in config.label_names.split(",")], config.metric)
     return get_task(config.task)
 
 
-def load_raw(config: TrialConfig, task: TaskSpec) -> tuple[TextDataset, TextDataset]:
+def load_raw(config: TrialConfig, task: TaskSpec) -> tuple[TextDataset, TextDataset] | tuple[TaggedDataset, TaggedDataset]:
+    if task.tagging:
+        train, dev, _ = load_tagged(Path(config.train_file), Path(config.dev_file), task.label_names,
+                                    config.bio_repair)
+        return train, dev
     if config.train_file:
         columns = (config.text_column, config.text_pair_column, config.label_column)
         return (load_files(Path(config.train_file), task, *columns), load_files(Path(config.dev_file), task, *columns))
@@ -66,8 +78,15 @@ def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cach
     test = None
     if config.split_dev:
         dev, test = split_dev_test(dev, config.split_seed)
-    cache_dir = cache_dir or default_cache_dir()
     identity = hashlib.sha256("|".join(ds.content_hash() for ds in (train, dev, test) if ds is not None).encode())
+    if task.tagging:
+        # Tagged sentences are few and short: a fast tokenizer aligns them in well under a second, uncached.
+        encoded = [None if ds is None else encode_tags(ds, tokenizer, config.max_length) for ds in (train, dev, test)]
+        all_outside = np.full_like(encoded[1].labels, task.label_names.index(OUTSIDE))
+        return TrialInputs(task=task, train=encoded[0], dev=encoded[1], test=encoded[2],
+                           baseline=compute_metrics(task, all_outside, encoded[1].labels, encoded[1].word_offsets),
+                           data_hash=identity.hexdigest()[:16], notes=notes)
+    cache_dir = cache_dir or default_cache_dir()
     return TrialInputs(
         task=task,
         train=encode(train, tokenizer, config.max_length, cache_dir),

@@ -18,11 +18,19 @@ def _correlation(fn, predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(fn(predictions, labels)[0])
 
 
-def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's metrics of `predictions` (class ids, or floats for regression) against `labels`."""
+def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
+                    sentence_offsets: np.ndarray | None = None) -> dict[str, float]:
+    """The task's metrics of `predictions` (class ids, or floats for regression) against `labels`. A tagging task's
+    are per word, sentence after sentence, and `sentence_offsets` says where each sentence starts."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape or predictions.ndim != 1 or len(labels) == 0:
         raise ValueError(f"need two equal-length non-empty 1-d arrays, got {predictions.shape} and {labels.shape}")
+    if task.tagging:
+        from .tagging.scoring import tagging_metrics  # seqeval is only needed here
+
+        if sentence_offsets is None or sentence_offsets[-1] != len(labels):
+            raise ValueError("a tagging task's metrics need the offsets of its sentences")
+        return tagging_metrics(task.label_names, predictions, labels, sentence_offsets)
     if task.is_regression:
         predictions, labels = predictions.astype(np.float64), labels.astype(np.float64)
         return {

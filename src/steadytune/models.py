@@ -5,11 +5,12 @@ import importlib
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
 from .reinit import init_new_module
+from .tagging.crf import LinearChainCRF
 from .tasks import TaskSpec
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -66,29 +67,36 @@ def load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
         raise ModelError(f"cannot load a tokenizer for {model_name!r} ({path}): {_one_line(err)}") from None
 
 
-def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generator,
-                    from_scratch: bool = False) -> PreTrainedModel:
+def load_classifier(model_name: str, task: TaskSpec, wi_generator: torch.Generator, from_scratch: bool = False,
+                    head: str = "linear", bio_constraints: bool = False) -> PreTrainedModel:
     """Load the encoder and draw every newly created weight (the head) from the wi_seed stream.
 
     transformers initializes missing weights from the global RNG; re-drawing them from
     `wi_generator` makes the head depend on wi_seed alone, whatever else has used the global RNG.
     With `from_scratch` only the architecture is loaded and every weight is drawn from `wi_generator`.
+    A tagging task gets a token-classification model; with `head="crf"` a CRF (`model.crf`) over its
+    scores, whose transitions are drawn from `wi_generator` after the rest of the head.
     """
     path = resolve_model(model_name)
     problem_type = "regression" if task.is_regression else "single_label_classification"
+    auto = AutoModelForTokenClassification if task.tagging else AutoModelForSequenceClassification
     try:
         if from_scratch:
             config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, problem_type=problem_type)
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = auto.from_config(config)
             init_new_module(model, config.initializer_range, wi_generator)
-            return model
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=task.num_labels, problem_type=problem_type, output_loading_info=True)
+        else:
+            model, info = auto.from_pretrained(path, num_labels=task.num_labels, problem_type=problem_type,
+                                               output_loading_info=True)
     except (OSError, ValueError, TypeError) as err:
         raise ModelError(f"cannot load model {model_name!r} ({path}): {_one_line(err)}") from None
-    new_modules = _modules_owning(model, set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
-    for module in new_modules:
-        init_new_module(module, model.config.initializer_range, wi_generator)
+    if not from_scratch:
+        new_modules = _modules_owning(model, set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
+        for module in new_modules:
+            init_new_module(module, model.config.initializer_range, wi_generator)
+    if head == "crf":
+        model.add_module("crf", LinearChainCRF(task.label_names, bio_constraints))
+        model.crf.reset_parameters(wi_generator)
     return model
 
 

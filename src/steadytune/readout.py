@@ -59,7 +59,9 @@ def _readout_layer(model: nn.Module) -> nn.Module | None:
         layout = encoder_layout(model)
     except UnsupportedArchitecture:
         return None
-    supported = (model.config.model_type in READOUT_MODEL_TYPES
+    # A token classifier reads every position, so only sequence classifiers qualify.
+    supported = (type(model).__name__.endswith("ForSequenceClassification")
+                 and model.config.model_type in READOUT_MODEL_TYPES
                  and getattr(model.config, "_attn_implementation", None) in READOUT_ATTENTION)
     return layout.layers[-1] if supported else None
 

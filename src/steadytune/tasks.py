@@ -8,6 +8,7 @@ from .errors import DataError
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
+TAGGING_METRICS = ("f1", "precision", "recall", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class TaskSpec:
     has_header: bool
     dev_split: str
     columns: tuple[str, ...] | None = None  # column names of header-less files (CoLA train/dev)
+    tagging: bool = False  # one label per word (label_names are BIO tags), not one per example
 
     @property
     def is_regression(self) -> bool:
@@ -92,3 +94,11 @@ def custom_task(label_names: Sequence[str] | None, metric: str | None = None) ->
         raise DataError(f"--metric f1 needs exactly 2 labels in --label-names (the second is positive), got "
                         f"{len(names)}")
     return TaskSpec(name, None, None, "text", None, "label", names, metric, True, "dev")
+
+
+def tagging_task(tag_names: Sequence[str], metric: str | None = None) -> TaskSpec:
+    """A token-classification task over BIO `tag_names` (O first), scored by entity-level F1 by default."""
+    metric = metric or TAGGING_METRICS[0]
+    if metric not in TAGGING_METRICS:
+        raise DataError(f"--metric {metric} does not fit a ner task; choose one of {', '.join(TAGGING_METRICS)}")
+    return TaskSpec("ner", None, None, "tokens", None, "tags", tuple(tag_names), metric, False, "dev", tagging=True)

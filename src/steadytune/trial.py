@@ -33,6 +33,8 @@ from .quantization import Int8Twin
 from .reinit import reinit_top_layers
 from .state_file import StateFileError, load_state_file, save_state_file
 from .errors import Interrupted, TrialError
+from .tagging.encoding import collate_tags
+from .tagging.heads import tag_share, tagging_forward
 from .store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome, new_owner
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
@@ -107,7 +109,8 @@ class Trial:
         self.task = self.inputs.task
         wi_generator = torch.Generator().manual_seed(config.wi_seed)
         source = resolve_init_from(config.init_from, store_path) or config.model
-        self.model = load_classifier(source, self.task, wi_generator, config.from_scratch)
+        self.model = load_classifier(source, self.task, wi_generator, config.from_scratch, config.head,
+                                     config.bio_constraints)
         if config.reinit_layers or config.reinit_pooler:
             reinit_top_layers(self.model, config.reinit_layers, config.reinit_pooler, wi_generator)
         if config.mixout > 0:
@@ -275,16 +278,21 @@ class Trial:
         every = self.options.log_grads_every
         diagnose = every > 0 and self.step % every == 0  # steps 1, K+1, 2K+1, ...: the first step is always seen
         self.pooler_probe.armed = diagnose
-        batch = {k: v.to(self.device)
-                 for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
-        out = self.model(**batch)
-        self.last_loss = out.loss.item()
+        if self.task.tagging:
+            batch = {k: v.to(self.device) for k, v in collate_tags(self.inputs.train, indices, self.pad_token_id).items()}
+            loss, logits = tagging_forward(self.model, batch)
+        else:
+            batch = {k: v.to(self.device)
+                     for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
+            out = self.model(**batch)
+            loss, logits = out.loss, out.logits
+        self.last_loss = loss.item()
         self.step += 1
         epoch = self.step / self.per_epoch
         if not math.isfinite(self.last_loss):
             self.diverged = True
             return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss)]
-        out.loss.backward()
+        loss.backward()
         diagnostics = gradient_norms(self.diagnosed_parts) if diagnose else {}
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
@@ -292,7 +300,8 @@ class Trial:
             clipped = [p.grad for p in self.model.parameters() if p.grad is not None]
             diagnostics.update({"grad.total": grad_norm, "grad.total_clipped": torch.nn.utils.get_total_norm(clipped).item(),
                                 **self.pooler_probe.saturation(),
-                                **prediction_summary(out.logits, self.task.is_regression)})
+                                **(tag_share(logits, batch["labels"]) if self.task.tagging
+                                   else prediction_summary(logits, self.task.is_regression))})
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         if self.pretrained_wd is not None:
@@ -359,7 +368,7 @@ class Trial:
 
 def _prediction_arrays(saved: dict, inputs: TrialInputs) -> dict[str, np.ndarray]:
     """Predictions read back from a state file: one tensor per evaluated split, as long as that split."""
-    sizes = {"dev": len(inputs.dev), "test": len(inputs.test) if inputs.test is not None else None}
+    sizes = {"dev": len(inputs.dev.labels), "test": len(inputs.test.labels) if inputs.test is not None else None}
     arrays = {}
     for split, values in saved.items():
         if split not in sizes or not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) != sizes[split]:

@@ -49,7 +49,10 @@ def training_losses(results: Results) -> pd.DataFrame:
 
 
 def _num_classes(task: str, label_names: object) -> int | None:
-    """Classes of a registered GLUE task, or of a custom task's comma-separated label names; None for regression."""
+    """Classes of a registered GLUE task, or of a custom task's comma-separated label names; None for regression
+    and tagging (whose stuck loss is not ln(tags): most words are O, and a CRF's loss is per sentence)."""
+    if task == "ner":
+        return None
     if isinstance(label_names, str) and label_names:
         return len(label_names.split(","))
     try:

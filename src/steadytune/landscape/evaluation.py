@@ -21,6 +21,8 @@ from torch.func import functional_call, vmap
 from ..encoding import EncodedDataset, collate, length_sorted_batches
 from ..metrics import compute_metrics
 from ..readout import first_token_readout
+from ..tagging.encoding import collate_tags
+from ..tagging.heads import place_words, predicted_tags, tagging_loss
 from ..tasks import TaskSpec
 from .directions import Params
 
@@ -45,9 +47,17 @@ class LandscapeEvaluator:
         self.data, self.splits = splits, {}
         for split, data in splits.items():
             indices = length_sorted_batches(data, batch_size)
+            if task.tagging:
+                # The data in batch order, so that predictions line up with its labels and sentence offsets.
+                data = data.select(np.concatenate(indices))
+                indices = np.split(np.arange(len(data)), np.cumsum([len(chunk) for chunk in indices])[:-1])
+                batches = [{k: v.to(device) for k, v in collate_tags(data, chunk, pad_token_id).items()}
+                           for chunk in indices]
+                self.splits[split] = (batches, data.labels, data.word_offsets, indices)
+                continue
             batches = [{k: v.to(device) for k, v in collate(data, chunk, pad_token_id, task.is_regression).items()}
                        for chunk in indices]
-            self.splits[split] = (batches, data.labels[np.concatenate(indices)])
+            self.splits[split] = (batches, data.labels[np.concatenate(indices)], None, indices)
 
     def check(self, params: Params, where: str) -> None:
         """Refuse a parameter set that does not fit the skeleton (e.g. a checkpoint of another architecture)."""
@@ -80,13 +90,34 @@ class LandscapeEvaluator:
         points = [{n: p[n].to(self.device) for n in self.names} for p in points]
         results = [{} for _ in points]
         with first_token_readout(self.model):
-            for split, (batches, labels) in self.splits.items():
-                for result, values in zip(results, self._evaluate_split(points, batches, labels, split)):
+            for split, (batches, labels, offsets, rows) in self.splits.items():
+                evaluate = self._evaluate_tags if self.task.tagging else self._evaluate_split
+                for result, values in zip(results, evaluate(points, batches, labels, split, offsets, rows)):
                     result.update(values)
         return results
 
-    def _evaluate_split(self, points: list[Params], batches: list[dict[str, torch.Tensor]],
-                        labels: np.ndarray, split: str) -> list[dict[str, float]]:
+    def _values(self, split: str, losses: np.ndarray, examples: int, metrics: list[float]) -> list[dict[str, float]]:
+        return [{f"{split}_loss": loss / examples, f"{split}_metric": metric, f"{split}_error": 1.0 - metric}
+                for loss, metric in zip(losses, metrics)]
+
+    def _evaluate_tags(self, points: list[Params], batches: list[dict[str, torch.Tensor]], labels: np.ndarray,
+                       split: str, offsets: np.ndarray, rows: list[np.ndarray]) -> list[dict[str, float]]:
+        """Tagging: loss per sentence and the metric over words, the CRF's parameters taken from each point too."""
+        losses = np.zeros(len(points))
+        predictions = np.full((len(points), len(labels)), self.task.label_names.index("O"), dtype=np.int64)
+        for batch, sentences in zip(batches, rows):
+            logits = self._logits(points, batch).float()
+            for k, point in enumerate(points):
+                crf = {name.removeprefix("crf."): value for name, value in point.items() if name.startswith("crf.")}
+                losses[k] += tagging_loss(self.model, logits[k], batch["labels"], crf).item() * len(sentences)
+                tags, mask = predicted_tags(self.model, logits[k], batch["labels"], crf)
+                place_words(predictions[k], offsets, sentences, tags, mask)
+        metrics = [compute_metrics(self.task, predictions[k], labels, offsets)[self.task.metric]
+                   for k in range(len(points))]
+        return self._values(split, losses, len(offsets) - 1, metrics)
+
+    def _evaluate_split(self, points: list[Params], batches: list[dict[str, torch.Tensor]], labels: np.ndarray,
+                        split: str, offsets: None, rows: list[np.ndarray]) -> list[dict[str, float]]:
         losses, outputs = np.zeros(len(points)), []
         for batch in batches:
             logits = self._logits(points, batch).float()
@@ -94,9 +125,5 @@ class LandscapeEvaluator:
                 losses[k] += self._loss(logits[k], batch["labels"]).item() * len(batch["labels"])
             outputs.append(logits.squeeze(-1) if self.task.is_regression else logits.argmax(-1))
         predictions = torch.cat(outputs, dim=1).cpu().numpy()
-        values = []
-        for k in range(len(points)):
-            metric = compute_metrics(self.task, predictions[k], labels)[self.task.metric]
-            values.append({f"{split}_loss": losses[k] / len(labels), f"{split}_metric": metric,
-                           f"{split}_error": 1.0 - metric})
-        return values
+        metrics = [compute_metrics(self.task, predictions[k], labels)[self.task.metric] for k in range(len(points))]
+        return self._values(split, losses, len(labels), metrics)

@@ -86,7 +86,8 @@ def build_evaluator(config: TrialConfig, settings: EvaluationSettings) -> Landsc
     tokenizer = load_tokenizer(config.model)
     inputs = prepare_inputs(config, tokenizer, settings.options.cache_dir)
     # Every parameter is replaced per point, so the skeleton's own weights never matter: no need to load them.
-    skeleton = load_classifier(config.model, inputs.task, torch.Generator().manual_seed(0), from_scratch=True)
+    skeleton = load_classifier(config.model, inputs.task, torch.Generator().manual_seed(0), from_scratch=True,
+                               head=config.head, bio_constraints=config.bio_constraints)
     splits = {"train": fixed_subset(inputs.train, settings.train_examples, settings.subset_seed),
               "dev": fixed_subset(inputs.dev, settings.dev_examples, settings.subset_seed)}
     return LandscapeEvaluator(skeleton, inputs.task, splits, tokenizer.pad_token_id or 0, settings.batch_size,

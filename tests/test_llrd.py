@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_classifier
-from steadytune.llrd import no_weight_decay, parameter_groups
+from steadytune.stabilizers.llrd import no_weight_decay, parameter_groups
 
 LR, WD, ETA = 1e-3, 0.01, 0.9
 

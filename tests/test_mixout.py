@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import FAMILIES, tiny_classifier
-from steadytune.mixout import MixLinear, apply_mixout
+from steadytune.stabilizers.mixout import MixLinear, apply_mixout
 
 
 def layer_pair(p: float, seed: int = 0) -> tuple[nn.Linear, MixLinear]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from steadytune.optimizers import BERTAdam, build_optimizer
+from steadytune.stabilizers.bias_correction import BERTAdam, build_optimizer
 
 LR, BETAS, EPS = 0.1, (0.9, 0.999), 1e-6
 GRAD = [0.5, -2.0, 0.001]

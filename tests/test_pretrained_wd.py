@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from steadytune.mixout import apply_mixout
-from steadytune.pretrained_wd import PretrainedWeightDecay
+from steadytune.stabilizers.mixout import apply_mixout
+from steadytune.stabilizers.pretrained_wd import PretrainedWeightDecay
 
 
 def test_pulls_toward_theta0_not_zero() -> None:

@@ -7,7 +7,8 @@ import transformers
 from torch import nn
 
 from steadytune.architecture import UnsupportedArchitecture
-from steadytune.reinit import init_new_module, reinit_top_layers
+from steadytune.initialization import init_new_module
+from steadytune.stabilizers.reinit import reinit_top_layers
 
 STD = 0.02
 

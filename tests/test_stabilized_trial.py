@@ -6,8 +6,8 @@ import torch
 
 from conftest import make_tiny_model_dir
 from steadytune.config import TrialConfig
-from steadytune.mixout import MixLinear
-from steadytune.optimizers import BERTAdam
+from steadytune.stabilizers.mixout import MixLinear
+from steadytune.stabilizers.bias_correction import BERTAdam
 from steadytune.store import Store
 from steadytune.trial import Trial, model_artifact_dir, run_stored
 
@@ -77,7 +77,7 @@ def test_mixout_turns_dropout_off_and_uses_the_dropout_seed(tiny_trial_config, o
 
 def test_pretrained_wd_replaces_decay_toward_zero(tiny_trial_config, options):
     trial = Trial(tiny_trial_config(pretrained_wd=0.5, weight_decay=0.01), options)
-    assert trial.pretrained_wd is not None
+    assert [type(method).__name__ for method in trial.stabilizers] == ["PretrainedWD"]
     assert all(group["weight_decay"] == 0 for group in trial.optimizer.param_groups)
 
 
@@ -139,3 +139,13 @@ def test_other_families_train_with_reinit_and_llrd(model_type, tmp_path, minilm_
                          max_length=48, epochs=1, evals_per_epoch=0, reinit_layers=1, llrd=0.9)
     outcome, _ = Trial(config, options).run(lambda points: None)
     assert outcome.status == "complete" and outcome.steps_done == 2
+
+
+def test_stabilizers_turn_on_from_the_config_and_run_in_registry_order():
+    from steadytune.stabilizers import REGISTRY, active_stabilizers
+
+    assert active_stabilizers(TrialConfig()) == []
+    every = TrialConfig(reinit_layers=2, mixout=0.1, llrd=0.9, pretrained_wd=1e-3)
+    assert [type(m).__name__ for m in active_stabilizers(every)] == ["ReInit", "Mixout", "LayerwiseLRDecay",
+                                                                      "PretrainedWD"]
+    assert [type(m) for m in active_stabilizers(TrialConfig(reinit_pooler=True, llrd=0.9))] == [REGISTRY[0], REGISTRY[2]]

@@ -49,11 +49,10 @@ class TrialConfig(BaseModel):
                                     "ids 0..K-1 in this order (ids only when no class name is itself a number). "
                                     "With --task ner: the tag set (default: O, then B-x,I-x for each entity type "
                                     "of the training file, types sorted).")
-    bio_repair: bool = Field(False, description="--task ner: read an I-x tag that does not continue an x entity as "
-                             "B-x. By default such a file is refused, naming its line.")
     metric: str | None = Field(None, description="Primary metric of an own-file task (selection, reports): accuracy, "
                                "f1 (binary; the second label is positive) or mcc for classification; pearson or "
-                               "spearman for regression. Default: accuracy / pearson. GLUE tasks keep their own.")
+                               "spearman for regression; f1 (entity level), precision, recall or accuracy (per "
+                               "word) for ner. Default: accuracy / pearson / f1. GLUE tasks keep their own.")
     max_train: int | None = Field(None, ge=1, description="Few-sample protocol (Zhang et al.): use N training examples "
                                   "drawn once with --subset-seed (independent of the trial seeds).")
     subset_seed: int = Field(0, description="Seed of the --max-train draw; fixed so every trial sees the same subset.")
@@ -61,6 +60,8 @@ class TrialConfig(BaseModel):
                             "the dev half drives best-so-far tracking, the test half is reported alongside.")
     split_seed: int = Field(0, description="Seed of the --split-dev halves.")
     max_length: int = Field(128, ge=8, description="Truncate (longest-first for pairs) to this many tokens.")
+    bio_repair: bool = Field(False, description="--task ner: read an I-x tag that does not continue an x entity as "
+                             "B-x. By default such a file is refused, naming its line.")
 
     # --- model ------------------------------------------------------------------------------
     model: str = Field("minilm-l6", description="Hugging Face hub id or local folder of a pretrained encoder. "
@@ -264,7 +265,7 @@ def format_validation_error(err: ValidationError, flags: set[str] | None = None)
 # Help panels of the CLI, in the order fields are declared above.
 SECTIONS = {
     "Data": ["task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
-             "label_names", "bio_repair", "metric", "max_train", "subset_seed", "split_dev", "split_seed", "max_length"],
+             "label_names", "metric", "max_train", "subset_seed", "split_dev", "split_seed", "max_length", "bio_repair"],
     "Model": ["model", "from_scratch", "head", "bio_constraints", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",

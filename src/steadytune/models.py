@@ -9,7 +9,7 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoMo
                           AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
-from .reinit import init_new_module
+from .initialization import init_new_module
 from .tagging.crf import LinearChainCRF
 from .tasks import TaskSpec
 

@@ -24,13 +24,11 @@ from .diagnostics import PoolerProbe, gradient_norms, part_parameters, predictio
 from .encoding import collate
 from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
-from .llrd import parameter_groups
-from .mixout import apply_mixout
 from .models import load_classifier, load_tokenizer, save_encoder
-from .optimizers import build_optimizer
-from .pretrained_wd import PretrainedWeightDecay
 from .quantization import Int8Twin
-from .reinit import reinit_top_layers
+from .stabilizers import active_stabilizers
+from .stabilizers.bias_correction import build_optimizer
+from .stabilizers.llrd import parameter_groups
 from .state_file import StateFileError, load_state_file, save_state_file
 from .errors import Interrupted, TrialError
 from .tagging.encoding import collate_tags
@@ -111,11 +109,9 @@ class Trial:
         source = resolve_init_from(config.init_from, store_path) or config.model
         self.model = load_classifier(source, self.task, wi_generator, config.from_scratch, config.head,
                                      config.bio_constraints)
-        if config.reinit_layers or config.reinit_pooler:
-            reinit_top_layers(self.model, config.reinit_layers, config.reinit_pooler, wi_generator)
-        if config.mixout > 0:
-            # After head init and re-init, so Mixout's target for new weights is their initialization.
-            apply_mixout(self.model, config.mixout)
+        self.stabilizers = active_stabilizers(config)
+        for method in self.stabilizers:
+            method.change_model(self.model, wi_generator)
         self.model.to(self.device)
         # Evaluated instead of the model under --eval-precision int8 (see quantization.py).
         self.int8_twin = Int8Twin(self.model) if config.eval_precision == "int8" else None
@@ -139,14 +135,14 @@ class Trial:
 
     def _optimizer(self):
         c = self.config
-        pretrained_wd = PretrainedWeightDecay(self.model, c.pretrained_wd) if c.pretrained_wd > 0 else None
-        # Pretrained weight decay replaces decay toward zero (Zhang et al.).
-        groups = parameter_groups(self.model, c.lr, 0.0 if pretrained_wd else c.weight_decay, c.llrd)
+        groups = parameter_groups(self.model, c.lr, c.weight_decay)
+        for method in self.stabilizers:
+            groups = method.change_groups(self.model, groups)
         optimizer = build_optimizer(c.optimizer, groups, c.lr, (c.adam_beta1, c.adam_beta2), c.adam_eps)
         warmup = round(c.warmup * self.total_steps) if c.warmup < 1 else int(c.warmup)
         schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
         scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
-        return optimizer, scheduler, pretrained_wd
+        return optimizer, scheduler
 
     def _evaluate_all(self, step: int) -> list[CurvePoint]:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
@@ -180,7 +176,7 @@ class Trial:
 
     def _start(self) -> None:
         """Build optimizer, schedule and loop state, and this trial's own dropout RNG stream."""
-        self.optimizer, self.scheduler, self.pretrained_wd = self._optimizer()
+        self.optimizer, self.scheduler = self._optimizer()
         self.state = TrialState(metric=self.task.metric)
         self.step, self.diverged, self.elapsed = 0, False, 0.0
         with torch.random.fork_rng(devices=self._rng_devices()):
@@ -304,8 +300,8 @@ class Trial:
                                    else prediction_summary(logits, self.task.is_regression))})
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
-        if self.pretrained_wd is not None:
-            self.pretrained_wd.apply(self.optimizer)
+        for method in self.stabilizers:
+            method.after_step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = not math.isfinite(grad_norm)

@@ -7,14 +7,13 @@ each entity type x in sorted order (or the order of --label-names when it is giv
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..data import _read_text
+from ..data import _jsonl_records, _read_text
 from ..errors import DataError
 
 OUTSIDE = "O"
@@ -82,14 +81,8 @@ def _conll_sentences(path: Path) -> list[tuple[int, list[tuple[int, str, str]]]]
 
 def _jsonl_sentences(path: Path) -> list[tuple[int, list[tuple[int, str, str]]]]:
     sentences = []
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict) or "tokens" not in record or "tags" not in record:
+    for number, record in _jsonl_records(path):
+        if "tokens" not in record or "tags" not in record:
             raise DataError(f"{path}: line {number}: expected an object with 'tokens' and 'tags'")
         words, tags = record["tokens"], record["tags"]
         if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):

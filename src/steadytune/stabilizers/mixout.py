@@ -19,9 +19,16 @@ fresh mask per forward pass; in eval mode the layer uses ``w`` deterministically
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .base import Stabilizer
+
+if TYPE_CHECKING:
+    from ..config import TrialConfig
 
 
 def _check_p(p: float) -> float:
@@ -85,3 +92,14 @@ def apply_mixout(model: nn.Module, p: float) -> int:
             elif isinstance(child, nn.Dropout):
                 child.p = 0.0
     return replaced
+
+
+class Mixout(Stabilizer):
+    """--mixout p: every Linear mixes toward its weight at this point (after head init and re-init), dropout off."""
+
+    @classmethod
+    def applies(cls, config: TrialConfig) -> bool:
+        return config.mixout > 0
+
+    def change_model(self, model: nn.Module, generator: torch.Generator) -> None:
+        apply_mixout(model, self.config.mixout)

@@ -17,11 +17,15 @@ no per-layer rate to give.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from steadytune.architecture import UnsupportedArchitecture, encoder_layout, layer_index
+from ..architecture import UnsupportedArchitecture, encoder_layout, layer_index
+from .base import Stabilizer
+
+if TYPE_CHECKING:
+    from ..config import TrialConfig
 
 
 def _is_norm(module_path: str, module: nn.Module) -> bool:
@@ -100,3 +104,14 @@ def parameter_groups(
     for depth, label, name, param in placed:
         add(label, name, param, lr * llrd ** (num_layers + 1 - depth))
     return list(groups.values())
+
+
+class LayerwiseLRDecay(Stabilizer):
+    """--llrd eta: the groups are rebuilt per part, each at lr * eta ** (its distance from the top)."""
+
+    @classmethod
+    def applies(cls, config: TrialConfig) -> bool:
+        return config.llrd is not None
+
+    def change_groups(self, model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return parameter_groups(model, self.config.lr, self.config.weight_decay, self.config.llrd)

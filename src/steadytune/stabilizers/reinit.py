@@ -1,53 +1,21 @@
 """Re-initialization of the top transformer layers and the pooler (Zhang et al. 2021).
 
-The init rule is BERT's own: Linear and Embedding weights ~ N(0, initializer_range), biases 0,
-LayerNorm weight 1 and bias 0 (Embedding ``padding_idx`` rows 0, as Hugging Face does). Every
-random number is drawn from the caller's ``torch.Generator`` -- never from the global RNG -- so
-a trial's weight-init seed alone decides the new weights and the dropout/data-order RNG
-streams are untouched. Numbers are drawn on the generator's device and then copied, so the
-same seed gives the same weights on CPU and GPU.
+The init rule is BERT's own (see initialization.py), drawn from the trial's wi_seed generator, so the
+weight-init seed alone decides the new weights.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from steadytune.architecture import UnsupportedArchitecture, encoder_layout
+from ..architecture import UnsupportedArchitecture, encoder_layout
+from ..initialization import init_new_module
+from .base import Stabilizer
 
-
-def _draw_normal(param: torch.Tensor, std: float, generator: torch.Generator) -> None:
-    sample = torch.empty(param.shape, dtype=torch.float32, device=generator.device)
-    sample.normal_(mean=0.0, std=std, generator=generator)
-    param.copy_(sample)
-
-
-@torch.no_grad()
-def init_new_module(module: nn.Module, initializer_range: float, generator: torch.Generator) -> None:
-    """Initialize every parameter of ``module``'s tree with BERT's rule, drawing from ``generator``.
-
-    Raises ``ValueError`` if the tree holds a parameter the rule does not cover (it would
-    otherwise keep its old value silently).
-    """
-    covered: set[int] = set()
-    for sub in module.modules():
-        if isinstance(sub, (nn.Linear, nn.Embedding)):
-            _draw_normal(sub.weight, initializer_range, generator)
-            covered.add(id(sub.weight))
-            if isinstance(sub, nn.Embedding) and sub.padding_idx is not None:
-                sub.weight[sub.padding_idx].zero_()
-            if getattr(sub, "bias", None) is not None:
-                sub.bias.zero_()
-                covered.add(id(sub.bias))
-        elif isinstance(sub, nn.LayerNorm):
-            if sub.weight is not None:
-                sub.weight.fill_(1.0)
-                covered.add(id(sub.weight))
-            if sub.bias is not None:
-                sub.bias.zero_()
-                covered.add(id(sub.bias))
-    missed = [name for name, p in module.named_parameters() if id(p) not in covered]
-    if missed:
-        raise ValueError(f"no init rule for parameters {missed} of {type(module).__name__}")
+if TYPE_CHECKING:
+    from ..config import TrialConfig
 
 
 def reinit_top_layers(
@@ -91,3 +59,14 @@ def reinit_top_layers(
         init_new_module(module, std, generator)
         names.extend(prefix + name for name, _ in module.named_parameters())
     return names
+
+
+class ReInit(Stabilizer):
+    """--reinit-layers L, --reinit-pooler: fresh top layers and pooler, drawn from the wi_seed stream."""
+
+    @classmethod
+    def applies(cls, config: TrialConfig) -> bool:
+        return config.reinit_layers > 0 or config.reinit_pooler
+
+    def change_model(self, model: nn.Module, generator: torch.Generator) -> None:
+        reinit_top_layers(model, self.config.reinit_layers, self.config.reinit_pooler, generator)

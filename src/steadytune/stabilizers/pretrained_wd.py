@@ -13,8 +13,15 @@ value for a LayerNorm gain) does not hold for a pull toward their pretrained val
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
+
+from .base import Stabilizer
+
+if TYPE_CHECKING:
+    from ..config import TrialConfig
 
 
 class PretrainedWeightDecay:
@@ -44,3 +51,21 @@ class PretrainedWeightDecay:
                 if p0 is None:
                     raise ValueError("optimizer holds a parameter that was not trainable when theta0 was taken")
                 p.sub_(p - p0, alpha=rate)
+
+
+class PretrainedWD(Stabilizer):
+    """--pretrained-wd s: ordinary weight decay off in every group; each step pulls toward theta0 instead."""
+
+    decay: PretrainedWeightDecay | None = None
+
+    @classmethod
+    def applies(cls, config: TrialConfig) -> bool:
+        return config.pretrained_wd > 0
+
+    def change_groups(self, model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # theta0 is the model as the optimizer first sees it: pretrained weights, the new head, re-init, Mixout.
+        self.decay = PretrainedWeightDecay(model, self.config.pretrained_wd)
+        return [{**group, "weight_decay": 0.0} for group in groups]
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.decay.apply(optimizer)

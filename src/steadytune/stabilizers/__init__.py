@@ -1,0 +1,35 @@
+"""Stabilizers of few-sample fine-tuning, one module per method, each a `Stabilizer` (see base.py).
+
+- reinit: re-initialize the top layers and the pooler (Zhang et al. 2021);
+- mixout: mix weights toward their pretrained values (Lee et al. 2020);
+- llrd: layer-wise learning-rate decay (Zhang et al. 2021, after Howard & Ruder 2018);
+- pretrained_wd: weight decay toward the pretrained weights (Zhang et al. 2021);
+- bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
+  optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
+
+Adding a method: a module with a `Stabilizer` subclass, its entry in REGISTRY, a TrialConfig field and a recipe.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Stabilizer
+from .llrd import LayerwiseLRDecay
+from .mixout import Mixout
+from .pretrained_wd import PretrainedWD
+from .reinit import ReInit
+
+if TYPE_CHECKING:
+    from ..config import TrialConfig
+
+# Hooks run in this order. Mixout after re-init: a re-initialized weight then mixes toward its new value.
+# Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built.
+REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, Mixout, LayerwiseLRDecay, PretrainedWD)
+
+
+def active_stabilizers(config: TrialConfig) -> list[Stabilizer]:
+    """The stabilizers `config` turns on, built for one trial, in registry order."""
+    return [method(config) for method in REGISTRY if method.applies(config)]
+
+
+__all__ = ["REGISTRY", "Stabilizer", "active_stabilizers"]

@@ -1,0 +1,38 @@
+"""The interface every stabilizer implements: when a config turns it on, and what it changes."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..config import TrialConfig
+
+
+class Stabilizer:
+    """One method, built per trial from its config. Each hook leaves fine-tuning unchanged unless overridden.
+
+    The trial calls the hooks of its active stabilizers in registry order (see __init__.py):
+    - `change_model` once, after the head is drawn and before the model moves to its device;
+    - `change_groups` once, on the optimizer's parameter groups, when the optimizer is built;
+    - `after_step` after every optimizer step, before the learning-rate schedule advances.
+    """
+
+    def __init__(self, config: TrialConfig):
+        self.config = config
+
+    @classmethod
+    def applies(cls, config: TrialConfig) -> bool:
+        """Whether `config` turns this method on."""
+        raise NotImplementedError
+
+    def change_model(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Change the model's modules or weights; any random draw comes from `generator` (the wi_seed stream)."""
+
+    def change_groups(self, model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups, each with params, lr, weight_decay and name."""
+        return groups
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Act on the parameters after the optimizer has stepped."""

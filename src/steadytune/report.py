@@ -126,11 +126,19 @@ def header_lines(results: Results, source: str) -> list[str]:
     mix = thread_mix(results.trials)
     if mix:
         lines.append(f"Thread counts: {mix}.")
-    if any(name in model.lower() for model in _values(trials, "model") for name in _MINILM_NAMES):
-        lines.append("Note: MiniLM results are on all-MiniLM-L6-v2, a sentence-embedding checkpoint (trained "
-                     "contrastively on pairs including NLI and paraphrase data), not a raw masked-LM checkpoint; "
-                     "they are not directly comparable with the papers' BERT numbers.")
+    note = model_note(_values(trials, "model"))
+    if note:
+        lines.append(note)
     return lines
+
+
+def model_note(models: list[str]) -> str | None:
+    """The caveat every MiniLM result carries."""
+    if any(name in model.lower() for model in models for name in _MINILM_NAMES):
+        return ("Note: MiniLM results are on all-MiniLM-L6-v2, a sentence-embedding checkpoint (trained "
+                "contrastively on pairs including NLI and paraphrase data), not a raw masked-LM checkpoint; "
+                "they are not directly comparable with the papers' BERT numbers.")
+    return None
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -407,10 +415,11 @@ th{background:#f2f2f2}img{max-width:100%}
 .header li{margin:2px 0}"""
 
 
-def render_html(sections: list[Section], header: list[str]) -> str:
+def render_html(sections: list[Section], header: list[str], title: str = "steadytune report") -> str:
     """One self-contained page: figures are inline base64 PNGs."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>steadytune report</title>"
-             f"<style>{_CSS}</style></head><body><h1>steadytune report</h1><ul class='header'>",
+    heading = html.escape(title)
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{heading}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{heading}</h1><ul class='header'>",
              *(f"<li>{html.escape(line)}</li>" for line in header), "</ul>"]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
@@ -449,9 +458,9 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(sections: list[Section], header: list[str], out_dir: Path) -> str:
+def render_markdown(sections: list[Section], header: list[str], out_dir: Path, title: str = "steadytune report") -> str:
     """Markdown text; each figure is written to out_dir as NN-name.png and linked."""
-    parts = ["# steadytune report", "", *(f"- {markdown_text(line)}" for line in header)]
+    parts = [f"# {markdown_text(title)}", "", *(f"- {markdown_text(line)}" for line in header)]
     count = 0
     for section in sections:
         parts += ["", f"## {markdown_text(section.title)}"]

@@ -454,6 +454,12 @@ class Store:
                        (key, kind, json.dumps(spec, sort_keys=True), time.time()))
             return db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()[0]
 
+    def find_landscape(self, key: str) -> int | None:
+        """The id of the landscape with this key, or None; reads only."""
+        with self._reading():
+            row = self._db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
     def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
         with self._transaction("writing landscape cells") as db:
             db.executemany("INSERT OR REPLACE INTO landscape_cells (landscape_id, i, j, a, b, name, value)"

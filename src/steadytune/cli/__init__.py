@@ -7,6 +7,7 @@ from .diagnose import diagnose
 from .landscape import landscape_app
 from .recipes import recipes
 from .report import report
+from .reproduce import reproduce
 from .results import export, runs
 from .study import study_app
 from .train import train
@@ -21,3 +22,4 @@ app.add_typer(study_app, name="study")
 app.command()(report)
 app.command()(diagnose)
 app.add_typer(landscape_app, name="landscape")
+app.command()(reproduce)

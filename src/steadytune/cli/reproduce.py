@@ -1,0 +1,153 @@
+"""`steadytune reproduce`: the four papers' claims re-tested on one model, with a verdict per claim and lr setting."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from ..config import ConfigError
+from ..reproduce.claims import ARMS_OF, CLAIMS
+from ..reproduce.design import SCALES
+from ..reproduce.pages import write
+from ..reproduce.runner import SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run
+from ..reproduce.verdicts import verdict_table
+from ..store import Store
+from ..study import Executor, StudyEvents
+from ..tasks import canonical_task_name
+from .common import console, err_console, print_table, progress_bar, reports_user_errors, resolve_run_options
+
+
+def _names(value: str, known, what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(f"--{what}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; known: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def _seconds_per_step(store: Path, model: str) -> float | None:
+    if not store.exists():
+        return None
+    with Store(store, readonly=True) as db:
+        trials = db.trials()
+    done = trials[(trials["status"] == "complete") & (trials["model"] == model) & (trials["steps_done"] > 0)]
+    return statistics.median(done["wall_seconds"] / done["steps_done"]) if len(done) else None
+
+
+def print_plan(reproduction: Reproduction, store: Path) -> None:
+    """Trials and steps per arm, and the estimated CPU time of each claim (the arms it reads)."""
+    with Store(store, readonly=True) if store.exists() else _NoStore() as db:
+        lrs = learning_rates(db, reproduction)
+    # Before the lr check has run, the learning setting's arms are counted as the published ones: same sizes.
+    planned = {setting: {task: lr or 2e-5 for task, lr in by_task.items()} for setting, by_task in lrs.items()}
+    steps: dict[str, int] = {}
+    table = Table()
+    for column in ("lr setting", "task", "arm", "trials", "steps"):
+        table.add_column(column, justify="right" if column in ("trials", "steps") else "left")
+    for spec in reproduction.lr_checks():
+        steps["lr check"] = steps.get("lr check", 0) + plan_steps(spec)
+    for setting, task, arm, spec in reproduction.studies(planned):
+        n = plan_steps(spec)
+        steps[arm.name] = steps.get(arm.name, 0) + n
+        table.add_row(setting, task, arm.name, str(len(spec.wi_seeds) * len(spec.do_seeds)), str(n))
+    print_table(table, f"reproduce plan: scale {reproduction.scale.name}, {len(reproduction.claims)} claim(s), "
+                       f"settings {', '.join(reproduction.settings)}")
+    seconds = _seconds_per_step(store, reproduction.model)
+    unit = (f"at {seconds:.2f} s/step (median of this model's finished trials in {store})" if seconds
+            else "(CPU time unknown until the store holds a finished trial of this model)")
+    console.print(f"total {sum(steps.values())} training steps {unit}")
+    costs = Table()
+    for column in ("claim", "arms", "steps", "CPU hours"):
+        costs.add_column(column, justify="left" if column in ("claim", "arms") else "right")
+    for key in reproduction.claims:
+        arms = [a for a in ARMS_OF[key] if a in steps]
+        n = sum(steps[a] for a in arms) + steps.get("lr check", 0) * ("learning" in reproduction.settings)
+        costs.add_row(key, ", ".join(arms), str(n), f"{n * seconds / 3600:.1f}" if seconds else "?")
+    print_table(costs, "per claim (arms are shared: a claim's cost counts every arm it reads)")
+
+
+class _NoStore:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+@reports_user_errors
+def reproduce(
+    model: Annotated[str, typer.Option(help="Hugging Face hub id or local folder of the encoder.")] = "minilm-l6",
+    tasks: Annotated[str, typer.Option(help="Comma-separated GLUE tasks; two or more for the seed-transfer claim.")]
+    = "rte,mrpc",
+    store: Annotated[Path, typer.Option(help="SQLite store of every run; re-running the command resumes it.")]
+    = Path("runs/reproduce.db"),
+    scale: Annotated[str, typer.Option(help="smoke: minutes, tiny subsets (a pipeline check); small: a few hours per "
+                                       "task on a 2-core CPU (1,000 examples, 5 seeds per arm, a 5 x 3 grid); paper: "
+                                       "the papers' sizes, for a GPU.")] = "small",
+    claims: Annotated[Optional[str], typer.Option(help="Comma-separated claim keys (default: all): "
+                                                  + ", ".join(CLAIMS) + ".")] = None,
+    settings: Annotated[str, typer.Option(help="published: the papers' lr 2e-5; learning: per task, the smallest lr "
+                                          "at which a 3-epoch Devlin run learns (a recorded lr check).")]
+    = "published,learning",
+    glue_dir: Annotated[Optional[Path], typer.Option(help="GLUE folder (RTE/train.tsv, ...).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for verdicts.csv, verdicts.md and verdicts.html.")]
+    = Path("reproduce"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost, run nothing.")] = False,
+    no_train: Annotated[bool, typer.Option("--no-train", help="Write the table from what the store holds now; "
+                                           "train nothing (unfinished arms give 'no answer' rows).")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads per worker.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+) -> None:
+    """Re-test the claims of Dodge, Zhang, Mosbach and Hao on your model and tasks: plan, train (resumably),
+    and write a verdict table (holds / does not hold / inconclusive at this N) with effects, 95% intervals and
+    Holm-corrected p-values."""
+    if scale not in SCALES:
+        raise ConfigError(f"--scale: unknown {scale!r}; known: {', '.join(SCALES)}")
+    common = {"glue_dir": str(glue_dir)} if glue_dir else {}
+    task_names = [canonical_task_name(t) for t in tasks.split(",") if t.strip()]
+    reproduction = Reproduction(model, task_names, SCALES[scale],
+                                _names(claims, CLAIMS, "claims") if claims else list(CLAIMS),
+                                _names(settings, SETTINGS, "settings"), common)
+    print_plan(reproduction, store)
+    if dry_run:
+        return
+    options = resolve_run_options({"threads": threads, "device": device})
+    if not no_train:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with Store(store) as db:
+            _train(reproduction, db, options, Executor(workers))
+    if not store.exists():
+        raise ConfigError(f"{store}: no store yet; run without --no-train first")
+    with Store(store, readonly=True) as db:
+        choices, data = lr_choices(db, reproduction), claim_data(db, reproduction)
+    table = verdict_table([CLAIMS[key] for key in reproduction.claims], data)
+    shown = Table()
+    for column in ("claim", "lr", "effect", "p (Holm)", "verdict"):
+        shown.add_column(column)
+    for _, row in table.iterrows():
+        shown.add_row(row["key"], row["setting"], "-" if pd.isna(row["effect"]) else f"{row['effect']:+.3f}",
+                      "-" if pd.isna(row["p holm"]) else f"{row['p holm']:.3g}", row["verdict"])
+    print_table(shown, "verdicts")
+    for path in write(table, reproduction, choices, store, out):
+        console.print(f"wrote {path}")
+
+
+def _train(reproduction: Reproduction, db: Store, options, executor: Executor) -> None:
+    bar = progress_bar("{task.fields[stage]}")
+    task_id = bar.add_task("reproduce", total=None, stage="")
+    events = StudyEvents(on_start=lambda total: bar.update(task_id, total=total, completed=0),
+                         on_result=lambda trial, outcome: bar.update(task_id, advance=1))
+
+    def stage(text: str) -> None:
+        bar.update(task_id, description="reproduce", stage=text)
+        err_console.print(text)
+
+    with bar:
+        run(reproduction, db, options, executor,
+            Progress(on_stage=stage, events=events,
+                     on_measure=lambda done, total: bar.update(task_id, completed=done, total=total)))

@@ -1,0 +1,61 @@
+"""Hao et al. 2019: flatter optima from pretrained starts, rollback of layer groups, aligned surfaces.
+Arms: `pretrained` and `scratch`, trained with snapshots and measured by reproduce.landscapes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ...analysis.results import NotEnoughData
+from ..landscapes import WIDTH_DELTA
+from ..statistics import one_sample_t, two_arm
+from .base import Claim, ClaimData, Evidence, stacked
+
+
+def _measured(data: ClaimData, arm: str, least: int = 2) -> pd.DataFrame:
+    frame = data.measures[data.measures["arm"] == arm] if not data.measures.empty else data.measures
+    if len(frame) < least:
+        raise NotEnoughData(f"{len(frame)} measured {arm} run(s); needs {least} (train with snapshots, then measure)")
+    return frame
+
+
+def flatter(data: ClaimData) -> Evidence:
+    pretrained, scratch = _measured(data, "pretrained"), _measured(data, "scratch")
+    estimate = two_arm(*stacked(scratch, pretrained, "width"))
+    return Evidence(estimate, f"width of the region within {WIDTH_DELTA} nats of the end's training loss along a "
+                    "filter-normalized random direction, pretrained - from scratch; permutation test within tasks",
+                    f"width {pretrained['width'].mean():.2f} pretrained vs {scratch['width'].mean():.2f} from scratch "
+                    f"(n={len(pretrained)}, {len(scratch)})")
+
+
+def high_layers(data: ClaimData) -> Evidence:
+    frame = _measured(data, "pretrained")
+    gap = frame["rollback_high"] - frame[["rollback_low", "rollback_middle"]].mean(axis=1)
+    estimate = one_sample_t(gap.to_numpy())
+    return Evidence(estimate, "dev-metric drop when the high third is rolled back, minus the mean drop for the low "
+                    "and middle thirds, per run; one-sample t test (one-sided)",
+                    f"drops: low {frame['rollback_low'].mean():+.3f}, middle {frame['rollback_middle'].mean():+.3f}, "
+                    f"high {frame['rollback_high'].mean():+.3f} (n={len(frame)})")
+
+
+def surfaces_align(data: ClaimData) -> Evidence:
+    frame = _measured(data, "pretrained")
+    values = frame["alignment"].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        raise NotEnoughData("needs two or more runs whose surfaces vary")
+    return Evidence(one_sample_t(values), "Spearman rho of training loss with dev error over each run's 2-D random "
+                    "surface around its end; one-sample t test over runs (one-sided)",
+                    f"rho per run {', '.join(f'{v:.2f}' for v in values)}")
+
+
+CLAIMS = [
+    Claim("hao-flatter", "Hao 2019", "Pretrained starts end in wider, flatter optima than from-scratch ones",
+          "wider, flatter optima from pretrained weights (Hao et al., Figs. 1-3)", "width pretrained - from scratch",
+          flatter, smallest=0.05),
+    Claim("hao-high-layers", "Hao 2019", "Rolling back the high layers hurts most; low and middle barely",
+          "rolling back low or middle layers barely hurts, high layers a lot", "drop high - mean drop low, middle",
+          high_layers, smallest=0.01),
+    Claim("hao-surfaces-align", "Hao 2019", "The training-loss and dev-error surfaces line up",
+          "the two surfaces line up for fine-tuned BERT", "rho of train loss with dev error", surfaces_align,
+          smallest=0.3),
+]

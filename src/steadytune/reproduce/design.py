@@ -1,0 +1,113 @@
+"""What `reproduce` trains: its scales, its arms, and the study spec of each arm at each learning rate.
+
+Each claim is tested in two settings: the papers' published lr (2e-5 everywhere) and an lr at which a
+3-epoch Devlin run of this model learns each task, found by a short lr check recorded in the store. An
+arm is a recipe with overrides and a seed range; its trials are found again by their trial keys, so
+the analysis reads exactly the trials the design names, whatever else the store holds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..study import StudySpec, expand
+
+PUBLISHED_LR = 2e-5  # Devlin et al., Dodge et al., Zhang et al., Mosbach et al. (BERT-large)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one scale. The grid is Dodge's WI x DO design; the other arms use WI seeds with DO 1."""
+
+    name: str
+    description: str
+    max_train: int | None
+    grid_wi: int
+    grid_do: int
+    arm_seeds: int
+    epochs: float
+    long_epochs: float       # Zhang's longer training and Mosbach's baseline
+    grid_evals: int          # dev evaluations per epoch in the grid (Dodge: 10)
+    landscape_seeds: int     # pretrained and from-scratch runs with snapshots (Hao)
+    landscape_examples: int  # train and dev examples each landscape point is evaluated on
+    line_points: int         # points along the 1-D random direction, a in [-1, 1]
+    surface_points: int      # points per axis of the 2-D surface, a and b in [-1, 1]
+    lr_candidates: tuple[float, ...] = (5e-5, 1e-4, 2e-4)
+    batch_size: int | None = None  # None: each recipe's own (16 everywhere)
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale("smoke", "minutes on the CPU with a tiny model: every row gets an answer, none a meaningful one",
+                   max_train=64, grid_wi=3, grid_do=2, arm_seeds=3, epochs=1.0, long_epochs=2.0, grid_evals=4,
+                   landscape_seeds=2, landscape_examples=16, line_points=5, surface_points=3,
+                   lr_candidates=(1e-3,), batch_size=8),
+    "small": Scale("small", "a few hours per task on a 2-core CPU with MiniLM-L6: 1,000 training examples, 5 seeds "
+                   "per arm, a 5 x 3 grid", max_train=1000, grid_wi=5, grid_do=3, arm_seeds=5, epochs=3.0,
+                   long_epochs=6.0, grid_evals=10, landscape_seeds=3, landscape_examples=128, line_points=11,
+                   surface_points=5),
+    "paper": Scale("paper", "the papers' sizes, for a GPU: full training sets, Dodge's 25 x 25 grid, 25 seeds per "
+                   "arm (Mosbach), 20 epochs for the baseline", max_train=None, grid_wi=25, grid_do=25,
+                   arm_seeds=25, epochs=3.0, long_epochs=20.0, grid_evals=10, landscape_seeds=5,
+                   landscape_examples=512, line_points=21, surface_points=11),
+}
+
+
+def reinit_layers(num_layers: int) -> int:
+    """Zhang et al.'s released example re-initializes 5 of BERT-large's 24 layers: the same share, at least one."""
+    return max(1, math.ceil(num_layers * 5 / 24))
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    description: str
+    recipe: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: bool = False           # WI x DO; otherwise WI seeds with DO 1
+    snapshots: bool = False      # trained with start and end snapshots, for landscapes
+    seeds_from: str = "arm_seeds"
+
+
+def arms(scale: Scale, num_layers: int) -> dict[str, Arm]:
+    """Every arm of the design. Zhang's BERTAdam arm and Mosbach's Devlin arm are the grid's DO = 1 column."""
+    long = {"epochs": scale.long_epochs}
+    table = [
+        Arm("grid", "Devlin et al.'s recipe (BERTAdam, 3 epochs), Dodge's WI x DO grid", "devlin2019",
+            {"evals_per_epoch": scale.grid_evals, "epochs": scale.epochs}, grid=True),
+        Arm("adamw", "the same with bias-corrected AdamW", "devlin2019", {"optimizer": "adamw", "epochs": scale.epochs}),
+        Arm("reinit", f"AdamW with the pooler and the top {reinit_layers(num_layers)} layer(s) re-initialized",
+            "devlin2019", {"optimizer": "adamw", "epochs": scale.epochs, "reinit_pooler": True,
+                           "reinit_layers": reinit_layers(num_layers)}),
+        Arm("long", f"Mosbach et al.'s baseline: AdamW, warmup 10%, {scale.long_epochs:g} epochs", "mosbach2021", long),
+        Arm("pretrained", "Devlin's recipe with start and end snapshots", "devlin2019", {"epochs": scale.epochs},
+            snapshots=True, seeds_from="landscape_seeds"),
+        Arm("scratch", "the same architecture from random weights, with snapshots", "devlin2019",
+            {"epochs": scale.epochs, "from_scratch": True}, snapshots=True, seeds_from="landscape_seeds"),
+    ]
+    return {arm.name: arm for arm in table}
+
+
+def _sizes(scale: Scale) -> dict[str, Any]:
+    sizes = {"max_train": scale.max_train, "batch_size": scale.batch_size}
+    return {name: value for name, value in sizes.items() if value is not None}
+
+
+def arm_spec(arm: Arm, scale: Scale, task: str, lr: float, setting: str, common: dict[str, Any]) -> StudySpec:
+    """The study that trains one arm on one task at one lr."""
+    seeds = getattr(scale, arm.seeds_from)
+    config = {**common, **arm.overrides, "lr": lr, **_sizes(scale)}
+    return StudySpec(name=f"reproduce-{scale.name}-{setting}-{task}-{arm.name}", tasks=[task],
+                     recipes=[arm.recipe], wi_seeds=f"1-{scale.grid_wi if arm.grid else seeds}",
+                     do_seeds=f"1-{scale.grid_do}" if arm.grid else "1", config=config)
+
+
+def trial_keys(spec: StudySpec) -> list[str]:
+    return [trial.config.trial_key() for trial in expand(spec)]
+
+
+def lr_check_spec(scale: Scale, task: str, lr: float, common: dict[str, Any]) -> StudySpec:
+    """One 3-epoch Devlin run (WI 1, DO 1) at one candidate lr."""
+    config = {**common, "lr": lr, "epochs": scale.epochs, **_sizes(scale)}
+    return StudySpec(name=f"reproduce-{scale.name}-lr-check-{task}-{lr:g}", tasks=[task], recipes=["devlin2019"],
+                     config=config)

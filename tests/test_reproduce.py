@@ -101,3 +101,26 @@ def test_bad_input_is_one_line(tmp_path, flag, value, message):
 
 def test_every_claim_names_its_arms():
     assert set(ARMS_OF) == set(CLAIMS)
+
+
+def test_learning_setting_runs_the_lr_check_first_and_trains_at_its_choice(tmp_path, tiny_model, glue_dir):
+    from steadytune.reproduce.design import SCALES
+    from steadytune.reproduce.runner import Reproduction, lr_choices
+
+    store = tmp_path / "s.db"
+    result = _reproduce("--model", tiny_model, "--tasks", "rte", "--scale", "smoke", "--settings", "learning",
+                        "--claims", "zhang-bertadam-failures", "--glue-dir", glue_dir, "--store", store,
+                        "--out", tmp_path / "out", "--threads", 1)
+    assert result.exit_code == 0, result.output
+    with Store(store, readonly=True) as db:
+        trials = db.trials()
+        reproduction = Reproduction(str(tiny_model), ["rte"], SCALES["smoke"], ["zhang-bertadam-failures"],
+                                    ["learning"], {"glue_dir": str(glue_dir)})
+        choice = lr_choices(db, reproduction)["rte"]
+    # The check's one run (smoke has one candidate lr), then the grid and the AdamW arm at the chosen lr.
+    assert len(trials) == 1 + 6 + 3 and set(trials["cfg.lr"]) == {1e-3}
+    assert trials.sort_values("id").iloc[0]["cfg.recipe"] == "devlin2019"
+    assert choice.lr == 1e-3 and len(choice.tried) == 1
+    learned = choice.tried[0][1] >= choice.tried[0][2] + 0.05
+    assert choice.learned == learned
+    assert ("learns" if learned else "no candidate learned") in (tmp_path / "out" / "verdicts.md").read_text()

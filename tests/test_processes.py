@@ -209,3 +209,31 @@ def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp
     texts = output(tmp_path, "a") + output(tmp_path, "b")
     assert "being run by another process" in texts
     assert [status for _, status, _ in rows(tmp_path / "runs.db")] == ["complete"]
+
+
+def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny_bert_dir, glue_dir, tmp_path):
+    def args(name: str) -> list[str]:
+        return ["reproduce", "--model", str(tiny_bert_dir), "--tasks", "rte", "--scale", "smoke", "--settings",
+                "published", "--claims", "zhang-bertadam-failures,hao-high-layers", "--glue-dir", str(glue_dir),
+                "--store", str(tmp_path / f"{name}.db"), "--out", str(tmp_path / name), "--threads", "1"]
+
+    store = tmp_path / "killed.db"
+    first = start(args("killed"), tmp_path, "first")
+    wait_for(lambda: sum(status == "complete" for _, status, _ in rows(store)) >= 4, 240, "four finished trials")
+    os.killpg(first.pid, signal.SIGKILL)  # mid-study
+    first.wait()
+    second = start(args("killed"), tmp_path, "second")
+    wait_for(lambda: "landscape measurements" in output(tmp_path, "second") or second.poll() is not None, 240,
+             "the landscape stage")
+    os.killpg(second.pid, signal.SIGKILL)  # while measuring (or just after)
+    second.wait()
+    third = start(args("killed"), tmp_path, "third")
+    assert third.wait(300) == 0, output(tmp_path, "third")
+    clean = start(args("clean"), tmp_path, "clean")
+    assert clean.wait(300) == 0, output(tmp_path, "clean")
+    killed, uninterrupted = (tmp_path / "killed" / "verdicts.csv").read_text(), (tmp_path / "clean" / "verdicts.csv")
+    assert killed == uninterrupted.read_text()
+    finished = rows(store, "SELECT study_id, trial_key FROM trials WHERE status = 'complete'")
+    assert len(finished) == len(set(finished)) == 6 + 3 + 2  # grid, adamw, pretrained: each once
+    measured = rows(store, "SELECT COUNT(*) FROM landscapes WHERE kind = 'reproduce-hao'")[0][0]
+    assert measured == 2

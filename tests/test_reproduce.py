@@ -10,14 +10,12 @@ from steadytune.reproduce.claims import ARMS_OF, CLAIMS
 from steadytune.reproduce.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from steadytune.store import Store
 
-from conftest import make_tiny_model_dir
-
 VERDICTS = {HOLDS, DOES_NOT_HOLD, INCONCLUSIVE}
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, minilm_path):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("model"), minilm_path)
+def tiny_model(tiny_bert_dir):
+    return tiny_bert_dir
 
 
 def _reproduce(*args):

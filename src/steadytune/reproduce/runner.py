@@ -85,15 +85,21 @@ class Reproduction:
 def lr_choices(store: Store | None, reproduction: Reproduction) -> dict[str, LrChoice]:
     """Per task, the smallest candidate lr whose lr-check run learns (or the best one when none does)."""
     trials = store.trials() if store is not None else pd.DataFrame(columns=["trial_key", "status"])
-    done = trials[trials["status"] == "complete"].drop_duplicates("trial_key").set_index("trial_key")
+    done = trials[trials["status"].isin(("complete", "diverged"))].drop_duplicates("trial_key").set_index("trial_key")
     choices = {}
     for task in reproduction.tasks:
         tried = []
         for lr in reproduction.scale.lr_candidates:
             key = trial_keys(lr_check_spec(reproduction.scale, task, lr, reproduction.base()))[0]
             row = done.loc[key] if key in done.index else None
-            tried.append((lr, None if row is None else float(row["final_metric"]),
-                          None if row is None else float(row["baseline_metric"])))
+            if row is None:
+                tried.append((lr, None, None))
+                continue
+            # A diverged run, or one whose metric is undefined, scores the majority baseline: it did not learn.
+            baseline = float(row["baseline_metric"])
+            score = float(row["final_metric"]) if row["status"] == "complete" and pd.notna(row["final_metric"]) \
+                else baseline
+            tried.append((lr, score, baseline))
         if any(score is None for _, score, _ in tried):
             choices[task] = LrChoice(task, None, False, tuple(tried))
             continue

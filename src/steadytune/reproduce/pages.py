@@ -48,7 +48,7 @@ def sections(table: pd.DataFrame) -> list[Section]:
     return [
         Section("Verdicts", [f"{len(table)} rows: {summary}.", Table(shown(table), "One row per claim and lr setting")]),
         Section("How each verdict is decided", [
-            " ".join(line.strip() for line in (verdicts.__doc__ or "").splitlines()[2:] if line.strip()),
+            *verdicts.RULES,
             "Effects are oriented so that a positive value agrees with the paper. Two-arm comparisons permute arm "
             "labels within each task and average the per-task effects, so that a task with higher scores cannot "
             "fake a difference between arms.",

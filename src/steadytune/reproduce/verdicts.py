@@ -1,15 +1,4 @@
-"""The verdict table: every claim in every setting, with Holm's correction across the whole table.
-
-Rules, fixed before any data is read (each claim's thresholds are fields of its Claim):
-- *holds*: the effect lies in the claimed direction beyond the claim's null, one-sided p < 0.05 after
-  Holm's correction across every answered row (equivalence claims: inside the margin by two one-sided
-  tests, p < 0.05 after Holm);
-- *does not hold*: otherwise, when the 95% interval lies wholly below the smallest effect that would still
-  be the paper's (equivalence claims: wholly outside the margin);
-- *inconclusive at this N*: everything else;
-- a row whose data cannot answer it (no failed runs to compare, one task only, or a comparison of scores where
-  no run of any arm compared beats the majority baseline) gets a one-line reason.
-"""
+"""The verdict table: every claim in every setting, with Holm's correction across the whole table (RULES)."""
 from __future__ import annotations
 
 import math
@@ -23,6 +12,17 @@ from .claims import Claim, ClaimData
 
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, UNANSWERED = "holds", "does not hold", "inconclusive at this N", "no answer"
 ALPHA = 0.05
+# Fixed before any data is read; each claim's thresholds are fields of its Claim. The page prints these.
+RULES = (
+    "holds: the effect lies in the claimed direction beyond the claim's null, one-sided p < 0.05 after Holm's "
+    "correction across every answered row of the table (an equivalence claim: inside its margin by two one-sided "
+    "tests, p < 0.05 after Holm).",
+    "does not hold: otherwise, when the 95% interval lies wholly below the smallest effect that would still be the "
+    "paper's (an equivalence claim: wholly outside its margin).",
+    "inconclusive at this N: everything else.",
+    "no answer: the data cannot answer the row (no failed runs to compare, one task only, or a comparison of scores "
+    "where no run of the arms compared beats the majority baseline); the reason is given in one line.",
+)
 COLUMNS = ["claim", "paper", "setting", "paper's figure", "ours", "test", "effect", "effect measures", "ci low",
            "ci high", "p", "p holm", "verdict", "rule", "key"]
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from ...analysis.results import NotEnoughData
 from ..landscapes import WIDTH_DELTA
-from ..statistics import one_sample_t, two_arm
+from ..statistics import Estimate, one_sample_t, two_arm
 from .base import Claim, ClaimData, Evidence, stacked
 
 
@@ -43,8 +43,11 @@ def surfaces_align(data: ClaimData) -> Evidence:
     values = values[np.isfinite(values)]
     if len(values) < 2:
         raise NotEnoughData("needs two or more runs whose surfaces vary")
-    return Evidence(one_sample_t(values), "Spearman rho of training loss with dev error over each run's 2-D random "
-                    "surface around its end; one-sample t test over runs (one-sided)",
+    # On Fisher's z, so that the interval stays within (-1, 1) once transformed back.
+    on_z = one_sample_t(np.arctanh(np.clip(values, -0.999999, 0.999999)))
+    estimate = Estimate(float(np.tanh(on_z.effect)), float(np.tanh(on_z.low)), float(np.tanh(on_z.high)), on_z.p)
+    return Evidence(estimate, "Spearman rho of training loss with dev error over each run's 2-D random surface around "
+                    "its end; one-sample t test over runs on Fisher's z (one-sided)",
                     f"rho per run {', '.join(f'{v:.2f}' for v in values)}")
 
 

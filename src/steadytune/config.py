@@ -118,6 +118,17 @@ class TrialConfig(BaseModel):
     init_from: str | None = Field(None, description="Intermediate-task transfer: start from the encoder of an earlier "
                                   "trial (its id in --store, saved with --save-model) or a saved folder; the head is new.")
 
+    # --- adapters (Hu et al. 2021, through peft) ----------------------------------------------
+    adapter: Literal["none", "lora"] = Field("none", description="none: fine-tune every weight. lora: freeze the "
+                                             "encoder and train low-rank adapters on --lora-targets plus the head.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank r (Hu et al.: 8 for RoBERTa on GLUE).")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scale alpha; the update is scaled by alpha / r.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    lora_targets: str = Field("query,value", description="Comma-separated names of the Linear modules that get "
+                              "adapters (Hu et al.: the attention's query and value).")
+    adapter_seed: int | None = Field(None, description="Seed of the adapters' initial weights (their A matrices; B "
+                                     "starts at 0). Default: equal to --wi-seed.")
+
     # --- evaluation ---------------------------------------------------------------------------
     evals_per_epoch: int = Field(1, ge=0, description="Evaluate the dev set this many times per epoch, evenly spaced "
                                  "(Dodge et al. used 1 and 10), plus always at the end; 0 = only at the end.")
@@ -143,9 +154,26 @@ class TrialConfig(BaseModel):
             raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
         if self.task != "ner" and (self.head != "linear" or self.bio_constraints or self.bio_repair):
             raise ValueError(f"--head, --bio-constraints and --bio-repair apply to --task ner, not {self.task}")
+        if self.adapter == "none":
+            changed = [f"--{name.replace('_', '-')}" for name in _ADAPTER_OPTIONS
+                       if getattr(self, name) != type(self).model_fields[name].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} apply to --adapter lora")
+        else:
+            clashing = [flag for flag, on in (("--reinit-pooler", self.reinit_pooler),
+                                              ("--reinit-layers", self.reinit_layers > 0),
+                                              ("--mixout", self.mixout > 0), ("--pretrained-wd", self.pretrained_wd > 0),
+                                              ("--from-scratch", self.from_scratch)) if on]
+            if clashing:
+                raise ValueError(f"--adapter lora trains adapters on a frozen pretrained encoder; {', '.join(clashing)} "
+                                 f"would change or anchor the frozen weights: leave it out (--llrd composes)")
         if self.bio_constraints and self.head != "crf":
             raise ValueError("--bio-constraints constrains a CRF's transitions: it needs --head crf")
         return self
+
+    @property
+    def effective_adapter_seed(self) -> int:
+        return self.wi_seed if self.adapter_seed is None else self.adapter_seed
 
     @property
     def effective_dropout_seed(self) -> int:
@@ -163,7 +191,8 @@ class TrialConfig(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints")
+_ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
+KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS)
 
 
 class RunOptions(BaseModel):
@@ -271,5 +300,6 @@ SECTIONS = {
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
     "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "init_from"],
+    "Adapters": ["adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed"],
     "Evaluation": ["evals_per_epoch", "eval_batch_size", "eval_precision"],
 }

@@ -38,6 +38,8 @@ def part_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     top = len(layout.layers) + 1
     parts: dict[str, list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
+        if not param.requires_grad:  # frozen (an adapter trial's encoder): it has no gradient to diagnose
+            continue
         depth = layer_index(layout, name)
         if depth == 0:
             part = "embeddings"

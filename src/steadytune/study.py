@@ -45,7 +45,7 @@ from .recipes import recipe_overrides
 from .store import CurvePoint, Lease, Store, TrialOutcome, new_owner
 from .tasks import canonical_task_name
 
-STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "early_stop")
+STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "early_stop")
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -84,6 +84,8 @@ class StudySpec(BaseModel):
     recipes: list[str | None] = Field([None], description="Recipes to compare (none = the defaults).")
     wi_seeds: list[int] = Field([1], description="Weight-initialization seeds.")
     do_seeds: list[int] = Field([1], description="Data-order seeds.")
+    adapter_seeds: list[int] | None = Field(None, description="Adapter seeds (with --adapter lora), a third grid "
+                                            "factor; default: each trial's WI seed.")
     early_stop: str | None = Field(None, description="start=T,fraction=F,keep=P (Dodge et al.), per task x recipe.")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig values for every trial.")
 
@@ -91,6 +93,11 @@ class StudySpec(BaseModel):
     @classmethod
     def _seeds(cls, value: Any) -> list[int]:
         return parse_seeds(value)
+
+    @field_validator("adapter_seeds", mode="before")
+    @classmethod
+    def _adapter_seeds(cls, value: Any) -> list[int] | None:
+        return None if value is None else parse_seeds(value)
 
     @field_validator("tasks", "recipes", mode="before")
     @classmethod
@@ -121,11 +128,15 @@ class StudySpec(BaseModel):
     def study_name(self) -> str:
         if self.name:
             return self.name
-        digest = hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        values = self.model_dump(mode="json")
+        if values["adapter_seeds"] is None:  # specs written before adapters keep their names
+            del values["adapter_seeds"]
+        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         return f"study-{digest[:10]}"
 
 
-GRID_FIELDS = {"task": "tasks", "recipe": "recipes", "wi_seed": "wi_seeds", "do_seed": "do_seeds"}
+GRID_FIELDS = {"task": "tasks", "recipe": "recipes", "wi_seed": "wi_seeds", "do_seed": "do_seeds",
+               "adapter_seed": "adapter_seeds"}
 
 
 def load_spec(path: Path | None, overrides: dict[str, Any]) -> StudySpec:
@@ -168,12 +179,15 @@ def expand(spec: StudySpec) -> list[PlannedTrial]:
         for recipe in spec.recipes:
             for wi_seed in spec.wi_seeds:
                 for do_seed in spec.do_seeds:
-                    config = build_config(recipe_overrides(recipe) if recipe else {}, spec.config,
-                                          {"task": task, "wi_seed": wi_seed, "do_seed": do_seed})
-                    trials.append(PlannedTrial((task, recipe), config))
+                    for adapter_seed in spec.adapter_seeds or [None]:
+                        seeds = {"task": task, "wi_seed": wi_seed, "do_seed": do_seed}
+                        if adapter_seed is not None:
+                            seeds["adapter_seed"] = adapter_seed
+                        config = build_config(recipe_overrides(recipe) if recipe else {}, spec.config, seeds)
+                        trials.append(PlannedTrial((task, recipe), config))
     stop = spec.early_stopping()
     if stop is not None:
-        group_size = len(spec.wi_seeds) * len(spec.do_seeds)
+        group_size = len(spec.wi_seeds) * len(spec.do_seeds) * len(spec.adapter_seeds or [None])
         if stop.start > group_size:
             raise ConfigError(f"--early-stop start={stop.start} but each task x recipe has only {group_size} "
                               f"seed pairs; add seeds or lower start")

@@ -36,7 +36,8 @@ FREQUENCIES: dict[str, str] = {
     "all": "best of all evaluations",
 }
 # Config fields that never define an arm: seeds, evaluation and where data/models come from.
-_NOT_ARM_FIELDS = {"task", "recipe", "wi_seed", "do_seed", "dropout_seed", "evals_per_epoch", "eval_batch_size",
+_NOT_ARM_FIELDS = {"task", "recipe", "wi_seed", "do_seed", "dropout_seed", "adapter_seed", "evals_per_epoch",
+                   "eval_batch_size",
                    "glue_dir", "train_file", "dev_file", "init_from"}
 _TABLE_SUFFIXES = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 _NEEDED_TRIAL_COLUMNS = {"id", "task", "recipe", "status", "wi_seed", "do_seed", "metric", "final_metric", "best_metric",

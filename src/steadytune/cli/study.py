@@ -26,13 +26,18 @@ Recipes = Annotated[Optional[str], typer.Option(help="Comma-separated recipes to
 WiSeeds = Annotated[Optional[str], typer.Option(help="WI seeds: '1-25', '1,3,5' or '1-3,7' (ranges run upwards, no "
                                                 "seed twice).", rich_help_panel="Study")]
 DoSeeds = Annotated[Optional[str], typer.Option(help="DO seeds, written like --wi-seeds.", rich_help_panel="Study")]
+AdapterSeeds = Annotated[Optional[str], typer.Option(help="Adapter seeds (with --adapter lora), written like --wi-seeds: "
+                                                     "a third grid factor (default: each trial's WI seed).",
+                                                     rich_help_panel="Study")]
 EarlyStopOption = Annotated[Optional[str], typer.Option(
     help="Dodge et al.'s early stopping per task x recipe: start=T,fraction=F,keep=P (start T trials, train to "
     "fraction F, continue the top P).", rich_help_panel="Study")]
 
 
-def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags: dict[str, Any]):
+def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop,
+          flags: dict[str, Any]):
     study_values = dict(name=name, tasks=tasks, recipes=recipes, wi_seeds=wi_seeds, do_seeds=do_seeds,
+                        adapter_seeds=adapter_seeds,
                         early_stop=early_stop)
     return load_spec(spec, {**flags, **study_values})
 
@@ -51,12 +56,12 @@ def _seconds_per_step(store: Path | None, model: str) -> float | None:
 @reports_user_errors
 @with_config_flags
 def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
-         do_seeds: DoSeeds = None, early_stop: EarlyStopOption = None,
+         do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
          store: Annotated[Optional[Path], typer.Option(help="Store whose finished trials give the time per step.",
                                                        rich_help_panel="Run")] = None,
          *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Print the trials a study would run and an estimate of its cost."""
-    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
+    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
     trials = expand(study)
     steps = {}
     for trial in trials:
@@ -67,7 +72,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
             n = len(train) if config.max_train is None else min(config.max_train, len(train))
             steps[data_key] = total_steps(n, config.batch_size, config.epochs, config.max_steps)
     table = Table()
-    for column in ("#", "task", "recipe", "wi", "do", "dropout", "steps"):
+    for column in ("#", "task", "recipe", "wi", "do", "adapter", "dropout", "steps"):
         table.add_column(column, justify="right" if column not in ("task", "recipe") else "left")
     total = 0
     for index, trial in enumerate(trials, 1):
@@ -75,7 +80,8 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
         n_steps = steps[(c.task, c.max_train, c.batch_size, c.epochs, c.max_steps)]
         total += n_steps
         table.add_row(str(index), c.task, c.recipe or "-", str(c.wi_seed), str(c.do_seed),
-                      str(c.effective_dropout_seed), str(n_steps))
+                      str(c.effective_adapter_seed) if c.adapter != "none" else "-", str(c.effective_dropout_seed),
+                      str(n_steps))
     print_table(table, f"study {study.study_name()}: {len(trials)} trials")
     stop = study.early_stopping()
     units = len(trials) if stop is None else stop.cost() * (len(trials) / stop.start)
@@ -93,7 +99,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
 @reports_user_errors
 @with_config_flags
 def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
-        do_seeds: DoSeeds = None, early_stop: EarlyStopOption = None,
+        do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
         store: Annotated[Path, typer.Option(help="SQLite result store (created if missing).",
                                             rich_help_panel="Run")] = Path("runs.db"),
         workers: Annotated[int, typer.Option(min=1, help="Local worker processes; torch threads are split between "
@@ -112,7 +118,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     Several drivers may run one study on one store at once: each trial is claimed before it runs, so they
     share the work. Ctrl-C stops the workers, keeps every recorded trial, and says how to resume.
     """
-    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, early_stop, flags)
+    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
     options = resolve_run_options(run_flags)
     executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial, retries)
     check_inputs(expand(study))

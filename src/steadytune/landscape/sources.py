@@ -11,6 +11,7 @@ from ..checkpoints import CheckpointError, checkpoint_dir, checkpoint_hash, list
 from ..config import RunOptions, TrialConfig
 from ..inputs import prepare_inputs
 from ..models import load_classifier, load_tokenizer
+from ..stabilizers import active_stabilizers
 from ..store import Store
 from ..trial import configure_torch, pick_device
 from .directions import Params
@@ -88,6 +89,9 @@ def build_evaluator(config: TrialConfig, settings: EvaluationSettings) -> Landsc
     # Every parameter is replaced per point, so the skeleton's own weights never matter: no need to load them.
     skeleton = load_classifier(config.model, inputs.task, torch.Generator().manual_seed(0), from_scratch=True,
                                head=config.head, bio_constraints=config.bio_constraints)
+    for method in active_stabilizers(config):
+        if method.structural:  # adapters add parameters: the skeleton needs them to take the snapshots
+            method.change_model(skeleton, torch.Generator().manual_seed(0))
     splits = {"train": fixed_subset(inputs.train, settings.train_examples, settings.subset_seed),
               "dev": fixed_subset(inputs.dev, settings.dev_examples, settings.subset_seed)}
     return LandscapeEvaluator(skeleton, inputs.task, splits, tokenizer.pad_token_id or 0, settings.batch_size,

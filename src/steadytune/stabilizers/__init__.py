@@ -1,9 +1,10 @@
-"""Stabilizers of few-sample fine-tuning, one module per method, each a `Stabilizer` (see base.py).
+"""Stabilizers of few-sample fine-tuning and the LoRA adapter, one module per method, each a `Stabilizer` (base.py).
 
 - reinit: re-initialize the top layers and the pooler (Zhang et al. 2021);
 - mixout: mix weights toward their pretrained values (Lee et al. 2020);
 - llrd: layer-wise learning-rate decay (Zhang et al. 2021, after Howard & Ruder 2018);
 - pretrained_wd: weight decay toward the pretrained weights (Zhang et al. 2021);
+- lora: low-rank adapters on a frozen encoder (Hu et al. 2021), through peft;
 - bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
   optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .base import Stabilizer
 from .llrd import LayerwiseLRDecay
+from .lora import LoRA
 from .mixout import Mixout
 from .pretrained_wd import PretrainedWD
 from .reinit import ReInit
@@ -23,8 +25,9 @@ if TYPE_CHECKING:
     from ..config import TrialConfig
 
 # Hooks run in this order. Mixout after re-init: a re-initialized weight then mixes toward its new value.
-# Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built.
-REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, Mixout, LayerwiseLRDecay, PretrainedWD)
+# Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built. LoRA before LLRD,
+# so that the adapters are in the groups LLRD builds by depth.
+REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD)
 
 
 def active_stabilizers(config: TrialConfig) -> list[Stabilizer]:

@@ -19,6 +19,10 @@ class Stabilizer:
     - `after_step` after every optimizer step, before the learning-rate schedule advances.
     """
 
+    # True when change_model changes the model's parameters' names or shapes (an adapter), so that a skeleton
+    # that takes a trial's snapshots (landscapes) needs the same change.
+    structural = False
+
     def __init__(self, config: TrialConfig):
         self.config = config
 

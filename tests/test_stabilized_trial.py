@@ -145,7 +145,11 @@ def test_stabilizers_turn_on_from_the_config_and_run_in_registry_order():
     from steadytune.stabilizers import REGISTRY, active_stabilizers
 
     assert active_stabilizers(TrialConfig()) == []
-    every = TrialConfig(reinit_layers=2, mixout=0.1, llrd=0.9, pretrained_wd=1e-3)
-    assert [type(m).__name__ for m in active_stabilizers(every)] == ["ReInit", "Mixout", "LayerwiseLRDecay",
-                                                                      "PretrainedWD"]
-    assert [type(m) for m in active_stabilizers(TrialConfig(reinit_pooler=True, llrd=0.9))] == [REGISTRY[0], REGISTRY[2]]
+    every = TrialConfig(reinit_layers=2, noisytune=0.15, mixout=0.1, llrd=0.9, pretrained_wd=1e-3)
+    assert [type(m).__name__ for m in active_stabilizers(every)] == ["ReInit", "NoisyTune", "Mixout",
+                                                                      "LayerwiseLRDecay", "PretrainedWD"]
+    by_name = {method.__name__: method for method in REGISTRY}
+    assert [type(m) for m in active_stabilizers(TrialConfig(reinit_pooler=True, llrd=0.9))] == [
+        by_name["ReInit"], by_name["LayerwiseLRDecay"]]
+    assert [type(m) for m in active_stabilizers(TrialConfig(adapter="lora", llrd=0.9))] == [
+        by_name["LoRA"], by_name["LayerwiseLRDecay"]]

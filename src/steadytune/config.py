@@ -115,6 +115,9 @@ class TrialConfig(BaseModel):
                           "pretrained value with probability p (rescaled); turns dropout off.")
     pretrained_wd: float = Field(0.0, ge=0, description="Pretrained weight decay strength: decay toward the pretrained "
                                  "weights instead of toward 0 (replaces --weight-decay).")
+    noisytune: float = Field(0.0, ge=0, description="NoisyTune (Wu et al. 2022) strength lambda: before training, add "
+                             "uniform noise of width lambda x std(W) to every parameter tensor W (from the wi_seed "
+                             "stream); the paper's default is 0.15.")
     init_from: str | None = Field(None, description="Intermediate-task transfer: start from the encoder of an earlier "
                                   "trial (its id in --store, saved with --save-model) or a saved folder; the head is new.")
 
@@ -163,6 +166,7 @@ class TrialConfig(BaseModel):
             clashing = [flag for flag, on in (("--reinit-pooler", self.reinit_pooler),
                                               ("--reinit-layers", self.reinit_layers > 0),
                                               ("--mixout", self.mixout > 0), ("--pretrained-wd", self.pretrained_wd > 0),
+                                              ("--noisytune", self.noisytune > 0),
                                               ("--from-scratch", self.from_scratch)) if on]
             if clashing:
                 raise ValueError(f"--adapter lora trains adapters on a frozen pretrained encoder; {', '.join(clashing)} "
@@ -192,7 +196,7 @@ class TrialConfig(BaseModel):
 
 
 _ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
-KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS)
+KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune")
 
 
 class RunOptions(BaseModel):
@@ -299,7 +303,7 @@ SECTIONS = {
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
-    "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "init_from"],
+    "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "noisytune", "init_from"],
     "Adapters": ["adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed"],
     "Evaluation": ["evals_per_epoch", "eval_batch_size", "eval_precision"],
 }

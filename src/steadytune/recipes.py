@@ -20,6 +20,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mixout": ("Mixout (Lee et al. 2020) with p 0.1 toward the pretrained weights; dropout off; AdamW.",
                dict(optimizer="adamw", mixout=0.1)),
     "llrd": ("Layer-wise learning-rate decay with eta 0.95; AdamW.", dict(optimizer="adamw", llrd=0.95)),
+    "noisytune": ("NoisyTune (Wu et al. 2022): uniform noise of width 0.15 x each tensor's std before training; AdamW.",
+                  dict(optimizer="adamw", noisytune=0.15)),
     "pretrained-wd": ("Weight decay toward the pretrained weights (strength 1e-3) instead of toward 0; AdamW.",
                       dict(optimizer="adamw", pretrained_wd=1e-3)),
 }

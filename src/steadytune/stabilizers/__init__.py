@@ -4,6 +4,7 @@
 - mixout: mix weights toward their pretrained values (Lee et al. 2020);
 - llrd: layer-wise learning-rate decay (Zhang et al. 2021, after Howard & Ruder 2018);
 - pretrained_wd: weight decay toward the pretrained weights (Zhang et al. 2021);
+- noisytune: uniform noise on the pretrained weights, scaled per tensor (Wu et al. 2022);
 - lora: low-rank adapters on a frozen encoder (Hu et al. 2021), through peft;
 - bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
   optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
@@ -18,16 +19,19 @@ from .base import Stabilizer
 from .llrd import LayerwiseLRDecay
 from .lora import LoRA
 from .mixout import Mixout
+from .noisytune import NoisyTune
 from .pretrained_wd import PretrainedWD
 from .reinit import ReInit
 
 if TYPE_CHECKING:
     from ..config import TrialConfig
 
-# Hooks run in this order. Mixout after re-init: a re-initialized weight then mixes toward its new value.
+# Hooks run in this order. Mixout after re-init: a re-initialized weight then mixes toward its new value. NoisyTune
+# after re-init (the new layers are perturbed too, as a fresh draw would be) and before Mixout and pretrained WD,
+# which then anchor to the perturbed start.
 # Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built. LoRA before LLRD,
 # so that the adapters are in the groups LLRD builds by depth.
-REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD)
+REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, NoisyTune, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD)
 
 
 def active_stabilizers(config: TrialConfig) -> list[Stabilizer]:

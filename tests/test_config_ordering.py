@@ -52,8 +52,11 @@ def test_trial_key_identifies_the_computation():
 
 
 def test_recipes_resolve_to_the_papers_settings():
-    assert set(RECIPES) == {"devlin2019", "mosbach2021", "zhang2021", "mixout", "llrd", "pretrained-wd", "noisytune"}
+    assert set(RECIPES) == {"devlin2019", "mosbach2021", "zhang2021", "mixout", "llrd", "pretrained-wd", "noisytune",
+                            "r3f"}
     assert resolved_recipe("noisytune").noisytune == 0.15
+    assert (resolved_recipe("r3f").r3f, resolved_recipe("r3f").r3f_eps, resolved_recipe("r3f").r3f_noise) == (
+        1.0, 1e-5, "uniform")
     devlin, mosbach, zhang = (resolved_recipe(n) for n in ("devlin2019", "mosbach2021", "zhang2021"))
     assert (devlin.optimizer, devlin.epochs, devlin.warmup, devlin.weight_decay) == ("bertadam", 3.0, 0.1, 0.01)
     assert (mosbach.optimizer, mosbach.epochs, mosbach.adam_eps, mosbach.max_grad_norm, mosbach.evals_per_epoch) == (

@@ -115,6 +115,11 @@ class TrialConfig(BaseModel):
                           "pretrained value with probability p (rescaled); turns dropout off.")
     pretrained_wd: float = Field(0.0, ge=0, description="Pretrained weight decay strength: decay toward the pretrained "
                                  "weights instead of toward 0 (replaces --weight-decay).")
+    r3f: float = Field(0.0, ge=0, description="R3F (Aghajanyan et al. 2021) weight lambda of the symmetric KL between "
+                       "the predictions on the inputs and on noisy word embeddings; the paper's default is 1. "
+                       "Classification tasks only.")
+    r3f_eps: float = Field(1e-5, gt=0, description="R3F noise scale eps (uniform on [-eps, eps], or normal sd eps).")
+    r3f_noise: Literal["uniform", "normal"] = Field("uniform", description="R3F noise distribution.")
     noisytune: float = Field(0.0, ge=0, description="NoisyTune (Wu et al. 2022) strength lambda: before training, add "
                              "uniform noise of width lambda x std(W) to every parameter tensor W (from the wi_seed "
                              "stream); the paper's default is 0.15.")
@@ -157,6 +162,11 @@ class TrialConfig(BaseModel):
             raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
         if self.task != "ner" and (self.head != "linear" or self.bio_constraints or self.bio_repair):
             raise ValueError(f"--head, --bio-constraints and --bio-repair apply to --task ner, not {self.task}")
+        if self.r3f == 0 and (self.r3f_eps != 1e-5 or self.r3f_noise != "uniform"):
+            raise ValueError("--r3f-eps and --r3f-noise apply with --r3f LAMBDA > 0")
+        if self.r3f > 0 and (self.task in ("stsb", "regression", "ner")):
+            raise ValueError(f"--r3f compares predicted class distributions: it applies to classification tasks, "
+                             f"not {self.task}")
         if self.adapter == "none":
             changed = [f"--{name.replace('_', '-')}" for name in _ADAPTER_OPTIONS
                        if getattr(self, name) != type(self).model_fields[name].default]
@@ -196,7 +206,8 @@ class TrialConfig(BaseModel):
 
 
 _ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
-KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune")
+KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune",
+                           "r3f", "r3f_eps", "r3f_noise")
 
 
 class RunOptions(BaseModel):
@@ -303,7 +314,8 @@ SECTIONS = {
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
-    "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "noisytune", "init_from"],
+    "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "noisytune", "r3f", "r3f_eps",
+                    "r3f_noise", "init_from"],
     "Adapters": ["adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed"],
     "Evaluation": ["evals_per_epoch", "eval_batch_size", "eval_precision"],
 }

@@ -22,6 +22,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "llrd": ("Layer-wise learning-rate decay with eta 0.95; AdamW.", dict(optimizer="adamw", llrd=0.95)),
     "noisytune": ("NoisyTune (Wu et al. 2022): uniform noise of width 0.15 x each tensor's std before training; AdamW.",
                   dict(optimizer="adamw", noisytune=0.15)),
+    "r3f": ("R3F (Aghajanyan et al. 2021): lambda 1 x the symmetric KL against uniform noise of 1e-5 on the word "
+            "embeddings; AdamW.", dict(optimizer="adamw", r3f=1.0)),
     "pretrained-wd": ("Weight decay toward the pretrained weights (strength 1e-3) instead of toward 0; AdamW.",
                       dict(optimizer="adamw", pretrained_wd=1e-3)),
 }

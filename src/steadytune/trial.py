@@ -282,7 +282,9 @@ class Trial:
                      for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
             out = self.model(**batch)
             loss, logits = out.loss, out.logits
-        self.last_loss = loss.item()
+        self.last_loss = loss.item()  # the task's loss; a stabilizer may add terms to what is minimized
+        for method in self.stabilizers:
+            loss = method.change_loss(self.model, batch, loss, logits)
         self.step += 1
         epoch = self.step / self.per_epoch
         if not math.isfinite(self.last_loss):

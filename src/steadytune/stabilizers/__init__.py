@@ -5,6 +5,7 @@
 - llrd: layer-wise learning-rate decay (Zhang et al. 2021, after Howard & Ruder 2018);
 - pretrained_wd: weight decay toward the pretrained weights (Zhang et al. 2021);
 - noisytune: uniform noise on the pretrained weights, scaled per tensor (Wu et al. 2022);
+- r3f: a symmetric-KL smoothness term against noisy input embeddings (Aghajanyan et al. 2021);
 - lora: low-rank adapters on a frozen encoder (Hu et al. 2021), through peft;
 - bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
   optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
@@ -21,6 +22,7 @@ from .lora import LoRA
 from .mixout import Mixout
 from .noisytune import NoisyTune
 from .pretrained_wd import PretrainedWD
+from .r3f import R3F
 from .reinit import ReInit
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 # which then anchor to the perturbed start.
 # Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built. LoRA before LLRD,
 # so that the adapters are in the groups LLRD builds by depth.
-REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, NoisyTune, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD)
+REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, NoisyTune, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD, R3F)
 
 
 def active_stabilizers(config: TrialConfig) -> list[Stabilizer]:

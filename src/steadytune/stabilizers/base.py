@@ -16,6 +16,7 @@ class Stabilizer:
     The trial calls the hooks of its active stabilizers in registry order (see __init__.py):
     - `change_model` once, after the head is drawn and before the model moves to its device;
     - `change_groups` once, on the optimizer's parameter groups, when the optimizer is built;
+    - `change_loss` at every training step, on the task's loss (the one recorded as the training loss);
     - `after_step` after every optimizer step, before the learning-rate schedule advances.
     """
 
@@ -37,6 +38,11 @@ class Stabilizer:
     def change_groups(self, model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The optimizer's parameter groups, each with params, lr, weight_decay and name."""
         return groups
+
+    def change_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], loss: torch.Tensor,
+                    logits: torch.Tensor) -> torch.Tensor:
+        """The loss a training step minimizes, given the task's loss and the model's output on the batch."""
+        return loss
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Act on the parameters after the optimizer has stepped."""

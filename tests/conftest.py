@@ -50,6 +50,14 @@ FAMILIES = {
     "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"embedding_size": 8}),
     "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", {}),
     "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 8}),
+    # DeBERTa-v3's layout: relative attention (p2c, c2p), a LayerNorm on the relative embeddings, no absolute positions.
+    "deberta-v2": ("DebertaV2Config", "DebertaV2ForSequenceClassification",
+                   {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm",
+                    "position_biased_input": False}),
+    # Token ids inside the tiny vocabulary; one global-attention layer in every two, as ModernBERT alternates them.
+    "modernbert": ("ModernBertConfig", "ModernBertForSequenceClassification",
+                   {"pad_token_id": 0, "bos_token_id": 1, "cls_token_id": 1, "eos_token_id": 2, "sep_token_id": 2,
+                    "global_attn_every_n_layers": 2, "local_attention": 16}),
 }
 TINY_SIZES = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, vocab_size=100,
                   max_position_embeddings=64)

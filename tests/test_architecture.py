@@ -1,7 +1,10 @@
-"""Layout of the five supported encoder families and the layer-index convention."""
+"""Layout of the supported encoder families and the layer-index convention."""
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 import transformers
 from torch import nn
 
@@ -84,3 +87,49 @@ def test_unsupported_architectures() -> None:
         encoder_layout(transformers.BertModel(transformers.BertConfig(**TINY_SIZES)))
     with pytest.raises(ValueError, match="Linear"):
         encoder_layout(nn.Linear(2, 2))
+
+
+def test_deberta_and_modernbert_layouts() -> None:
+    deberta = encoder_layout(tiny("deberta-v2"))
+    assert deberta.layer_prefixes == [f"deberta.encoder.layer.{k}." for k in range(3)]
+    assert deberta.pooler_prefix == "pooler." and deberta.embeddings_prefix == "deberta.embeddings."
+    assert layer_index(deberta, "deberta.encoder.rel_embeddings.weight") == 0
+    assert layer_index(deberta, "deberta.encoder.LayerNorm.weight") == 0
+    assert layer_index(deberta, "pooler.dense.weight") == 4
+    modern = encoder_layout(tiny("modernbert"))
+    assert modern.layer_prefixes == [f"model.layers.{k}." for k in range(3)]
+    assert modern.pooler_prefix == "head." and modern.embeddings_prefix == "model.embeddings."
+    assert layer_index(modern, "model.final_norm.weight") == 4 and layer_index(modern, "head.dense.weight") == 4
+    # DeBERTa's token classifier has no pooler.
+    tagger = transformers.DebertaV2ForTokenClassification(transformers.DebertaV2Config(**TINY_SIZES, num_labels=3))
+    assert encoder_layout(tagger).pooler is None
+
+
+@pytest.mark.parametrize("model_type", ["deberta-v2", "modernbert"])
+def test_new_families_train_with_reinit_and_llrd(model_type, tmp_path, minilm_path, glue_dir, options):
+    from conftest import make_tiny_model_dir
+    from steadytune.config import TrialConfig
+    from steadytune.trial import Trial
+
+    extra = ({"pad_token_id": 0, "cls_token_id": 101, "bos_token_id": 101, "sep_token_id": 102, "eos_token_id": 102,
+              "global_attn_every_n_layers": 2, "local_attention": 16} if model_type == "modernbert"
+             else FAMILIES["deberta-v2"][2])
+    folder = make_tiny_model_dir(tmp_path, minilm_path, model_type, **extra)
+    config = TrialConfig(task="rte", model=str(folder), glue_dir=str(glue_dir), max_train=16, batch_size=8,
+                         max_length=48, max_steps=2, evals_per_epoch=0, lr=1e-3, reinit_layers=1, reinit_pooler=True,
+                         llrd=0.9)
+    plain = Trial(config.model_copy(update={"reinit_layers": 0, "reinit_pooler": False, "llrd": None}), options)
+    trial = Trial(config, options)
+    layout = encoder_layout(trial.model)
+    top = layout.layer_prefixes[-1]
+    before = dict(plain.model.named_parameters())
+    changed = {n for n, p in trial.model.named_parameters() if not torch.equal(p, before[n])}
+    # Re-init redrew the top layer and the pooler (or ModernBERT's prediction head), nothing else.
+    assert any(n.startswith(top) for n in changed) and any(n.startswith(layout.pooler_prefix) for n in changed)
+    assert all(n.startswith((top, layout.pooler_prefix)) for n in changed)
+    lrs = sorted({group["initial_lr"] for group in trial.optimizer.param_groups})
+    assert len(lrs) == 5 and lrs[-1] == pytest.approx(1e-3)  # embeddings, 3 layers, top
+    points = []
+    outcome, pending = trial.run(points.extend)
+    losses = [p.value for p in points + pending if p.split == "train" and p.metric == "loss"]
+    assert outcome.status == "complete" and len(losses) == 2 and all(math.isfinite(v) for v in losses)

@@ -6,14 +6,18 @@ pooler and the new task head. Hugging Face names these differently per architect
 module is the single place that maps each supported architecture onto one :class:`EncoderLayout`.
 
 Supported (``config.model_type``): ``bert`` (including MiniLM checkpoints, which are BERT),
-``roberta``, ``electra``, ``mpnet`` and ``albert``.
+``roberta``, ``electra``, ``mpnet``, ``albert``, ``deberta-v2`` (DeBERTa-v2 and -v3) and ``modernbert``.
 
 Layer index convention (used by :func:`layer_index` and by layer-wise LR decay): ``0`` is the
 embeddings, ``1..N`` the transformer layers bottom to top (``N = len(layout.layers)``; layer ``k``
 is Hugging Face's ``encoder.layer.{k-1}``), and ``N + 1`` is the top: the pooler and the head.
 Parameters outside the encoder that only feed the embeddings into the first layer (ELECTRA's
 ``embeddings_project``, ALBERT's ``embedding_hidden_mapping_in``) and MPNet's relative position
-bias table (shared by all layers, positional like the embeddings) count as embeddings.
+bias table (shared by all layers, positional like the embeddings) count as embeddings, as do DeBERTa's
+relative position embeddings with their LayerNorm and its optional convolution after the first layer.
+DeBERTa's pooler is the classifier's ContextPooler (absent from its token classifier). ModernBERT has no
+pooler: its pretrained prediction head (dense, activation, norm, before the classifier) takes that
+place, and its final norm over the last layer's output counts with the top.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("bert", "roberta", "electra", "mpnet", "albert")
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("bert", "roberta", "electra", "mpnet", "albert", "deberta-v2", "modernbert")
+# The attribute of the *ForSequenceClassification model that holds the encoder, where it is not the model type.
+_BASE_ATTRIBUTE = {"deberta-v2": "deberta", "modernbert": "model"}
 
 
 class UnsupportedArchitecture(ValueError):
@@ -50,6 +56,7 @@ class EncoderLayout:
     head_prefix: str | tuple[str, ...]  # a tagger with a CRF has two head modules: classifier and crf
     shared_layers: bool
     extra_embedding_prefixes: tuple[str, ...] = ()
+    extra_top_prefixes: tuple[str, ...] = ()  # ModernBERT's final norm
 
 
 def _unsupported(model: nn.Module, why: str) -> UnsupportedArchitecture:
@@ -65,7 +72,7 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise _unsupported(model, f"model_type {model_type!r}")
-    base = getattr(model, model_type, None)
+    base = getattr(model, _BASE_ATTRIBUTE.get(model_type, model_type), None)
     head = getattr(model, "classifier", None)
     kind = type(model).__name__
     if not kind.endswith(("ForSequenceClassification", "ForTokenClassification")) or base is None or head is None:
@@ -77,16 +84,25 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
         return names[id(module)] + "."
 
     extras: list[nn.Module] = []
+    tops: list[nn.Module] = []
+    pooler = getattr(base, "pooler", None)
     if model_type == "albert":
         layers = list(base.encoder.albert_layer_groups)
         extras.append(base.encoder.embedding_hidden_mapping_in)
+    elif model_type == "modernbert":
+        layers = list(base.layers)
+        tops.append(base.final_norm)
+        pooler = getattr(model, "head", None)
     else:
         layers = list(base.encoder.layer)
     if model_type == "electra" and getattr(base, "embeddings_project", None) is not None:
         extras.append(base.embeddings_project)
     if model_type == "mpnet":
         extras.append(base.encoder.relative_attention_bias)
-    pooler = getattr(base, "pooler", None)
+    if model_type == "deberta-v2":
+        extras += [module for name in ("rel_embeddings", "LayerNorm", "conv")
+                   if (module := getattr(base.encoder, name, None)) is not None]
+        pooler = getattr(model, "pooler", None)
 
     return EncoderLayout(
         embeddings=base.embeddings,
@@ -99,6 +115,7 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
         head_prefix=(prefix(head), "crf.") if hasattr(model, "crf") else prefix(head),
         shared_layers=model_type == "albert",
         extra_embedding_prefixes=tuple(prefix(module) for module in extras),
+        extra_top_prefixes=tuple(prefix(module) for module in tops),
     )
 
 
@@ -114,7 +131,7 @@ def layer_index(layout: EncoderLayout, param_name: str) -> int | None:
         if param_name.startswith(layer_prefix):
             return index
     heads = layout.head_prefix if isinstance(layout.head_prefix, tuple) else (layout.head_prefix,)
-    top = heads + ((layout.pooler_prefix,) if layout.pooler_prefix else ())
+    top = heads + ((layout.pooler_prefix,) if layout.pooler_prefix else ()) + layout.extra_top_prefixes
     if param_name.startswith(top):
         return len(layout.layers) + 1
     return None

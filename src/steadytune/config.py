@@ -120,6 +120,13 @@ class TrialConfig(BaseModel):
                        "Classification tasks only.")
     r3f_eps: float = Field(1e-5, gt=0, description="R3F noise scale eps (uniform on [-eps, eps], or normal sd eps).")
     r3f_noise: Literal["uniform", "normal"] = Field("uniform", description="R3F noise distribution.")
+    average: Literal["none", "ema", "swa"] = Field("none", description="Also evaluate an average of the weights "
+                                                   "(recorded as <metric>.ema or <metric>.swa; training is unchanged): "
+                                                   "ema, an exponential moving average over every step; swa, the "
+                                                   "uniform average of every step from --swa-start on.")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step.")
+    swa_start: float = Field(0.75, ge=0, lt=1, description="SWA averages the weights after every step past this "
+                             "fraction of training.")
     noisytune: float = Field(0.0, ge=0, description="NoisyTune (Wu et al. 2022) strength lambda: before training, add "
                              "uniform noise of width lambda x std(W) to every parameter tensor W (from the wi_seed "
                              "stream); the paper's default is 0.15.")
@@ -162,6 +169,8 @@ class TrialConfig(BaseModel):
             raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
         if self.task != "ner" and (self.head != "linear" or self.bio_constraints or self.bio_repair):
             raise ValueError(f"--head, --bio-constraints and --bio-repair apply to --task ner, not {self.task}")
+        if (self.ema_decay != 0.999 and self.average != "ema") or (self.swa_start != 0.75 and self.average != "swa"):
+            raise ValueError("--ema-decay applies with --average ema, --swa-start with --average swa")
         if self.r3f == 0 and (self.r3f_eps != 1e-5 or self.r3f_noise != "uniform"):
             raise ValueError("--r3f-eps and --r3f-noise apply with --r3f LAMBDA > 0")
         if self.r3f > 0 and (self.task in ("stsb", "regression", "ner")):
@@ -207,7 +216,7 @@ class TrialConfig(BaseModel):
 
 _ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
 KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune",
-                           "r3f", "r3f_eps", "r3f_noise")
+                           "r3f", "r3f_eps", "r3f_noise", "average", "ema_decay", "swa_start")
 
 
 class RunOptions(BaseModel):
@@ -315,7 +324,7 @@ SECTIONS = {
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
                      "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
     "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "noisytune", "r3f", "r3f_eps",
-                    "r3f_noise", "init_from"],
+                    "r3f_noise", "average", "ema_decay", "swa_start", "init_from"],
     "Adapters": ["adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed"],
     "Evaluation": ["evals_per_epoch", "eval_batch_size", "eval_precision"],
 }

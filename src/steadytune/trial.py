@@ -124,6 +124,8 @@ class Trial:
         if self.checkpoint_at and store_path is None:
             raise StoreError("--save-checkpoints keeps snapshots beside the store, so it needs one")
         self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
+        for method in self.stabilizers:
+            method.begin(self.model, self.total_steps)
         self.diagnosed_parts = part_parameters(self.model) if options.log_grads_every else {}
         self.pooler_probe = PoolerProbe(self.model)
         # Built now so that options the model cannot take (e.g. LLRD on ALBERT) fail before anything is stored.
@@ -151,6 +153,11 @@ class Trial:
         dev, dev_predictions = evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
                                                          self.device, self.pad_token_id)
         points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
+        for method in self.stabilizers:
+            for suffix, extra in method.evaluated_models().items():
+                scores, _ = evaluate_with_predictions(extra, self.inputs.dev, self.task, c.eval_batch_size,
+                                                      self.device, self.pad_token_id)
+                points += [CurvePoint(step, epoch, "dev", f"{name}.{suffix}", value) for name, value in scores.items()]
         tracked, predictions = dict(dev), {"dev": dev_predictions}
         if self.inputs.test is not None:
             test, predictions["test"] = evaluate_with_predictions(model, self.inputs.test, self.task,
@@ -319,6 +326,7 @@ class Trial:
             "trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
             "elapsed": self.elapsed, "rng": self.dropout_rng, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "stabilizers": {type(method).__name__: method.state() for method in self.stabilizers},
             "tracked": {"metric": tracked.metric, "best_value": tracked.best_value, "best_step": tracked.best_step,
                         "best_metrics": tracked.best_metrics, "last_metrics": tracked.last_metrics,
                         "last_step": tracked.last_step,
@@ -353,6 +361,9 @@ class Trial:
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
+            methods = saved.get("stabilizers", {})
+            for method in self.stabilizers:
+                method.load_state(methods.get(type(method).__name__, {}))
         except StateFileError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as err:

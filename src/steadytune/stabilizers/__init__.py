@@ -6,6 +6,7 @@
 - pretrained_wd: weight decay toward the pretrained weights (Zhang et al. 2021);
 - noisytune: uniform noise on the pretrained weights, scaled per tensor (Wu et al. 2022);
 - r3f: a symmetric-KL smoothness term against noisy input embeddings (Aghajanyan et al. 2021);
+- averaging: an EMA or SWA of the weights, evaluated beside the raw model;
 - lora: low-rank adapters on a frozen encoder (Hu et al. 2021), through peft;
 - bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
   optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .averaging import WeightAverage
 from .base import Stabilizer
 from .llrd import LayerwiseLRDecay
 from .lora import LoRA
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
 # which then anchor to the perturbed start.
 # Pretrained WD after LLRD: it zeroes the ordinary weight decay of whatever groups LLRD built. LoRA before LLRD,
 # so that the adapters are in the groups LLRD builds by depth.
-REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, NoisyTune, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD, R3F)
+# The weight average last: it averages the weights every other method has acted on.
+REGISTRY: tuple[type[Stabilizer], ...] = (ReInit, NoisyTune, Mixout, LoRA, LayerwiseLRDecay, PretrainedWD, R3F,
+                                          WeightAverage)
 
 
 def active_stabilizers(config: TrialConfig) -> list[Stabilizer]:

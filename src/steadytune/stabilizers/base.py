@@ -17,7 +17,9 @@ class Stabilizer:
     - `change_model` once, after the head is drawn and before the model moves to its device;
     - `change_groups` once, on the optimizer's parameter groups, when the optimizer is built;
     - `change_loss` at every training step, on the task's loss (the one recorded as the training loss);
-    - `after_step` after every optimizer step, before the learning-rate schedule advances.
+    - `after_step` after every optimizer step, before the learning-rate schedule advances;
+    - `begin` once before training, `evaluated_models` at every evaluation, `state`/`load_state` when a trial
+      pauses and continues (early stopping across trials).
     """
 
     # True when change_model changes the model's parameters' names or shapes (an adapter), so that a skeleton
@@ -46,3 +48,17 @@ class Stabilizer:
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Act on the parameters after the optimizer has stepped."""
+
+    def begin(self, model: nn.Module, total_steps: int) -> None:
+        """Once the model is on its device and the trial knows its length, before the first step."""
+
+    def evaluated_models(self) -> dict[str, nn.Module]:
+        """Models to evaluate beside the trained one, by the suffix of their metrics (e.g. an average: 'ema')."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """What a paused trial must keep of this method to continue bit-identically (tensors and plain values)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take back what `state` returned; raise ValueError for a state that does not fit."""

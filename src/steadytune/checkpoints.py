@@ -6,6 +6,9 @@ trainable parameters (encoder and head) under ``<store>-checkpoints/<trial key>/
 trial's config hash, so a trial paused and resumed by a study keeps adding to the same folder, and
 a re-run of the same config (bit-identical by construction) overwrites identical files.
 
+`--keep-weights` keeps the last step's snapshot alone, for seed soups (soup.py); for an adapter trial it holds
+the adapters and the head only, since the frozen encoder is the pretrained one.
+
 Snapshots are untrusted when read back: each file carries the sha256 of its tensors (written with it,
 atomically), which `load_checkpoint` verifies, so a damaged or swapped file is refused instead of
 drawn. Landscapes key their cached cells by these hashes: a snapshot that changes gets new cells.
@@ -57,9 +60,12 @@ def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: nn.Module, folder: Path, step: int, trial_key: str) -> Path:
+def save_checkpoint(model: nn.Module, folder: Path, step: int, trial_key: str, trainable_only: bool = False) -> Path:
+    """Write the model's parameters (only those that train, with `trainable_only`: an adapter trial's adapters and
+    head) at `step`."""
     path = folder / f"step-{step:06d}.safetensors"
-    tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()}
+    tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()
+               if p.requires_grad or not trainable_only}
     metadata = {"step": str(step), "trial_key": trial_key, HASH_KEY: tensors_hash(tensors)}
     tmp = None
     try:

@@ -232,6 +232,8 @@ class RunOptions(BaseModel):
     log_grads_every: int = Field(10, ge=0, description="Every K steps store diagnostics (Mosbach et al.): gradient L2 "
                                  "norm per layer before clipping, total norm before/after clipping, pooler tanh "
                                  "saturation, mean prediction of the batch; 0 turns them off.")
+    keep_weights: bool = Field(False, description="Keep each complete trial's final weights beside the store "
+                               "(safetensors; an adapter trial's adapters and head only), for `steadytune soup`.")
     save_checkpoints: int = Field(0, ge=0, description="Keep K parameter snapshots (safetensors, encoder + head) evenly "
                                   "spaced from step 0 to the last step, beside the store, for `steadytune landscape`; "
                                   "K >= 2 (0 = none).")

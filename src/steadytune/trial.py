@@ -120,7 +120,8 @@ class Trial:
         self.total_steps = ordering.total_steps(len(self.inputs.train), config.batch_size, config.epochs,
                                                 config.max_steps)
         self.eval_at = set(ordering.eval_steps(self.per_epoch, self.total_steps, config.evals_per_epoch))
-        self.checkpoint_at = set(checkpoint_steps(self.total_steps, options.save_checkpoints))
+        self.snapshot_at = set(checkpoint_steps(self.total_steps, options.save_checkpoints))
+        self.checkpoint_at = self.snapshot_at | ({self.total_steps} if options.keep_weights else set())
         if self.checkpoint_at and store_path is None:
             raise StoreError("--save-checkpoints keeps snapshots beside the store, so it needs one")
         self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
@@ -273,7 +274,9 @@ class Trial:
 
     def _checkpoint(self) -> None:
         if self.step in self.checkpoint_at:
-            save_checkpoint(self.model, self.checkpoint_folder, self.step, self.config.trial_key())
+            # A landscape needs every parameter; a soup of adapter trials only what trained.
+            trainable_only = self.config.adapter != "none" and self.step not in self.snapshot_at
+            save_checkpoint(self.model, self.checkpoint_folder, self.step, self.config.trial_key(), trainable_only)
 
     def _train_step(self, indices: np.ndarray) -> list[CurvePoint]:
         """One optimizer step; sets `diverged` when the loss or the gradient norm is not finite."""
@@ -419,7 +422,7 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
     if on_prepared is not None:
         on_prepared(trial)
     key, owner = config.trial_key(), new_owner()
-    wants_files = options.save_model or options.save_checkpoints > 0
+    wants_files = options.save_model or options.save_checkpoints > 0 or options.keep_weights
     claimed = store.claim(key, study_id, owner, () if wants_files else ("complete", "diverged"))
     if claimed == "done":
         row = store.latest_trial(key, study_id)

@@ -9,6 +9,7 @@ from .recipes import recipes
 from .report import report
 from .reproduce import reproduce
 from .results import export, runs
+from .soup import soup
 from .study import study_app
 from .train import train
 
@@ -23,3 +24,4 @@ app.command()(report)
 app.command()(diagnose)
 app.add_typer(landscape_app, name="landscape")
 app.command()(reproduce)
+app.command()(soup)

@@ -154,5 +154,34 @@ def test_a_study_crosses_adapter_seeds_with_data_orders(tiny_bert_dir, glue_dir,
     plan = CliRunner().invoke(app, ["study", "plan", *args[2:-4]])
     assert plan.exit_code == 0, plan.output
     assert "adapter" in plan.output
+    from steadytune.report import build_report
+
+    page = build_report(store, tmp_path / "report", "md").read_text()
+    assert "adapter seed x DO" in page and "| adapter seed |" in page  # the adapter seed is the grid's factor
     refused = CliRunner().invoke(app, [*args[:-6], "--store", str(tmp_path / "t.db")])
     assert refused.exit_code == 2 and "--adapter-seed apply to --adapter lora" in refused.output
+
+
+def test_random_landscape_directions_move_only_what_an_adapter_trial_trained(tiny_trial_config, options, tmp_path):
+    import numpy as np
+
+    from steadytune.landscape.analyses import surface
+    from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots
+
+    with Store(tmp_path / "s.db") as store:
+        trial_id, _, _ = run_stored(tiny_trial_config(max_steps=2, **LORA),
+                                    options.model_copy(update={"save_checkpoints": 2}), store)
+        snapshots = TrialSnapshots.load(store, trial_id)
+        settings = EvaluationSettings(8, 8, 0, 8, 1, options)
+        found = surface(store, snapshots, "random", None, 0, np.array([0.0, 1.0]), np.array([0.0]), settings)
+    from steadytune.landscape.analyses import plane_for
+    from steadytune.landscape.sources import build_evaluator
+
+    # What surface() takes as frozen: the skeleton's parameters that do not train, i.e. all but adapters and head.
+    skeleton = build_evaluator(snapshots.config, settings).model
+    frozen = frozenset(n for n, p in skeleton.named_parameters() if not p.requires_grad)
+    assert frozen == {n for n in snapshots.end() if ".lora_" not in n and not n.startswith("classifier.")}
+    plane = plane_for("random", snapshots, None, 0, frozen)
+    moved = {n for n, d in plane.d1.items() if d.abs().sum() > 0}
+    assert moved and all(".lora_" in n or n.startswith("classifier.") for n in moved)
+    assert len(found.cells) == 2 and found.cells["train_loss"].nunique() == 2

@@ -175,6 +175,7 @@ def variance_section(results: Results, settings: ReportSettings) -> Section:
         metric = _metric(results, task)
         arms, no_grid = {}, []
         for arm, group in frame.groupby("arm"):
+            group = _adapter_seeds_as_first_factor(group)
             seeds = {kind: group[column].nunique() for column, kind in SEED_KINDS.items()}
             if min(seeds.values()) >= 2:
                 arms[arm] = group
@@ -187,9 +188,14 @@ def variance_section(results: Results, settings: ReportSettings) -> Section:
         section.blocks.append(Plot(f"grid-{task}", plots.seed_heatmap_figure(
             {arm: seed_grid(g, SCORE) for arm, g in arms.items()}, task, metric), f"{task}: WI x DO grid"))
         for arm, group in arms.items():
+            first = "adapter seed x DO" if group.attrs.get("adapter_factor") else "WI x DO"
             try:  # both need residual degrees of freedom
-                anovas.append((f"{task} / {arm}: ANOVA of the final dev {metric}", anova_two_way(group, SCORE)))
-                components.append(variance_components(group, SCORE).assign(task=task, arm=arm))
+                anovas.append((f"{task} / {arm}: ANOVA of the final dev {metric} ({first})",
+                               anova_two_way(group, SCORE)))
+                found = variance_components(group, SCORE)
+                if group.attrs.get("adapter_factor"):
+                    found["component"] = found["component"].replace({"WI": "adapter seed"})
+                components.append(found.assign(task=task, arm=arm))
             except NotEnoughData as err:
                 section.blocks.append(f"Not available for {task} / {arm}: {err}.")
         means = {arm: {SEED_KINDS[c]: seed_means(g, c, SCORE) for c in SEED_KINDS} for arm, g in arms.items()}
@@ -205,9 +211,21 @@ def variance_section(results: Results, settings: ReportSettings) -> Section:
     if components:
         table = pd.concat(components, ignore_index=True)
         section.blocks.append(Table(table[["task", "arm", "component", "variance", "sd", "share", "method"]],
-                                    "Variance components (random effects): WI, DO and residual"))
+                                    "Variance components (random effects): WI (or, for adapter studies, the adapter "
+                                    "seed), DO and residual"))
     section.attempt(lambda: [Table(seed_spread(results, SCORE), "Spread of per-seed means")])
     return section
+
+
+def _adapter_seeds_as_first_factor(group: pd.DataFrame) -> pd.DataFrame:
+    """An adapter study varies the adapter seed where a full fine-tuning grid varies WI: with one WI seed and several
+    adapter seeds, the adapter seed takes WI's place in the grid (marked in the frame's attrs)."""
+    column = "cfg.adapter_seed"
+    if column not in group or group["wi_seed"].nunique() > 1 or group[column].nunique() < 2:
+        return group
+    swapped = group.assign(wi_seed=group[column].astype(int))
+    swapped.attrs["adapter_factor"] = True
+    return swapped
 
 
 def transfer_section(results: Results) -> Section:

@@ -40,9 +40,10 @@ class Surface:
     label2: str
 
 
-def plane_for(kind: DirectionKind, trial: TrialSnapshots, other: TrialSnapshots | None, seed: int) -> Plane:
+def plane_for(kind: DirectionKind, trial: TrialSnapshots, other: TrialSnapshots | None, seed: int,
+              frozen: frozenset[str] = frozenset()) -> Plane:
     if kind == "random":
-        return random_plane(trial.end(), seed)
+        return random_plane(trial.end(), seed, frozen)
     if other is None:
         raise LandscapeError(f"--directions {kind} needs --other: "
                          + ("a run of the same model on another task" if kind == "hao" else "a successful run"))
@@ -55,8 +56,9 @@ def surface(store: Store, trial: TrialSnapshots, kind: DirectionKind, other: Tri
             a_values: np.ndarray, b_values: np.ndarray, settings: EvaluationSettings,
             progress: Progress | None = None) -> Surface:
     """L(origin + a d1 + b d2) on a grid, and the trial's snapshots projected onto the plane."""
-    plane = plane_for(kind, trial, other, seed)
     evaluator = build_evaluator(trial.config, settings)
+    frozen = frozenset(name for name, p in evaluator.model.named_parameters() if not p.requires_grad)
+    plane = plane_for(kind, trial, other, seed, frozen)
     evaluator.check(plane.origin, f"trial {trial.trial_id}'s snapshot")
     spec = {"kind": "surface", "directions": kind, "trial": trial.key, "steps": [0, trial.last_step],
             "snapshots": trial.identity() + (other.identity(other.last_step) if other and kind != "random" else []),

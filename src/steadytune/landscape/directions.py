@@ -75,15 +75,16 @@ def mosbach_plane(pretrained: Params, failed_end: Params, successful_end: Params
                  end1=failed_end, label1="failed run", label2="successful run")
 
 
-def filter_normalized(center: Params, generator: torch.Generator) -> Params:
+def filter_normalized(center: Params, generator: torch.Generator, frozen: frozenset[str] = frozenset()) -> Params:
     """A Gaussian direction with each filter rescaled to the norm of the same filter of `center` (Li et al. 2018).
 
     A filter is one output unit: a row of a Linear or Embedding weight. One-dimensional parameters (biases,
     LayerNorm) get a zero direction, as in Li et al.'s ignore-bias/BN setting, so the direction moves weights only.
+    So do `frozen` parameters (an adapter trial's encoder): the landscape is over what trained.
     """
     direction = {}
     for name, weight in center.items():
-        if weight.dim() <= 1:
+        if weight.dim() <= 1 or name in frozen:
             direction[name] = torch.zeros_like(weight)
             continue
         sample = torch.randn(weight.shape, generator=generator, dtype=torch.float32).to(weight)
@@ -93,8 +94,8 @@ def filter_normalized(center: Params, generator: torch.Generator) -> Params:
     return direction
 
 
-def random_plane(center: Params, seed: int) -> Plane:
+def random_plane(center: Params, seed: int, frozen: frozenset[str] = frozenset()) -> Plane:
     """Two filter-normalized random directions around `center` (Li et al.), drawn from `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    return Plane(center, filter_normalized(center, generator), filter_normalized(center, generator),
+    return Plane(center, filter_normalized(center, generator, frozen), filter_normalized(center, generator, frozen),
                  label1="random 1 (filter-normalized)", label2="random 2 (filter-normalized)")

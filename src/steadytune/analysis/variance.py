@@ -26,6 +26,17 @@ from .results import NotEnoughData, Results
 SEED_KINDS = {"wi_seed": "WI", "do_seed": "DO"}
 
 
+def adapter_seeds_as_first_factor(group: pd.DataFrame) -> pd.DataFrame:
+    """An adapter study varies the adapter seed where a full fine-tuning grid varies WI: with one WI seed and several
+    adapter seeds, the adapter seed takes WI's place in the grid (marked in the frame's attrs as adapter_factor)."""
+    column = "cfg.adapter_seed"
+    if column not in group or group["wi_seed"].nunique() > 1 or group[column].nunique() < 2:
+        return group
+    swapped = group.assign(wi_seed=group[column].astype(int))
+    swapped.attrs["adapter_factor"] = True
+    return swapped
+
+
 def seed_grid(frame: pd.DataFrame, score: str = "final") -> pd.DataFrame:
     """WI seeds (rows) x DO seeds (columns) of a score; the mean where a cell has several trials."""
     return frame.pivot_table(index="wi_seed", columns="do_seed", values=score, aggfunc="mean")

@@ -237,3 +237,27 @@ def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny
     assert len(finished) == len(set(finished)) == 6 + 3 + 2  # grid, adamw, pretrained: each once
     measured = rows(store, "SELECT COUNT(*) FROM landscapes WHERE kind = 'reproduce-hao'")[0][0]
     assert measured == 2
+
+
+def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert_dir, glue_dir, tmp_path):
+    def args(store: str) -> list[str]:
+        return ["study", "run", "--name", "preempt", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir),
+                "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8", "--max-length", "48",
+                "--max-steps", "300", "--evals-per-epoch", "1", "--store", str(tmp_path / store), "--cache-dir",
+                str(tmp_path / "cache"), "--threads", "1", "--checkpoint-every", "0.005"]
+
+    states = tmp_path / "killed-states"
+    driver = start(args("killed.db"), tmp_path, "first")
+    wait_for(lambda: any(states.glob("*.safetensors")) and time.sleep(1.5) is None, 240, "an autosaved state")
+    os.killpg(driver.pid, signal.SIGKILL)  # preempted mid-trial
+    driver.wait()
+    assert rows(tmp_path / "killed.db", "SELECT COUNT(*) FROM trials")[0][0] == 0  # nothing was recorded
+    resumed = start(args("killed.db"), tmp_path, "second")
+    assert resumed.wait(300) == 0, output(tmp_path, "second")
+    assert "continued from its saved state at step" in output(tmp_path, "second")
+    whole = start(args("whole.db"), tmp_path, "whole")
+    assert whole.wait(300) == 0, output(tmp_path, "whole")
+    query = "SELECT step, split, metric, value FROM curves ORDER BY split, metric, step"
+    assert rows(tmp_path / "killed.db", query) == rows(tmp_path / "whole.db", query)
+    assert len(rows(tmp_path / "killed.db", query)) > 300
+    assert not any(states.glob("*.safetensors"))  # removed once the trial finished

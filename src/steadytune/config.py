@@ -232,6 +232,10 @@ class RunOptions(BaseModel):
     log_grads_every: int = Field(10, ge=0, description="Every K steps store diagnostics (Mosbach et al.): gradient L2 "
                                  "norm per layer before clipping, total norm before/after clipping, pooler tanh "
                                  "saturation, mean prediction of the batch; 0 turns them off.")
+    checkpoint_every: float | None = Field(None, gt=0, description="In a study, save a running trial's full state "
+                                           "every this many minutes (beside the store); a trial whose driver or "
+                                           "worker died, or whose job was preempted, continues from it when the study "
+                                           "runs again, bit-identically. Removed when the trial finishes.")
     keep_weights: bool = Field(False, description="Keep each complete trial's final weights beside the store "
                                "(safetensors; an adapter trial's adapters and head only), for `steadytune soup`.")
     save_checkpoints: int = Field(0, ge=0, description="Keep K parameter snapshots (safetensors, encoder + head) evenly "

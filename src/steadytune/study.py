@@ -228,6 +228,7 @@ class Job:
     stop_at_fraction: float | None = None
     state_in: str | None = None
     state_out: str | None = None
+    autosave: str | None = None  # with RunOptions.checkpoint_every: where the running trial's state is saved
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ class JobResult:
     outcome: TrialOutcome
     points: list[CurvePoint]
     started_at: float
+    resumed_at: int = 0  # the step of a saved state the trial continued from (0: from the start)
 
 
 def failed_outcome(error: str) -> TrialOutcome:
@@ -253,20 +255,24 @@ def execute(job: Job) -> JobResult:
     store_path = Path(job.store_path) if job.store_path else None
     try:
         trial = Trial(config, options, store_path)
-        if job.state_in:
+        if job.state_in and Path(job.state_in).exists():
             try:
                 trial.restore_state(Path(job.state_in))
             except StateFileError:
                 trial = Trial(config, options, store_path)  # damaged or foreign state: from the start, same result
+        resumed_at = trial.step
         stop_at = None
         if job.stop_at_fraction is not None:
             stop_at = cut_step(trial.total_steps, job.stop_at_fraction)
             trial.eval_at.add(stop_at)  # the cut ranks on a dev score taken exactly there
-        points: list[CurvePoint] = []
+        # Points a preempted run saved with its state were never recorded: they come first.
+        points: list[CurvePoint] = list(trial.restored_points)
+        if job.autosave and options.checkpoint_every:
+            trial.autosave_to(Path(job.autosave), options.checkpoint_every)
         outcome, pending = trial.run(points.extend, stop_at=stop_at)
         if job.state_out and outcome.status == "stopped":
             trial.save_state(Path(job.state_out))
-        return JobResult(outcome, points + pending, started_at)
+        return JobResult(outcome, points + pending, started_at, resumed_at)
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, not raised
         return JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at)
 
@@ -459,6 +465,7 @@ class StudyEvents:
     on_start: Callable[[int], None] = lambda total: None
     on_result: Callable[[PlannedTrial, TrialOutcome], None] = lambda trial, outcome: None
     on_wait: Callable[[int], None] = lambda count: None  # trials another driver is running
+    on_resume: Callable[[PlannedTrial, int], None] = lambda trial, step: None  # continued from a saved state
 
 
 # Statuses after which a trial is not run again: in the first pass, and when survivors are continued.
@@ -535,12 +542,16 @@ class StudyRunner:
 
     def _job(self, trial: PlannedTrial, stop_at_fraction: float | None = None, save_state: bool = False,
              resume: bool = False) -> Job:
-        if save_state or resume:
+        autosave = self.options.checkpoint_every is not None
+        if save_state or resume or autosave:
             self.states_dir.mkdir(parents=True, exist_ok=True)
+        # With autosaves, a trial continues from the state a killed or preempted run left, if there is one when the
+        # job starts (a missing file means a fresh start).
         return Job(trial.config.model_dump(mode="json"), self.options.model_dump(mode="json"),
                    store_path=str(self.store.path), stop_at_fraction=stop_at_fraction,
-                   state_in=str(self._state_path(trial)) if resume else None,
-                   state_out=str(self._state_path(trial)) if save_state else None)
+                   state_in=str(self._state_path(trial)) if resume or autosave else None,
+                   state_out=str(self._state_path(trial)) if save_state else None,
+                   autosave=str(self._state_path(trial)) if autosave else None)
 
     def _execute(self, work: Iterable[tuple[PlannedTrial, Job]], done: tuple[str, ...], events: StudyEvents) -> None:
         """Run jobs, each claimed only when a worker is free for it; each result is written when it arrives.
@@ -581,6 +592,10 @@ class StudyRunner:
         else:
             self.store.finish_trial(trial_id, result.outcome, result.points)
         self.recorded[result.outcome.status] += 1
+        if result.resumed_at and start_step == 0:  # an early-stopping continuation resumes by design: not news
+            events.on_resume(trial, result.resumed_at)
+        if result.outcome.status in CONTINUATION_DONE:  # finished: no state of it is needed any more
+            self._state_path(trial).unlink(missing_ok=True)
         if result.outcome.total_steps:
             self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
         events.on_result(trial, result.outcome)

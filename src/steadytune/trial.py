@@ -187,6 +187,9 @@ class Trial:
         self.optimizer, self.scheduler = self._optimizer()
         self.state = TrialState(metric=self.task.metric)
         self.step, self.diverged, self.elapsed = 0, False, 0.0
+        self.flushed: list[CurvePoint] = []  # the points this process produced, for an autosave
+        self.restored_points: list[CurvePoint] = []  # points a restored state carried, not yet recorded
+        self.autosave: tuple[Path, float, float] | None = None
         with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(self.config.effective_dropout_seed)
             self.dropout_rng = self._get_rng()
@@ -218,14 +221,20 @@ class Trial:
         it exactly as if it had never paused.
         """
         started = time.perf_counter()
+        self.run_started = started
         limit = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         self.model.train()
+
+        def recording(points: list[CurvePoint]) -> None:
+            self.flushed.extend(points)
+            flush(points)
+
         # Dropout and Mixout draw from the global RNG; the trial's own stream is swapped in for the run, so
         # nothing else in the process (other trials, evaluation, user code) can shift its masks.
         with torch.random.fork_rng(devices=self._rng_devices()):
             self._set_rng(self.dropout_rng)
             try:
-                pending = self._train_until(limit, flush, progress)
+                pending = self._train_until(limit, recording, progress)
             finally:
                 self.dropout_rng = self._get_rng()
         self.elapsed += time.perf_counter() - started
@@ -268,9 +277,29 @@ class Trial:
                     pending = []
                 if progress is not None:
                     progress(self.step, self.total_steps, {"loss": self.last_loss, "best": self.state.best_value})
+                self._autosave(pending)
                 if self.step >= limit:
                     break
         return pending
+
+    def autosave_to(self, path: Path, minutes: float) -> None:
+        """Save the full state to `path` every `minutes` while training (preemption: see study.execute)."""
+        self.autosave = (path, minutes * 60.0, time.monotonic())
+
+    def _autosave(self, pending: list[CurvePoint]) -> None:
+        if self.autosave is None or self.step >= self.total_steps:
+            return
+        path, every, last = self.autosave
+        if time.monotonic() - last < every:
+            return
+        # Inside run(): the trial's dropout stream is the global RNG now, and the time of this run not yet counted.
+        self.dropout_rng = self._get_rng()
+        elapsed, self.elapsed = self.elapsed, self.elapsed + time.perf_counter() - self.run_started
+        try:
+            self.save_state(path, self.flushed + pending)
+        finally:
+            self.elapsed = elapsed
+        self.autosave = (path, every, time.monotonic())
 
     def _checkpoint(self) -> None:
         if self.step in self.checkpoint_at:
@@ -322,10 +351,12 @@ class Trial:
                 CurvePoint(self.step, epoch, "train", "lr", lr),
                 *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in diagnostics.items())]
 
-    def save_state(self, path: Path) -> None:
-        """Everything a paused trial needs to continue bit-identically in another process (see state_file.py)."""
+    def save_state(self, path: Path, points: list[CurvePoint] | None = None) -> None:
+        """Everything a paused trial needs to continue bit-identically in another process (see state_file.py).
+        `points`: curve points not recorded anywhere yet, which the continuation must report (preemption)."""
         tracked = self.state
         save_state_file(path, {
+            "points": [[p.step, p.epoch, p.split, p.metric, p.value] for p in points or []],
             "trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
             "elapsed": self.elapsed, "rng": self.dropout_rng, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -358,6 +389,10 @@ class Trial:
                                _prediction_arrays(tracked["best_predictions"], self.inputs),
                                _prediction_arrays(tracked["last_predictions"], self.inputs))
             step, diverged, elapsed = int(saved["step"]), bool(saved["diverged"]), float(saved["elapsed"])
+            restored_points = [CurvePoint(int(a), float(b), str(c), str(d), float(e))
+                               for a, b, c, d, e in saved.get("points", [])]
+            if any(not 0 <= point.step <= step for point in restored_points):
+                raise StateFileError(f"{path}: saved curve points lie beyond the saved step {step}")
             rng = {k: v for k, v in saved["rng"].items() if isinstance(v, torch.Tensor)}
             if "cpu" not in rng or not 0 < step <= self.total_steps:
                 raise StateFileError(f"{path}: state of step {step} does not fit this trial")
@@ -373,6 +408,7 @@ class Trial:
             raise StateFileError(f"{path}: state does not fit this trial ({type(err).__name__}: {err})") from None
         self.dropout_rng = rng
         self.step, self.diverged, self.elapsed, self.state = step, diverged, elapsed, state
+        self.restored_points = restored_points
 
     def save_encoder(self, folder: Path) -> None:
         save_encoder(self.model, self.tokenizer, folder)

@@ -153,11 +153,15 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
         bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
                    counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
 
+    def on_resume(trial: PlannedTrial, step: int) -> None:
+        err_console.print(f"trial {trial.config.task} wi={trial.config.wi_seed} do={trial.config.do_seed} continued "
+                          f"from its saved state at step {step}", soft_wrap=True)
+
     def on_wait(count: int) -> None:
         bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
                    + f"  waiting for {count} trial(s) another driver runs")
 
     try:
-        return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait))
+        return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume))
     finally:
         bar.stop()

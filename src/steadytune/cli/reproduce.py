@@ -1,7 +1,7 @@
 """`steadytune reproduce`: the four papers' claims re-tested on one model, with a verdict per claim and lr setting."""
 from __future__ import annotations
 
-import statistics
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..reproduce.claims import ARMS_OF, CLAIMS
-from ..reproduce.design import SCALES
+from ..reproduce.design import PUBLISHED_LR, SCALES
 from ..reproduce.pages import write
 from ..reproduce.runner import SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run
 from ..reproduce.verdicts import verdict_table
@@ -19,6 +19,7 @@ from ..store import Store
 from ..study import Executor, StudyEvents
 from ..tasks import canonical_task_name
 from .common import console, err_console, print_table, progress_bar, reports_user_errors, resolve_run_options
+from .study import seconds_per_step
 
 
 def _names(value: str, known, what: str) -> list[str]:
@@ -29,21 +30,12 @@ def _names(value: str, known, what: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _seconds_per_step(store: Path, model: str) -> float | None:
-    if not store.exists():
-        return None
-    with Store(store, readonly=True) as db:
-        trials = db.trials()
-    done = trials[(trials["status"] == "complete") & (trials["model"] == model) & (trials["steps_done"] > 0)]
-    return statistics.median(done["wall_seconds"] / done["steps_done"]) if len(done) else None
-
-
 def print_plan(reproduction: Reproduction, store: Path) -> None:
     """Trials and steps per arm, and the estimated CPU time of each claim (the arms it reads)."""
-    with Store(store, readonly=True) if store.exists() else _NoStore() as db:
+    with Store(store, readonly=True) if store.exists() else nullcontext() as db:
         lrs = learning_rates(db, reproduction)
     # Before the lr check has run, the learning setting's arms are counted as the published ones: same sizes.
-    planned = {setting: {task: lr or 2e-5 for task, lr in by_task.items()} for setting, by_task in lrs.items()}
+    planned = {setting: {task: lr or PUBLISHED_LR for task, lr in by_task.items()} for setting, by_task in lrs.items()}
     steps: dict[str, int] = {}
     table = Table()
     for column in ("lr setting", "task", "arm", "trials", "steps"):
@@ -56,7 +48,7 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
         table.add_row(setting, task, arm.name, str(len(spec.wi_seeds) * len(spec.do_seeds)), str(n))
     print_table(table, f"reproduce plan: scale {reproduction.scale.name}, {len(reproduction.claims)} claim(s), "
                        f"settings {', '.join(reproduction.settings)}")
-    seconds = _seconds_per_step(store, reproduction.model)
+    seconds = seconds_per_step(store, reproduction.model)
     unit = (f"at {seconds:.2f} s/step (median of this model's finished trials in {store})" if seconds
             else "(CPU time unknown until the store holds a finished trial of this model)")
     console.print(f"total {sum(steps.values())} training steps {unit}")
@@ -68,14 +60,6 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
         n = sum(steps[a] for a in arms) + steps.get("lr check", 0) * ("learning" in reproduction.settings)
         costs.add_row(key, ", ".join(arms), str(n), f"{n * seconds / 3600:.1f}" if seconds else "?")
     print_table(costs, "per claim (arms are shared: a claim's cost counts every arm it reads)")
-
-
-class _NoStore:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 @reports_user_errors

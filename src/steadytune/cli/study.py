@@ -42,7 +42,7 @@ def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, adapter_s
     return load_spec(spec, {**flags, **study_values})
 
 
-def _seconds_per_step(store: Path | None, model: str) -> float | None:
+def seconds_per_step(store: Path | None, model: str) -> float | None:
     """Median s/step of finished trials of this model in the store, to estimate cost."""
     if store is None or not store.exists():
         return None
@@ -89,7 +89,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
     line = f"{total} training steps if every trial ran fully; cost {units:.2f} full-trial units"
     if stop is not None:
         line += f" with early stopping (T={stop.start}, F={stop.fraction}, P={stop.keep} per task x recipe)"
-    seconds = _seconds_per_step(store, trials[0].config.model)
+    seconds = seconds_per_step(store, trials[0].config.model)
     if seconds is not None:
         line += f"; about {total * share * seconds / 3600:.1f} h at {seconds:.2f} s/step (from {store})"
     console.print(line)

@@ -53,7 +53,8 @@ def test_trial_key_identifies_the_computation():
 
 def test_recipes_resolve_to_the_papers_settings():
     assert set(RECIPES) == {"devlin2019", "mosbach2021", "zhang2021", "mixout", "llrd", "pretrained-wd", "noisytune",
-                            "r3f"}
+                            "r3f", "ema", "swa"}
+    assert (resolved_recipe("swa").average, resolved_recipe("swa").swa_start) == ("swa", 0.75)
     assert resolved_recipe("noisytune").noisytune == 0.15
     assert (resolved_recipe("r3f").r3f, resolved_recipe("r3f").r3f_eps, resolved_recipe("r3f").r3f_noise) == (
         1.0, 1e-5, "uniform")

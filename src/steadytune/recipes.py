@@ -24,6 +24,10 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
                   dict(optimizer="adamw", noisytune=0.15)),
     "r3f": ("R3F (Aghajanyan et al. 2021): lambda 1 x the symmetric KL against uniform noise of 1e-5 on the word "
             "embeddings; AdamW.", dict(optimizer="adamw", r3f=1.0)),
+    "ema": ("AdamW, with an exponential moving average of the weights (decay 0.999) evaluated beside the model.",
+            dict(optimizer="adamw", average="ema")),
+    "swa": ("AdamW, with the uniform average of every step's weights over the last quarter of training (SWA, "
+            "Izmailov et al. 2018) evaluated beside the model.", dict(optimizer="adamw", average="swa")),
     "pretrained-wd": ("Weight decay toward the pretrained weights (strength 1e-3) instead of toward 0; AdamW.",
                       dict(optimizer="adamw", pretrained_wd=1e-3)),
 }

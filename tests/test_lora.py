@@ -185,3 +185,10 @@ def test_random_landscape_directions_move_only_what_an_adapter_trial_trained(tin
     moved = {n for n, d in plane.d1.items() if d.abs().sum() > 0}
     assert moved and all(".lora_" in n or n.startswith("classifier.") for n in moved)
     assert len(found.cells) == 2 and found.cells["train_loss"].nunique() == 2
+
+
+def test_save_model_is_refused_for_adapter_trials(tiny_trial_config, options):
+    from steadytune.config import ConfigError
+
+    with pytest.raises(ConfigError, match="keep its adapters with --keep-weights"):
+        Trial(tiny_trial_config(**LORA), options.model_copy(update={"save_model": True}))

@@ -101,6 +101,9 @@ class Trial:
         if config.eval_precision == "int8" and wants_gpu:
             raise ConfigError(f"--eval-precision int8 runs on CPU only (PyTorch dynamic quantization); "
                               f"this trial's device is {options.device}: use --eval-precision fp32 or --device cpu")
+        if options.save_model and config.adapter != "none":
+            raise ConfigError("--save-model keeps a fine-tuned encoder for --init-from; an adapter trial leaves the "
+                              "encoder as it was: keep its adapters with --keep-weights")
         self.device = pick_device(options.device)
         self.tokenizer = load_tokenizer(config.model)
         self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)

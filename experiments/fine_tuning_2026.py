@@ -23,7 +23,7 @@ from steadytune.soup import SoupEvaluator, ingredients, soups
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    cells = frame.astype(object).map(lambda v: f"{v:.4f}" if isinstance(v, float) else str(v))
+    cells = frame.astype(object).map(lambda v: ("—" if v != v else f"{v:.4f}") if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)])
 

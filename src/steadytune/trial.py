@@ -229,7 +229,8 @@ class Trial:
         self.model.train()
 
         def recording(points: list[CurvePoint]) -> None:
-            self.flushed.extend(points)
+            if self.autosave is not None:  # an autosave must carry every point the store has not seen
+                self.flushed.extend(points)
             flush(points)
 
         # Dropout and Mixout draw from the global RNG; the trial's own stream is swapped in for the run, so

@@ -24,7 +24,7 @@ def soup(
 ) -> None:
     """Average the final weights of an arm's runs (Wortsman et al. 2022): the uniform soup and the greedy soup
     (best dev score first, each run kept if dev does not fall), scored on the test half of --split-dev trials
-    and set against the best single run and E[max of n] runs."""
+    and set against the best single run and the expected best of as many single runs."""
     items = ingredients(store, arm, task)
     evaluate = SoupEvaluator(items[0].config, RunOptions(device=device, threads=threads), store)
     table = soups(items, evaluate)

@@ -261,3 +261,13 @@ def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert
     assert rows(tmp_path / "killed.db", query) == rows(tmp_path / "whole.db", query)
     assert len(rows(tmp_path / "killed.db", query)) > 300
     assert not any(states.glob("*.safetensors"))  # removed once the trial finished
+
+
+def test_train_refuses_checkpoint_every_in_one_line(tiny_bert_dir, glue_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from steadytune.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir),
+                                      "--max-train", "16", "--store", str(tmp_path / "s.db"), "--checkpoint-every", "1"])
+    assert result.exit_code == 2 and "--checkpoint-every applies to `study run`" in result.output

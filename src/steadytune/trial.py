@@ -458,6 +458,9 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
     so far and raises TrialError or Interrupted, whose message says what was kept. `on_prepared` sees the
     trial once its inputs are checked (to show notes such as a --max-train beyond the data).
     """
+    if options.checkpoint_every is not None:
+        raise ConfigError("--checkpoint-every applies to `study run`, whose trials continue from their saved state; "
+                          "a single `train` is simply run again")
     trial = Trial(config, options, store.path)
     if on_prepared is not None:
         on_prepared(trial)

@@ -126,7 +126,7 @@ class Trial:
         self.snapshot_at = set(checkpoint_steps(self.total_steps, options.save_checkpoints))
         self.checkpoint_at = self.snapshot_at | ({self.total_steps} if options.keep_weights else set())
         if self.checkpoint_at and store_path is None:
-            raise StoreError("--save-checkpoints keeps snapshots beside the store, so it needs one")
+            raise StoreError("--save-checkpoints and --keep-weights keep snapshots beside the store, so they need one")
         self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
         for method in self.stabilizers:
             method.begin(self.model, self.total_steps)
@@ -412,7 +412,8 @@ class Trial:
             raise StateFileError(f"{path}: state does not fit this trial ({type(err).__name__}: {err})") from None
         self.dropout_rng = rng
         self.step, self.diverged, self.elapsed, self.state = step, diverged, elapsed, state
-        self.restored_points = restored_points
+        # Still unrecorded: a later autosave carries them again, so a second preemption loses none.
+        self.restored_points, self.flushed = restored_points, list(restored_points)
 
     def save_encoder(self, folder: Path) -> None:
         save_encoder(self.model, self.tokenizer, folder)

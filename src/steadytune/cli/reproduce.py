@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from ..reproduce.claims import ARMS_OF, CLAIMS
+from ..reproduce.claims import CLAIMS
 from ..reproduce.design import PUBLISHED_LR, SCALES
 from ..reproduce.pages import write
 from ..reproduce.runner import SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run
@@ -56,7 +56,7 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
     for column in ("claim", "arms", "steps", "CPU hours"):
         costs.add_column(column, justify="left" if column in ("claim", "arms") else "right")
     for key in reproduction.claims:
-        arms = [a for a in ARMS_OF[key] if a in steps]
+        arms = [a for a in CLAIMS[key].arms if a in steps]
         n = sum(steps[a] for a in arms) + steps.get("lr check", 0) * ("learning" in reproduction.settings)
         costs.add_row(key, ", ".join(arms), str(n), f"{n * seconds / 3600:.1f}" if seconds else "?")
     print_table(costs, "per claim (arms are shared: a claim's cost counts every arm it reads)")

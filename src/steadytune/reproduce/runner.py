@@ -17,7 +17,7 @@ from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store
 from ..study import Executor, StudyEvents, StudyRunner, StudySpec, expand
-from .claims import ARMS_OF, ClaimData
+from .claims import CLAIMS, ClaimData
 from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_check_spec, trial_keys
 from .landscapes import measure, recorded
 
@@ -57,7 +57,7 @@ class Reproduction:
         return int(AutoConfig.from_pretrained(resolve_model(self.model)).num_hidden_layers)
 
     def arms(self) -> dict[str, Arm]:
-        needed = {arm for key in self.claims for arm in ARMS_OF[key]}
+        needed = {arm for key in self.claims for arm in CLAIMS[key].arms}
         return {name: arm for name, arm in arms(self.scale, self.num_layers()).items() if name in needed}
 
     def base(self) -> dict[str, Any]:

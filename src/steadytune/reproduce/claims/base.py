@@ -47,6 +47,7 @@ class ClaimData:
 @dataclass(frozen=True)
 class Claim:
     key: str
+    arms: tuple[str, ...]  # the arms its evaluation reads; `plan` counts a claim's cost over them
     paper: str
     text: str
     figure: str            # the paper's figure, as published

@@ -164,19 +164,24 @@ def early_stopping(data: ClaimData) -> Evidence:
 
 
 CLAIMS = [
-    Claim("dodge-best-of-n", "Dodge 2020", "The best of many seeds lies far above the mean run",
+    Claim("dodge-best-of-n", ("grid",), "Dodge 2020",
+          "The best of many seeds lies far above the mean run",
           "BERT-large RTE: best 77.3 vs 70.0 reported, grid mean 62.6", f"E[max {N_BEST}] - mean (metric points)",
           best_of_n, null=0.02, smallest=0.02),
-    Claim("dodge-wi-do", "Dodge 2020", "Weight initialization and data order contribute comparably to the variance",
+    Claim("dodge-wi-do", ("grid",), "Dodge 2020",
+          "Weight initialization and data order contribute comparably to the variance",
           "comparable WI and DO effects (Dodge et al., §4)", "WI share of the WI + DO variance", wi_do_comparable,
           smallest=None, margin=WI_DO_MARGIN),
-    Claim("dodge-wi-transfer", "Dodge 2020", "Some WI seeds are good across tasks",
+    Claim("dodge-wi-transfer", ("grid",), "Dodge 2020",
+          "Some WI seeds are good across tasks",
           "good seeds good on MRPC, RTE, CoLA, SST (Dodge et al., §5)", "Spearman rho of per-seed means across tasks",
           wi_transfer, smallest=0.1),
-    Claim("dodge-early-final", "Dodge 2020", "The dev score early in training predicts the final one",
+    Claim("dodge-early-final", ("grid",), "Dodge 2020",
+          "The dev score early in training predicts the final one",
           "early performance predicts final (Dodge et al., §6)", "Spearman rho, early vs final", early_predicts,
           smallest=0.1),
-    Claim("dodge-early-stopping", "Dodge 2020", "Early stopping across runs reaches the full budget's expected best "
+    Claim("dodge-early-stopping", ("grid",), "Dodge 2020",
+          "Early stopping across runs reaches the full budget's expected best "
           "at lower cost", "same expected best at a fraction of the cost (Dodge et al., §7)",
           "E[best] of the plan - E[max] of the budget", early_stopping, null=-0.005, smallest=-0.005),
 ]

@@ -52,13 +52,16 @@ def surfaces_align(data: ClaimData) -> Evidence:
 
 
 CLAIMS = [
-    Claim("hao-flatter", "Hao 2019", "Pretrained starts end in wider, flatter optima than from-scratch ones",
+    Claim("hao-flatter", ("pretrained", "scratch"), "Hao 2019",
+          "Pretrained starts end in wider, flatter optima than from-scratch ones",
           "wider, flatter optima from pretrained weights (Hao et al., Figs. 1-3)", "width pretrained - from scratch",
           flatter, smallest=0.05),
-    Claim("hao-high-layers", "Hao 2019", "Rolling back the high layers hurts most; low and middle barely",
+    Claim("hao-high-layers", ("pretrained",), "Hao 2019",
+          "Rolling back the high layers hurts most; low and middle barely",
           "rolling back low or middle layers barely hurts, high layers a lot", "drop high - mean drop low, middle",
           high_layers, smallest=0.01),
-    Claim("hao-surfaces-align", "Hao 2019", "The training-loss and dev-error surfaces line up",
+    Claim("hao-surfaces-align", ("pretrained",), "Hao 2019",
+          "The training-loss and dev-error surfaces line up",
           "the two surfaces line up for fine-tuned BERT", "rho of train loss with dev error", surfaces_align,
           smallest=0.3),
 ]

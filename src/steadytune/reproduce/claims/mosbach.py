@@ -53,17 +53,21 @@ def loss_does_not_tell(data: ClaimData) -> Evidence:
 
 
 CLAIMS = [
-    Claim("mosbach-optimization", "Mosbach 2021", "Failed runs are optimization failures: lower-layer gradients "
+    Claim("mosbach-optimization", ("grid", "adamw", "reinit", "long"), "Mosbach 2021",
+          "Failed runs are optimization failures: lower-layer gradients "
           "vanish early", "gradients of failed runs vanish in the lower layers early in training",
           "share with vanishing gradients, failed - successful", vanishing_in_failures, smallest=0.1),
-    Claim("mosbach-baseline-std", "Mosbach 2021", "The simple baseline (bias correction, warmup, longer training) "
+    Claim("mosbach-baseline-std", ("grid", "long"), "Mosbach 2021",
+          "The simple baseline (bias correction, warmup, longer training) "
           "lowers the std against Devlin's recipe", "std RTE 7.2 -> 2.4, MRPC 5.9 -> 0.8, CoLA 25.6 -> 1.0",
           "mean absolute deviation Devlin - baseline",
           lambda d: lower_spread(d.trials("long"), d.devlin(), "baseline", "Devlin"), smallest=0.005),
-    Claim("mosbach-baseline-failures", "Mosbach 2021", "The simple baseline fails less often than Devlin's recipe",
+    Claim("mosbach-baseline-failures", ("grid", "long"), "Mosbach 2021",
+          "The simple baseline fails less often than Devlin's recipe",
           "fewer failed runs on RTE, MRPC, CoLA (25 seeds)", "failure rate Devlin - baseline",
           lambda d: more_failures(d.devlin(), d.trials("long"), "Devlin", "baseline"), smallest=0.05),
-    Claim("mosbach-generalization", "Mosbach 2021", "The remaining variance is generalization: equal training loss, "
+    Claim("mosbach-generalization", ("grid",), "Mosbach 2021",
+          "The remaining variance is generalization: equal training loss, "
           "different dev scores", "successful runs reach the same training loss, dev scores differ (Mosbach §6)",
           "Spearman rho of training loss with dev score", loss_does_not_tell, smallest=None,
           margin=(-GENERALIZATION_MARGIN, GENERALIZATION_MARGIN)),

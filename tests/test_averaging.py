@@ -70,3 +70,19 @@ def test_a_paused_trial_keeps_its_average(tiny_trial_config, options, tmp_path):
     for (name, a), b in zip(_average(whole).average.module.named_parameters(),
                             _average(second).average.module.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_a_second_preemption_keeps_the_points_of_the_first(tiny_trial_config, options, tmp_path):
+    from steadytune.state_file import load_state_file
+
+    config = tiny_trial_config(max_steps=6)
+    first = Trial(config, options)
+    points = []
+    _, pending = first.run(points.extend, stop_at=2)
+    first.save_state(tmp_path / "a.safetensors", points + pending)
+    second = Trial(config, options)
+    second.restore_state(tmp_path / "a.safetensors")
+    second.autosave_to(tmp_path / "b.safetensors", 0.0)  # every step
+    second.run(lambda points: None, stop_at=4)
+    saved_steps = {step for step, *_ in load_state_file(tmp_path / "b.safetensors")["points"]}
+    assert saved_steps == {1, 2, 3, 4}  # the autosave at step 4 still carries the unrecorded steps 1 and 2

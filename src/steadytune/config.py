@@ -169,16 +169,16 @@ class TrialConfig(BaseModel):
             raise ValueError(f"--metric applies to own-file tasks (--train-file); {self.task} has its own metric")
         if self.task != "ner" and (self.head != "linear" or self.bio_constraints or self.bio_repair):
             raise ValueError(f"--head, --bio-constraints and --bio-repair apply to --task ner, not {self.task}")
-        if (self.ema_decay != 0.999 and self.average != "ema") or (self.swa_start != 0.75 and self.average != "swa"):
+        if ((self._changed("ema_decay") and self.average != "ema")
+                or (self._changed("swa_start") and self.average != "swa")):
             raise ValueError("--ema-decay applies with --average ema, --swa-start with --average swa")
-        if self.r3f == 0 and (self.r3f_eps != 1e-5 or self.r3f_noise != "uniform"):
+        if self.r3f == 0 and self._changed("r3f_eps", "r3f_noise"):
             raise ValueError("--r3f-eps and --r3f-noise apply with --r3f LAMBDA > 0")
         if self.r3f > 0 and (self.task in ("stsb", "regression", "ner")):
             raise ValueError(f"--r3f compares predicted class distributions: it applies to classification tasks, "
                              f"not {self.task}")
         if self.adapter == "none":
-            changed = [f"--{name.replace('_', '-')}" for name in _ADAPTER_OPTIONS
-                       if getattr(self, name) != type(self).model_fields[name].default]
+            changed = [f"--{name.replace('_', '-')}" for name in _ADAPTER_OPTIONS if self._changed(name)]
             if changed:
                 raise ValueError(f"{', '.join(changed)} apply to --adapter lora")
         else:
@@ -194,6 +194,10 @@ class TrialConfig(BaseModel):
             raise ValueError("--bio-constraints constrains a CRF's transitions: it needs --head crf")
         return self
 
+    def _changed(self, *names: str) -> bool:
+        """Whether any of the named fields differs from its default."""
+        return any(getattr(self, name) != type(self).model_fields[name].default for name in names)
+
     @property
     def effective_adapter_seed(self) -> int:
         return self.wi_seed if self.adapter_seed is None else self.adapter_seed
@@ -208,7 +212,7 @@ class TrialConfig(BaseModel):
         only when they differ from their default, so the keys of earlier trials stay the same."""
         values = self.model_dump(mode="json")
         for name in KEYED_ONLY_WHEN_CHANGED:
-            if values[name] == type(self).model_fields[name].default:
+            if not self._changed(name):
                 del values[name]
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

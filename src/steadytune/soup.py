@@ -113,7 +113,7 @@ def soups(items: list[Ingredient], evaluate: SoupEvaluator) -> pd.DataFrame:
     dev, test = evaluate(average(weights))
     rows.append({"model": "uniform soup", "ingredients": len(items), "dev": dev, "test": test})
     chosen = [0]
-    best_dev, best_test = evaluate(weights[0])
+    best_dev, best_test = items[0].dev, items[0].test  # the trial's own scores: a soup of one is the model itself
     for index in range(1, len(items)):
         candidate_dev, candidate_test = evaluate(average([weights[k] for k in chosen + [index]]))
         if candidate_dev >= best_dev:

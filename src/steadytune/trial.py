@@ -126,7 +126,8 @@ class Trial:
         self.snapshot_at = set(checkpoint_steps(self.total_steps, options.save_checkpoints))
         self.checkpoint_at = self.snapshot_at | ({self.total_steps} if options.keep_weights else set())
         if self.checkpoint_at and store_path is None:
-            raise StoreError("--save-checkpoints and --keep-weights keep snapshots beside the store, so they need one")
+            raise StoreError("snapshots (--save-checkpoints, --keep-weights) live beside the store, so a trial that "
+                             "keeps them needs one")
         self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
         for method in self.stabilizers:
             method.begin(self.model, self.total_steps)

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -117,3 +122,38 @@ def options(tmp_path):
     from steadytune.config import RunOptions
 
     return RunOptions(device="cpu", cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a PostgreSQL server: the one .ci/run started (STEADYTUNE_TEST_POSTGRES), or a throwaway one started
+    here with the same script; PostgreSQL tests are skipped, saying why, only where neither is possible."""
+    url = os.environ.get("STEADYTUNE_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    script = REPO_ROOT / ".ci" / "postgres"
+    folder = tempfile.mkdtemp(prefix="pg.", dir="/tmp")  # short: the server's socket path holds 107 bytes
+    started = subprocess.run([str(script), "start", folder], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"no PostgreSQL server could be started: {started.stderr.strip()}")
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([str(script), "stop", folder], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, tmp_path):
+    """A fresh, empty database on the test server, dropped afterwards; files beside the store go to tmp_path."""
+    import psycopg
+
+    name = f"steadytune_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(postgres_server)
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    query = f"{parts.query}&files={quote(str(tmp_path))}" if parts.query else f"files={quote(str(tmp_path))}"
+    yield urlunsplit(parts._replace(path=f"/{name}", query=query))
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -142,7 +142,7 @@ def test_hostile_strings_reach_the_terminal_as_text(tiny_bert_dir, glue_dir, tmp
     assert result.exit_code == 0, result.output
     assert "study ablation [/x] [bold]:smile:: 1 complete" in result.output
     with Store(store) as db:
-        db._db.execute("UPDATE trials SET recipe = ?, task = ?", ("\x1b[31mred\x1b[0m", "rte\x07[bold]x"))
+        db._conn.execute("UPDATE trials SET recipe = ?, task = ?", ("\x1b[31mred\x1b[0m", "rte\x07[bold]x"))
     listing = runner.invoke(app, ["runs", str(store)], env={"COLUMNS": "200"})
     assert listing.exit_code == 0, listing.output
     assert "\x1b" not in listing.output and "\x07" not in listing.output

@@ -64,14 +64,14 @@ def test_landscape_cells_are_keyed_by_the_snapshots_content(snapshots, options):
     # The end snapshot is replaced by another valid one (here the middle snapshot): the cached cells must not serve it.
     shutil.copy(folder / "step-000002.safetensors", folder / "step-000004.safetensors")
     second = line(store, TrialSnapshots.load(store, trial_id), a, settings)
-    assert store._db.execute("SELECT count(*) FROM landscapes").fetchone()[0] == 2
+    assert store._conn.execute("SELECT count(*) FROM landscapes").fetchone()[0] == 2
     assert first["train_loss"].iloc[1] != second["train_loss"].iloc[1]
     assert first["train_loss"].iloc[0] == second["train_loss"].iloc[0]  # same start, same value
 
 
 def test_a_trial_key_from_the_store_cannot_name_a_path(snapshots, tmp_path):
     store, trial_id, _ = snapshots
-    store._db.execute("UPDATE trials SET trial_key = '../../../etc' WHERE id = ?", (trial_id,))
+    store._conn.execute("UPDATE trials SET trial_key = '../../../etc' WHERE id = ?", (trial_id,))
     result = runner.invoke(app, ["landscape", "line", str(store.path), str(trial_id), "--out", str(tmp_path / "l")])
     assert result.exit_code == 2 and "is not a trial key" in result.output and "Traceback" not in result.output
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table from /proc")
@@ -187,18 +188,6 @@ def test_ctrl_c_in_train_records_the_trial_and_says_so(tiny_bert_dir, glue_dir, 
     assert status == "failed" and "interrupted" in error
 
 
-def test_two_drivers_share_one_study_and_record_each_trial_once(tiny_bert_dir, glue_dir, tmp_path):
-    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 500, "1-4", "--threads", "1")
-    first, second = start(args, tmp_path, "a"), start(args, tmp_path, "b")
-    assert first.wait(300) == 0, output(tmp_path, "a")
-    assert second.wait(300) == 0, output(tmp_path, "b")
-    recorded = rows(tmp_path / "runs.db")
-    assert len(recorded) == 4 and {status for _, status, _ in recorded} == {"complete"}
-    assert len({key for key, _, _ in recorded}) == 4
-    ran = [int(output(tmp_path, name).split("; ran ")[1].split()[0]) for name in ("a", "b")]
-    assert sum(ran) == 4 and min(ran) >= 1, ran  # both drivers did part of the work
-
-
 def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp_path):
     args = ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32",
             "--batch-size", "8", "--max-length", "48", "--max-steps", "1500", "--evals-per-epoch", "0",
@@ -271,3 +260,89 @@ def test_train_refuses_checkpoint_every_in_one_line(tiny_bert_dir, glue_dir, tmp
     result = CliRunner().invoke(app, ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir),
                                       "--max-train", "16", "--store", str(tmp_path / "s.db"), "--checkpoint-every", "1"])
     assert result.exit_code == 2 and "--checkpoint-every applies to `study run`" in result.output
+
+
+def session_members(session: int) -> list[int]:
+    """Live processes of a session (a driver started with start_new_session leads one, its workers join it)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def curves_by_key(store, trials: pd.DataFrame) -> pd.DataFrame:
+    keys = ["trial_key", "step", "split", "metric"]
+    named = store.curves().merge(trials[["id", "trial_key"]], left_on="trial_id", right_on="id")
+    return named[keys + ["value"]].sort_values(keys).reset_index(drop=True)
+
+
+CHAOS_TRIALS = 8
+
+
+def chaos_args(tiny_bert_dir, glue_dir, folder: Path, store: str) -> list[str]:
+    args = study_args(tiny_bert_dir, glue_dir, folder, 40, f"1-{CHAOS_TRIALS}", "--threads", "1",
+                      "--checkpoint-every", "0.01")
+    args[args.index("--store") + 1] = store
+    return args
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_study(tiny_bert_dir, glue_dir, tmp_path_factory) -> Path:
+    """The chaos study run by one driver that nothing interrupts, in-process."""
+    from typer.testing import CliRunner
+
+    from steadytune.cli import app
+
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = CliRunner().invoke(app, chaos_args(tiny_bert_dir, glue_dir, folder, str(folder / "reference.db")))
+    assert result.exit_code == 0, result.output
+    return folder / "reference.db"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_drivers_killed_at_random_record_every_trial_once_and_bit_identically(backend, request, tiny_bert_dir,
+                                                                             glue_dir, tmp_path, uninterrupted_study):
+    """Four cooperating drivers (two with two worker processes each) on one store; every few seconds one is
+    kill -9'd and started again. Every trial ends complete exactly once, equal to an uninterrupted run's."""
+    import random
+
+    from steadytune.store import Store
+
+    store = str(tmp_path / "chaos.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    common = chaos_args(tiny_bert_dir, glue_dir, tmp_path, store)
+
+    def launch(slot: int, attempt: int) -> subprocess.Popen:
+        return start([*common, "--workers", "2" if slot < 2 else "1"], tmp_path, f"driver{slot}-{attempt}",
+                     STEADYTUNE_LEASE_SECONDS="3")
+
+    rng = random.Random(0)
+    drivers = {slot: launch(slot, 0) for slot in range(4)}
+    sessions = {driver.pid for driver in drivers.values()}
+    kills, deadline = 0, time.monotonic() + 20
+    while time.monotonic() < deadline and any(d.poll() is None for d in drivers.values()):
+        time.sleep(rng.uniform(2, 4))
+        slot = rng.choice([s for s, d in drivers.items() if d.poll() is None] or [0])
+        if drivers[slot].poll() is None:
+            os.kill(drivers[slot].pid, signal.SIGKILL)  # the driver alone: its workers must notice and exit
+            drivers[slot].wait()
+            kills += 1
+            drivers[slot] = launch(slot, kills)
+            sessions.add(drivers[slot].pid)
+    for slot, driver in drivers.items():
+        assert driver.wait(300) == 0, output(tmp_path, f"driver{slot}-{kills}")
+    assert kills >= 3
+
+    with Store(store, readonly=True) as chaos, Store(uninterrupted_study, readonly=True) as clean:
+        recorded, expected = chaos.trials(), clean.trials()
+        assert sorted(recorded["status"]) == ["complete"] * CHAOS_TRIALS  # no duplicate, no leftover attempt
+        assert recorded["trial_key"].is_unique
+        columns = ["final_metric", "best_metric", "best_step", "steps_done", "final_metrics_json"]
+        pd.testing.assert_frame_equal(recorded.set_index("trial_key").sort_index()[columns],
+                                      expected.set_index("trial_key").sort_index()[columns])
+        pd.testing.assert_frame_equal(curves_by_key(chaos, recorded), curves_by_key(clean, expected))
+    wait_for(lambda: not any(session_members(s) for s in sessions), 20, "every driver's processes to exit")

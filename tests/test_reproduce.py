@@ -62,7 +62,7 @@ def test_every_arm_is_trained_and_hao_runs_are_measured(smoke):
     root, _, _ = smoke
     with Store(root / "store.db", readonly=True) as db:
         trials = db.trials()
-        kinds = db._db.execute("SELECT COUNT(*) FROM landscapes WHERE kind = 'reproduce-hao'").fetchone()[0]
+        kinds = db._conn.execute("SELECT COUNT(*) FROM landscapes WHERE kind = 'reproduce-hao'").fetchone()[0]
     # 2 tasks x (grid 3x2 + adamw, reinit, long 3 each + pretrained, scratch 2 each)
     assert len(trials) == 2 * (6 + 9 + 4) and set(trials["status"]) == {"complete"}
     assert trials["cfg.from_scratch"].sum() == 4

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from steadytune.store import SCHEMA, CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner
+from steadytune.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner, schema_sql
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 
@@ -44,8 +44,8 @@ def test_round_trip(tmp_path):
 
 def test_wal_mode_and_busy_timeout(tmp_path):
     with Store(tmp_path / "r.db") as store:
-        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
 
 
 def test_failed_finish_leaves_trial_running_without_partial_rows(tmp_path):
@@ -153,7 +153,7 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
 def test_lease_keeps_claims_alive_until_it_stops(tmp_path):
     with Store(tmp_path / "r.db") as store:
         assert store.claim("key1", 3, "me", (), lease_seconds=0.6) == "claimed"
-        with Lease(store.path, "me", lease_seconds=0.6):
+        with Lease(store, "me", lease_seconds=0.6):
             time.sleep(1.5)
             assert store.claim_holder("key1", 3) == "me"
         time.sleep(0.8)
@@ -170,8 +170,8 @@ def test_study_trials_keep_their_real_start_time(tmp_path):
 def test_a_full_disk_is_one_line_and_keeps_what_was_stored(tmp_path):
     with Store(tmp_path / "r.db") as store:
         store.record_trial(CONFIG, "kept", 1, None, outcome(), [CurvePoint(1, 0.1, "dev", "accuracy", 0.5)])
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        store._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite reports SQLITE_FULL, as on ENOSPC
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite reports SQLITE_FULL, as on ENOSPC
         trial_id = store.start_trial(CONFIG, "big", dropout_seed=1)
         many = [CurvePoint(s, s / 10, "train", "loss", 0.5) for s in range(20000)]
         with pytest.raises(StoreError, match="disk full .* while writing curve points; that write was rolled back"):
@@ -184,8 +184,8 @@ def test_a_disk_full_mid_trial_says_what_was_kept(tiny_trial_config, options, tm
     from steadytune.trial import run_stored
 
     with Store(tmp_path / "r.db") as store:
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        store._db.execute(f"PRAGMA max_page_count = {pages + 12}")
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages + 12}")
         with pytest.raises(StoreError) as caught:
             run_stored(tiny_trial_config(max_steps=3000, evals_per_epoch=1), options, store)
     message = str(caught.value)
@@ -215,7 +215,7 @@ def test_a_damaged_file_is_reported_in_one_line(tmp_path):
 def test_read_only_opening_writes_nothing_and_reads_old_stores(tmp_path):
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)  # a store written before the threads/device/data_hash columns existed
-    db.executescript(SCHEMA.replace("    error TEXT,\n    threads INTEGER,\n    device TEXT,\n    data_hash TEXT\n",
+    db.executescript(schema_sql("sqlite").replace("    error TEXT,\n    threads INTEGER,\n    device TEXT,\n    data_hash TEXT\n",
                                     "    error TEXT\n"))
     db.execute("INSERT INTO trials (trial_key, task, model, wi_seed, do_seed, dropout_seed, config_json, status,"
                " started_at) VALUES ('k', 'rte', 'm', 1, 1, 1, '{\"lr\": 1}', 'complete', 0)")

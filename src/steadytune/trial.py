@@ -473,10 +473,10 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
         row = store.latest_trial(key, study_id)
         return row["id"], store.outcome(row["id"]), True
     if claimed == "busy":
-        raise StoreError(f"{store.path}: this trial (key {key}) is being run by another process "
+        raise StoreError(f"{store.label}: this trial (key {key}) is being run by another process "
                          f"({store.claim_holder(key, study_id)}); its result will appear in the store")
     try:
-        with Lease(store.path, owner):
+        with Lease(store, owner):
             trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
             try:
                 outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
@@ -497,10 +497,10 @@ def _recorded_failure(store: Store, trial: Trial, trial_id: int, err: BaseExcept
     where = f"at step {trial.step}/{trial.total_steps}"
     try:
         store.finish_trial(trial_id, trial.failed_outcome(reason))
-        kept = (f"trial {trial_id} is kept in {store.path} as 'failed' with its curve to the last evaluation; "
+        kept = (f"trial {trial_id} is kept in {store.label} as 'failed' with its curve to the last evaluation; "
                 f"run the same command again to train it anew")
     except StoreError:
-        kept = (f"trial {trial_id} stays 'running' in {store.path} with its curve to the last evaluation (the store "
+        kept = (f"trial {trial_id} stays 'running' in {store.label} with its curve to the last evaluation (the store "
                 f"could not be written); it is not counted as a result")
     if interrupted:
         return Interrupted(f"interrupted {where}: {kept}")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import Store, StoreError
+from ..store_connections import is_postgres
 
 RESULT_STATUSES = ("complete", "diverged")
 # Dodge et al. evaluate once at the end, once per epoch, or many times per epoch; a trial's score at a
@@ -83,16 +84,17 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise AnalysisError(f"{path}: cannot read ({reason})") from None
 
 
-def load_frames(source: Path, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def load_frames(source: Path | str, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Trials, curves and per-example predictions from a store file, or from a `steadytune export` set (trials
     file + curves file, and a predictions file if there is one).
 
     For an export, `curves` defaults to the trials file's sibling with 'trials' replaced by 'curves', and the
     predictions are read from the sibling named with 'predictions' when it exists.
     """
-    source = Path(source)
-    if source.suffix.lower() not in _TABLE_SUFFIXES:
-        if not source.is_file():
+    in_database = is_postgres(source)
+    source = source if in_database else Path(source)
+    if in_database or source.suffix.lower() not in _TABLE_SUFFIXES:
+        if not in_database and not source.is_file():
             raise StoreError(f"{source}: store file does not exist")
         with Store(source, readonly=True) as store:
             trials, curve_frame, predictions = store.trials(), store.curves(), store.predictions()
@@ -226,7 +228,7 @@ def build_results(trials: pd.DataFrame, curves: pd.DataFrame, predictions: pd.Da
                    predictions=predictions[predictions["trial_id"].isin(done["id"])].reset_index(drop=True))
 
 
-def load_results(source: Path, curves: Path | None = None) -> Results:
+def load_results(source: Path | str, curves: Path | None = None) -> Results:
     """`build_results` on a store file or an export set."""
     return build_results(*load_frames(source, curves))
 

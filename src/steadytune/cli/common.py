@@ -55,6 +55,9 @@ class SafeConsole(Console):
 
 
 console = SafeConsole()
+STORE_HELP = ("Result store: a SQLite file (created if missing), or a PostgreSQL database, "
+              "postgresql://USER@HOST/DB[?files=DIR], that drivers on several machines share (DIR: where checkpoints "
+              "and autosaved states go, on a filesystem they all see).")
 err_console = SafeConsole(stderr=True)
 
 

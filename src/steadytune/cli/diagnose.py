@@ -9,13 +9,15 @@ from rich.table import Table
 
 from ..analysis import AnalysisError, load_results
 from ..analysis.gradients import diagnosis, gradient_norms, part_order
+from ..store_connections import shown_location
 from ..plots import gradient_norms_figure, trial_diagnostics_figure
 from .common import console, fmt_metric, print_table, reports_user_errors
 
 
 @reports_user_errors
 def diagnose(
-    store: Annotated[Path, typer.Argument(help="Result store (.db), or a trials export (.csv/.parquet).")],
+    store: Annotated[str, typer.Argument(help="Result store (a .db file or a postgresql:// URL), or a trials export "
+                                         "(.csv/.parquet).")],
     trial: Annotated[Optional[int], typer.Argument(help="One trial id to look at in detail.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the figures.")] = Path("diagnose"),
     factor: Annotated[float, typer.Option(min=1.0, help="Flag vanishing gradients when the lower layers' gradient "
@@ -25,7 +27,7 @@ def diagnose(
     """Flag failed runs, vanishing lower-layer gradients and class collapse; plot gradient norms per layer."""
     results = load_results(store)
     if trial is not None and trial not in set(results.trials["id"]):
-        raise AnalysisError(f"{store} has no complete or diverged trial {trial}")
+        raise AnalysisError(f"{shown_location(store)} has no complete or diverged trial {trial}")
     grads = gradient_norms(results.curves)
     if grads.empty:
         raise AnalysisError(f"{store} holds no diagnostics; train with --log-grads-every K (K > 0)")

@@ -13,7 +13,8 @@ from .common import console, err_console, reports_user_errors
 
 @reports_user_errors
 def report(
-    source: Annotated[Path, typer.Argument(help="Result store (.db), or a trials export (.csv/.parquet).")],
+    source: Annotated[str, typer.Argument(help="Result store (a .db file or a postgresql:// URL), or a trials export "
+                                          "(.csv/.parquet).")],
     curves: Annotated[Optional[Path], typer.Option("--curves", help="Curves export that goes with a trials export "
                                                    "(default: the trials file's name with 'curves' for 'trials').")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder to write the report into.")] = Path("report"),

@@ -14,19 +14,19 @@ from ..store import Store, export as export_frame
 from .common import console, fmt_metric, print_table, reports_user_errors
 
 # Existence is checked by Store, whose one-line error keeps a long path whole (typer's error box would wrap it).
-STORE_ARGUMENT = typer.Argument(help="Result store (SQLite file).")
+STORE_ARGUMENT = typer.Argument(help="Result store: a SQLite file, or a postgresql:// URL.")
 
 
 @reports_user_errors
-def runs(store: Annotated[Path, STORE_ARGUMENT]) -> None:
+def runs(store: Annotated[str, STORE_ARGUMENT]) -> None:
     """Table of the trials in a store: seeds, status, best and final dev metric, baseline, time."""
     with Store(store, readonly=True) as db:
-        trials = db.trials()
+        trials, label = db.trials(), db.label
     # Columns that are the same for every trial go in the heading, so the table fits an 80-column terminal.
     # The heading is one line that is never wrapped: a long store path must stay whole, whatever the width.
     shared = {column: trials[column].unique() for column in ("study_id", "task", "model", "recipe", "metric")}
     shared = {column.removesuffix("_id"): values[0] for column, values in shared.items() if len(values) == 1}
-    heading = f"{store}: {len(trials)} trials" + "".join(
+    heading = f"{label}: {len(trials)} trials" + "".join(
         f", {column} {Path(value).name if column == 'model' else value}"
         for column, value in shared.items() if not pd.isna(value))
     console.print(heading)
@@ -70,7 +70,7 @@ def _count(value, missing: str) -> str:
 
 @reports_user_errors
 def export(
-    store: Annotated[Path, STORE_ARGUMENT],
+    store: Annotated[str, STORE_ARGUMENT],
     what: Annotated[str, typer.Option(help="trials (one flat row per trial, config as cfg.* columns), curves "
                                       "(step, epoch, split, metric, value) or predictions (per example: split, point "
                                       "final/best/gold, step, example, value).")] = "trials",

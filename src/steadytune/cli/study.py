@@ -12,7 +12,7 @@ from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, check_inputs, expand, load_spec
-from .common import (console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
+from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_run_options, with_config_flags)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
@@ -100,8 +100,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
 @with_config_flags
 def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
         do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
-        store: Annotated[Path, typer.Option(help="SQLite result store (created if missing).",
-                                            rich_help_panel="Run")] = Path("runs.db"),
+        store: Annotated[str, typer.Option(help=STORE_HELP, rich_help_panel="Run")] = "runs.db",
         workers: Annotated[int, typer.Option(min=1, help="Local worker processes; torch threads are split between "
                                              "them.", rich_help_panel="Run")] = 1,
         ray_address: Annotated[Optional[str], typer.Option(help="Run trials as Ray tasks on this cluster ('auto', "

@@ -9,14 +9,14 @@ from rich.table import Table
 
 from ..store import Store, TrialOutcome
 from ..trial import Trial, run_stored
-from .common import (console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
+from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_config, resolve_run_options, with_config_flags)
 
 
 @reports_user_errors
 @with_config_flags
 def train(
-    store: Annotated[Path, typer.Option(help="SQLite result store (created if missing).", rich_help_panel="Run")] = Path("runs.db"),
+    store: Annotated[str, typer.Option(help=STORE_HELP, rich_help_panel="Run")] = "runs.db",
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or TOML file of the same options "
                                                    "(flags override it).", rich_help_panel="Run")] = None,
     *, flags: dict[str, Any], run_flags: dict[str, Any],
@@ -47,7 +47,7 @@ def train(
         finally:
             bar.stop()
         if reused:
-            console.print(f"trial {trial_id} of {store} already holds this config's result (trials are deterministic);"
+            console.print(f"trial {trial_id} of {db.label} already holds this config's result (trials are deterministic);"
                           f" not run again", soft_wrap=True)
         print_outcome(db, trial_id, outcome)
 

@@ -1,0 +1,121 @@
+"""The PostgreSQL store: the same schema and behaviour as SQLite, checked against SQLite on the same writes.
+
+A real server runs (see the `postgres_server` fixture); each test gets a fresh database.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from steadytune.cli import app
+from steadytune.store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome
+from steadytune.store_connections import shown_location, split_postgres_url
+
+runner = CliRunner()
+
+
+def write_everything(store: Store) -> None:
+    """One study, a finished and a running trial, curves with awkward floats, predictions, claims, a landscape."""
+    study = store.study_id("s", {"tasks": ["rte"]})
+    config = {"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
+    finished = store.start_trial(config, "a" * 16, 7, study)
+    store.add_points(finished, [CurvePoint(1, 0.1, "train", "loss", 0.1 + 0.2),
+                                CurvePoint(1, 0.1, "diag", "grad_norm.layer_10", 1e-300)])
+    outcome = TrialOutcome("complete", 4, 4, "accuracy", {"accuracy": 2 / 3}, {"accuracy": 0.7}, 2, 0.527, 1.5,
+                           threads=1, device="cpu", data_hash="h",
+                           predictions=(Predictions("dev", "final", 4, np.array([1, 0, 1], dtype=np.int64)),
+                                        Predictions("dev", "gold", None, np.array([1, 1, 0])),
+                                        Predictions("dev", "best", 2, np.array([0.25, -1.5], dtype=np.float64))))
+    store.finish_trial(finished, outcome, [CurvePoint(4, 1.0, "dev", "accuracy", 2 / 3),
+                                           CurvePoint(4, 1.0, "train", "loss", float("nan")),
+                                           CurvePoint(2, 0.5, "diag", "grad_norm.layer_2", 3.0)])
+    store.start_trial({**config, "wi_seed": 2}, "b" * 16, 8, study)
+    landscape = store.landscape("line-1", "line", {"points": 2})
+    store.add_landscape_cells(landscape, [(0, 0, -0.5, 0.0, {"loss": 0.7}), (1, 0, 0.5, 0.0, {"loss": 0.6})])
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in ("started_at", "finished_at") if c in frame])
+
+
+def test_every_read_gives_the_same_frames_from_postgresql_as_from_sqlite(postgres_url, tmp_path):
+    with Store(tmp_path / "r.db") as lite, Store(postgres_url) as pg:
+        write_everything(lite)
+        write_everything(pg)
+        pd.testing.assert_frame_equal(comparable(pg.trials()), comparable(lite.trials()))
+        pd.testing.assert_frame_equal(pg.curves(), lite.curves())
+        pd.testing.assert_frame_equal(pg.predictions(), lite.predictions())
+        pd.testing.assert_frame_equal(pg.landscape_cells(1), lite.landscape_cells(1))
+        assert pg.outcome(1) == lite.outcome(1) and pg.trial_config(2) == lite.trial_config(2)
+        assert pg.dev_score_at(1, 3) is None and pg.dev_score_at(1, 9) == 2 / 3
+        assert pg.thread_counts(1) == lite.thread_counts(1) == {1: 1}
+        assert pg.latest_trial("b" * 16, 1)["status"] == "running"
+        assert pg.find_landscape("line-1") == 1 and pg.landscape("line-1", "line", {}) == 1
+
+
+def test_of_many_drivers_claiming_one_trial_at_once_exactly_one_gets_it(postgres_url):
+    Store(postgres_url).close()  # the schema first, as the first driver would
+    answers, start = [], threading.Barrier(8)
+
+    def driver(number: int) -> None:
+        with Store(postgres_url) as store:
+            start.wait()
+            answers.append(store.claim("k" * 16, None, f"host:{number}:x", ()))
+
+    threads = [threading.Thread(target=driver, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == ["busy"] * 7 + ["claimed"]
+
+
+def test_a_lease_keeps_postgresql_claims_alive_and_a_result_ends_them(postgres_url):
+    with Store(postgres_url) as store:
+        assert store.claim("c" * 16, None, "me", (), lease_seconds=0.6) == "claimed"
+        with Lease(store, "me", lease_seconds=0.6):
+            threading.Event().wait(1.5)
+            assert store.claim_holder("c" * 16, None) == "me"
+        trial = store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 1}, "c" * 16, 1)
+        store.finish_trial(trial, TrialOutcome("complete", 1, 1, "accuracy", {}, {}, None, 0.5, 0.1))
+        assert store.claim_holder("c" * 16, None) is None
+        assert store.claim("c" * 16, None, "other", ("complete",)) == "done"
+
+
+def test_postgresql_errors_are_one_line_and_hide_the_password(postgres_url, postgres_server):
+    with Store(postgres_url) as store:
+        write_everything(store)
+    with Store(postgres_url, readonly=True) as reader:
+        assert len(reader.trials()) == 2
+        with pytest.raises(StoreError, match="read-only transaction") as refused:
+            reader.study_id("new", {})
+    assert "\n" not in str(refused.value)
+    missing = postgres_server.replace("/postgres?", "/no_such_database?").replace("steadytune@", "steadytune:s3cret@")
+    with pytest.raises(StoreError, match="cannot connect") as failed:
+        Store(missing)
+    assert "\n" not in str(failed.value) and "s3cret" not in str(failed.value) and ":***@" in str(failed.value)
+    assert shown_location("postgresql://u:pw@h/db?files=/x") == "postgresql://u:***@h/db"
+    assert split_postgres_url("postgresql://u@h/db?sslmode=require&files=/shared/st")[2].as_posix() == "/shared/st"
+
+
+def test_a_study_on_postgresql_records_what_it_records_on_sqlite(tiny_bert_dir, glue_dir, postgres_url, tmp_path):
+    args = ["study", "run", "--name", "pg", "--tasks", "rte", "--wi-seeds", "1-2", "--do-seeds", "1",
+            "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8",
+            "--max-length", "48", "--max-steps", "6", "--evals-per-epoch", "2", "--cache-dir", str(tmp_path / "c")]
+    for store in (str(tmp_path / "r.db"), postgres_url):
+        result = runner.invoke(app, [*args, "--store", store])
+        assert result.exit_code == 0, result.output
+        assert "2 complete" in result.output
+    with Store(tmp_path / "r.db", readonly=True) as lite, Store(postgres_url, readonly=True) as pg:
+        columns = ["trial_key", "status", "final_metric", "best_metric", "best_step", "final_metrics_json"]
+        pd.testing.assert_frame_equal(pg.trials()[columns], lite.trials()[columns])
+        pd.testing.assert_frame_equal(pg.curves(), lite.curves())
+    listing = runner.invoke(app, ["runs", postgres_url], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0 and "2 trials" in listing.output and "complete" in listing.output
+    report = runner.invoke(app, ["report", postgres_url, "--format", "md", "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "Source: postgresql://steadytune@/" in (tmp_path / "report" / "report.md").read_text()

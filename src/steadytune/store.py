@@ -1,8 +1,10 @@
-"""The one stateful piece: a SQLite file holding studies, trials, their curves and who runs what.
+"""The one stateful piece: a SQLite file, or a PostgreSQL database for drivers on several machines (same schema,
+same statements: store_connections.py adapts them), holding studies, trials, their curves and who runs what.
 
 Durability rules, all kept here:
-- WAL mode lets readers (`steadytune runs`, reports) look while a study writes; the busy timeout lets
-  several writer processes share the file. Every write is one transaction.
+- Every write is one transaction, and writers take the lock up front (SQLite's BEGIN IMMEDIATE, a PostgreSQL
+  advisory lock), so concurrent drivers queue instead of failing half-way. SQLite's WAL mode lets readers
+  (`steadytune runs`, reports) look while a study writes.
 - A trial's status becomes terminal (complete, diverged, stopped, failed) in the same transaction that
   writes its last curve rows, so a trial marked `complete` always has all of its rows, and a crash
   leaves it `running`: visible, never counted as a result, and re-run by a resumed study.

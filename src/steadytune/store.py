@@ -359,6 +359,10 @@ class Store:
             return db.execute("INSERT INTO studies (name, spec_json, created_at) VALUES (?, ?, ?) RETURNING id",
                               (name, json.dumps(spec, sort_keys=True), time.time())).fetchone()[0]
 
+    def study_names(self) -> dict[int, str]:
+        with self._reading():
+            return dict(self._conn.execute("SELECT id, name FROM studies").fetchall())
+
     # --- trials --------------------------------------------------------------------------------
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
         """A trial about to train: status 'running' until finish_trial."""

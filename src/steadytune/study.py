@@ -229,6 +229,7 @@ class Job:
     state_in: str | None = None
     state_out: str | None = None
     autosave: str | None = None  # with RunOptions.checkpoint_every: where the running trial's state is saved
+    experiment: str = "steadytune"  # what trackers (--track) file the trial under: the study's name
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def failed_outcome(error: str) -> TrialOutcome:
 def execute(job: Job) -> JobResult:
     """Run one job in this process. Errors become a `failed` outcome, never an exception: a study goes on."""
     from .state_file import StateFileError
+    from .trackers import trial_trackers
     from .trial import Trial
 
     started_at = time.time()
@@ -269,7 +271,16 @@ def execute(job: Job) -> JobResult:
         points: list[CurvePoint] = list(trial.restored_points)
         if job.autosave and options.checkpoint_every:
             trial.autosave_to(Path(job.autosave), options.checkpoint_every)
-        outcome, pending = trial.run(points.extend, stop_at=stop_at)
+        trackers = trial_trackers(options.track, job.experiment, job.config, config.trial_key())
+        trackers.log(points)
+
+        def reached(new: list[CurvePoint]) -> None:
+            points.extend(new)
+            trackers.log(new)
+
+        outcome, pending = trial.run(reached, stop_at=stop_at)
+        trackers.log(pending)
+        trackers.finish(outcome)
         if job.state_out and outcome.status == "stopped":
             trial.save_state(Path(job.state_out))
         return JobResult(outcome, points + pending, started_at, resumed_at)
@@ -551,7 +562,7 @@ class StudyRunner:
                    store_path=str(self.store.path), stop_at_fraction=stop_at_fraction,
                    state_in=str(self._state_path(trial)) if resume or autosave else None,
                    state_out=str(self._state_path(trial)) if save_state else None,
-                   autosave=str(self._state_path(trial)) if autosave else None)
+                   autosave=str(self._state_path(trial)) if autosave else None, experiment=self.spec.study_name())
 
     def _execute(self, work: Iterable[tuple[PlannedTrial, Job]], done: tuple[str, ...], events: StudyEvents) -> None:
         """Run jobs, each claimed only when a worker is free for it; each result is written when it arrives.

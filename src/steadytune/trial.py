@@ -34,6 +34,7 @@ from .errors import Interrupted, TrialError
 from .tagging.encoding import collate_tags
 from .tagging.heads import tag_share, tagging_forward
 from .store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome, new_owner
+from .trackers import trial_trackers
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
@@ -478,13 +479,22 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
     try:
         with Lease(store, owner):
             trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
+            trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
+
+            def reached(points: list[CurvePoint]) -> None:
+                store.add_points(trial_id, points)
+                trackers.log(points)
+
             try:
-                outcome, pending = trial.run(lambda points: store.add_points(trial_id, points), progress)
+                outcome, pending = trial.run(reached, progress)
                 if options.save_model and outcome.status == "complete":
                     trial.save_encoder(model_artifact_dir(store.path, trial_id))
             except BaseException as err:
+                trackers.finish(trial.failed_outcome(err))
                 raise _recorded_failure(store, trial, trial_id, err) from None
             store.finish_trial(trial_id, outcome, pending)
+            trackers.log(pending)
+            trackers.finish(outcome)
     finally:
         store.release_claims(owner)
     return trial_id, outcome, False

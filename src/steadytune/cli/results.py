@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pandas as pd
 import typer
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..store import Store, export as export_frame
-from .common import console, fmt_metric, print_table, reports_user_errors
+from .common import console, fmt_metric, print_table, progress_bar, reports_user_errors
 
 # Existence is checked by Store, whose one-line error keeps a long path whole (typer's error box would wrap it).
 STORE_ARGUMENT = typer.Argument(help="Result store: a SQLite file, or a postgresql:// URL.")
@@ -76,8 +76,16 @@ def export(
                                       "final/best/gold, step, example, value).")] = "trials",
     format: Annotated[str, typer.Option(help="csv or parquet.")] = "csv",
     out: Annotated[Path, typer.Option(help="Output file.")] = Path("trials.csv"),
+    to: Annotated[Optional[str], typer.Option(help="Instead of a file, push every finished trial to a tracker: "
+                                              "mlflow[=TRACKING_URI], one run per trial with its config, seeds and "
+                                              "curves (default URI: MLflow's own). Trials pushed before are "
+                                              "skipped.")] = None,
 ) -> None:
-    """Export trials, curves or per-example predictions to CSV or Parquet for analysis elsewhere."""
+    """Export trials, curves or per-example predictions to CSV or Parquet for analysis elsewhere, or push the
+    finished trials to MLflow (--to mlflow)."""
+    if to is not None:
+        _push(store, to)
+        return
     if what not in ("trials", "curves", "predictions"):
         raise ConfigError(f"--what must be trials, curves or predictions, not {what!r}")
     if format not in ("csv", "parquet"):
@@ -85,3 +93,24 @@ def export(
     with Store(store, readonly=True) as db:
         count = export_frame(db, what, format, out)
     console.print(f"wrote {count} {what} rows to {out}")
+
+
+def _push(store: str, to: str) -> None:
+    from ..trackers import export_to_mlflow, parse_track
+
+    try:
+        [target] = parse_track(to)
+    except ValueError as err:
+        raise ConfigError(str(err).replace("--track", "--to")) from None
+    if target.kind != "mlflow":
+        raise ConfigError("--to takes mlflow[=TRACKING_URI]; TensorBoard logs are written while trials run (--track)")
+    try:
+        import mlflow  # noqa: F401 - only to say what is missing before any work
+    except ImportError:
+        raise ConfigError("--to mlflow needs MLflow: pip install 'steadytune[trackers]'") from None
+    with Store(store, readonly=True) as db, progress_bar() as bar:
+        task = bar.add_task("to MLflow", total=None)
+        pushed, skipped = export_to_mlflow(db, target.target, lambda done, total: bar.update(task, completed=done,
+                                                                                           total=total))
+    console.print(f"pushed {pushed} trial(s) to MLflow ({target.target or 'its default tracking URI'}); {skipped} were "
+                  f"there already", soft_wrap=True)

@@ -6,6 +6,7 @@ with --max-steps so that a signal lands while they train.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sqlite3
@@ -14,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table from /proc")
@@ -262,33 +262,16 @@ def test_train_refuses_checkpoint_every_in_one_line(tiny_bert_dir, glue_dir, tmp
     assert result.exit_code == 2 and "--checkpoint-every applies to `study run`" in result.output
 
 
-def session_members(session: int) -> list[int]:
-    """Live processes of a session (a driver started with start_new_session leads one, its workers join it)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == session:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def curves_by_key(store, trials: pd.DataFrame) -> pd.DataFrame:
-    keys = ["trial_key", "step", "split", "metric"]
-    named = store.curves().merge(trials[["id", "trial_key"]], left_on="trial_id", right_on="id")
-    return named[keys + ["value"]].sort_values(keys).reset_index(drop=True)
+def chaos_module():
+    """experiments/chaos_drivers.py, whose kill loop and checks the suite runs at a small scale."""
+    spec = importlib.util.spec_from_file_location("chaos_drivers", Path(__file__).parents[1] / "experiments" /
+                                                  "chaos_drivers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 CHAOS_TRIALS = 8
-
-
-def chaos_args(tiny_bert_dir, glue_dir, folder: Path, store: str) -> list[str]:
-    args = study_args(tiny_bert_dir, glue_dir, folder, 40, f"1-{CHAOS_TRIALS}", "--threads", "1",
-                      "--checkpoint-every", "0.01")
-    args[args.index("--store") + 1] = store
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +282,9 @@ def uninterrupted_study(tiny_bert_dir, glue_dir, tmp_path_factory) -> Path:
     from steadytune.cli import app
 
     folder = tmp_path_factory.mktemp("uninterrupted")
-    result = CliRunner().invoke(app, chaos_args(tiny_bert_dir, glue_dir, folder, str(folder / "reference.db")))
+    args = chaos_module().study_command(str(tiny_bert_dir), str(glue_dir), folder, str(folder / "reference.db"),
+                                        CHAOS_TRIALS, 40)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return folder / "reference.db"
 
@@ -309,40 +294,13 @@ def test_drivers_killed_at_random_record_every_trial_once_and_bit_identically(ba
                                                                              glue_dir, tmp_path, uninterrupted_study):
     """Four cooperating drivers (two with two worker processes each) on one store; every few seconds one is
     kill -9'd and started again. Every trial ends complete exactly once, equal to an uninterrupted run's."""
-    import random
-
-    from steadytune.store import Store
-
+    chaos = chaos_module()
     store = str(tmp_path / "chaos.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    common = chaos_args(tiny_bert_dir, glue_dir, tmp_path, store)
-
-    def launch(slot: int, attempt: int) -> subprocess.Popen:
-        return start([*common, "--workers", "2" if slot < 2 else "1"], tmp_path, f"driver{slot}-{attempt}",
-                     STEADYTUNE_LEASE_SECONDS="3")
-
-    rng = random.Random(0)
-    drivers = {slot: launch(slot, 0) for slot in range(4)}
-    sessions = {driver.pid for driver in drivers.values()}
-    kills, deadline = 0, time.monotonic() + 20
-    while time.monotonic() < deadline and any(d.poll() is None for d in drivers.values()):
-        time.sleep(rng.uniform(2, 4))
-        slot = rng.choice([s for s, d in drivers.items() if d.poll() is None] or [0])
-        if drivers[slot].poll() is None:
-            os.kill(drivers[slot].pid, signal.SIGKILL)  # the driver alone: its workers must notice and exit
-            drivers[slot].wait()
-            kills += 1
-            drivers[slot] = launch(slot, kills)
-            sessions.add(drivers[slot].pid)
-    for slot, driver in drivers.items():
-        assert driver.wait(300) == 0, output(tmp_path, f"driver{slot}-{kills}")
-    assert kills >= 3
-
-    with Store(store, readonly=True) as chaos, Store(uninterrupted_study, readonly=True) as clean:
-        recorded, expected = chaos.trials(), clean.trials()
-        assert sorted(recorded["status"]) == ["complete"] * CHAOS_TRIALS  # no duplicate, no leftover attempt
-        assert recorded["trial_key"].is_unique
-        columns = ["final_metric", "best_metric", "best_step", "steps_done", "final_metrics_json"]
-        pd.testing.assert_frame_equal(recorded.set_index("trial_key").sort_index()[columns],
-                                      expected.set_index("trial_key").sort_index()[columns])
-        pd.testing.assert_frame_equal(curves_by_key(chaos, recorded), curves_by_key(clean, expected))
-    wait_for(lambda: not any(session_members(s) for s in sessions), 20, "every driver's processes to exit")
+    args = chaos.study_command(str(tiny_bert_dir), str(glue_dir), tmp_path, store, CHAOS_TRIALS, 40)
+    run = chaos.chaos(args, tmp_path, drivers=4, seconds=20)
+    assert run["exit_codes"] == {0: 0, 1: 0, 2: 0, 3: 0}, output(tmp_path, f"driver0-{run['kills']}")
+    assert run["kills"] >= 3
+    found = chaos.compare(store, uninterrupted_study)  # raises where a result or a curve differs
+    assert found["statuses"] == {"complete": CHAOS_TRIALS} and found["rows"] == found["unique_keys"] == CHAOS_TRIALS
+    wait_for(lambda: not any(chaos.session_members(s) for s in run["sessions"]), 20,
+             "every driver's processes to exit")

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from steadytune.store import Store
+from steadytune.store_connections import is_postgres
 
 
 def study_command(model: str, glue_dir: str, folder: Path, store: str, trials: int, steps: int) -> list[str]:
@@ -119,6 +120,10 @@ def main() -> None:
     options = parser.parse_args()
     folder = options.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    # Drivers run in `folder`: every path they get is absolute.
+    options.model, options.glue_dir = str(Path(options.model).resolve()), str(Path(options.glue_dir).resolve())
+    if not is_postgres(options.store):
+        options.store = str(Path(options.store).resolve())
     reference = folder / "reference.db"
     started = time.monotonic()
     single = start_driver(study_command(options.model, options.glue_dir, folder, str(reference), options.trials,

@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -170,15 +172,38 @@ def test_worker_processes(spec_file, tmp_path):
     assert (left.best_metric == right.loc[left.index, "best_metric"]).all()
 
 
-def test_ray_on_a_local_cluster(spec_file, tmp_path):
+def ray_task_processes() -> list[int]:
+    """Ray worker processes running a trial now (Ray titles them after the task's function)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::execute"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_ray_on_a_local_cluster_reruns_the_trial_of_a_killed_worker(spec_file, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {})
-        summary = run_study(tmp_path / "ray.db", spec, tmp_path, ray_address="auto", cpus_per_trial=1)
+        spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1", max_steps=300, evals_per_epoch=0), {})
+        result: dict = {}
+        study = threading.Thread(target=lambda: result.update(run_study(
+            tmp_path / "ray.db", spec, tmp_path, ray_address="auto", cpus_per_trial=1, retries=1)))
+        study.start()
+        deadline = time.monotonic() + 120
+        while not ray_task_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # into the trial
+        running = ray_task_processes()
+        assert running, "no Ray worker ran a trial within 120 s"
+        os.kill(running[0], signal.SIGKILL)  # a lost worker, as when a node is preempted
+        study.join(300)
     finally:
         ray.shutdown()
-    assert summary["complete"] == 2
+    assert result["complete"] == 2, result  # the lost trial ran again (Ray's max_retries), the study went on
     with Store(tmp_path / "ray.db") as store:
         trials = store.trials()
         assert len(store.curves()) > 0

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
@@ -65,12 +65,6 @@ class TrialIdentity:
         return {TRIAL_KEY_TAG: self.trial_key, "steadytune.task": str(c["task"]), "steadytune.model": str(c["model"]),
                 "steadytune.wi_seed": str(c["wi_seed"]), "steadytune.do_seed": str(c["do_seed"]),
                 "steadytune.recipe": str(c.get("recipe"))}
-
-
-class Tracker(Protocol):
-    def log(self, points: Iterable[CurvePoint]) -> None: ...
-
-    def finish(self, outcome: TrialOutcome) -> None: ...
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -48,7 +48,7 @@ def training_losses(results: Results) -> pd.DataFrame:
                          "final_loss": tail.groupby("trial_id")["value"].mean()})
 
 
-def _num_classes(task: str, label_names: object) -> int | None:
+def num_classes(task: str, label_names: object) -> int | None:
     """Classes of a registered GLUE task, or of a custom task's comma-separated label names; None for regression
     and tagging (whose stuck loss is not ln(tags): most words are O, and a CRF's loss is per sentence)."""
     if task == "ner":
@@ -67,7 +67,7 @@ def failure_kinds(results: Results, score: str = "final", tolerance: float = 0.8
     ('ok', 'optimization', 'generalization', or 'unknown' when a failed run has no training curve)."""
     frame = results.trials.join(training_losses(results), on="id")
     labels = frame["cfg.label_names"] if "cfg.label_names" in frame else pd.Series(None, index=frame.index)
-    classes = [_num_classes(t, l) for t, l in zip(frame["task"], labels)]
+    classes = [num_classes(t, l) for t, l in zip(frame["task"], labels)]
     reference = pd.Series([math.log(k) if k else np.nan for k in classes], index=frame.index).fillna(frame["initial_loss"])
     is_failed = failed(frame, score)
     diverged = frame["status"] == "diverged"

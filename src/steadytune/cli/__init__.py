@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from .diagnose import diagnose
+from .forecast import forecast_app
 from .landscape import landscape_app
 from .recipes import recipes
 from .report import report
@@ -25,3 +26,4 @@ app.command()(diagnose)
 app.add_typer(landscape_app, name="landscape")
 app.command()(reproduce)
 app.command()(soup)
+app.add_typer(forecast_app, name="forecast")

@@ -78,12 +78,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ..checkpoints import CheckpointError
     from ..errors import DataError
     from ..errors import TrialError
+    from ..forecast.model import ForecastError
     from ..landscape.evaluation import LandscapeError
     from ..models import ModelError
     from ..state_file import StateFileError
     from ..store import StoreError
 
-    return (AnalysisError, CheckpointError, ConfigError, DataError, LandscapeError, ModelError, StateFileError,
+    return (AnalysisError, CheckpointError, ConfigError, DataError, ForecastError, LandscapeError, ModelError, StateFileError,
             StoreError, TrialError, UnsupportedArchitecture)
 
 

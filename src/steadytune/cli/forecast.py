@@ -1,0 +1,58 @@
+"""`steadytune forecast fit|eval`: a failure forecaster from the first steps of stored trials."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, pooled
+from .common import print_table, reports_user_errors
+
+forecast_app = typer.Typer(no_args_is_help=True, help="Forecast failing runs (final dev score at or below the "
+                           "majority baseline) from what they logged in their first steps.")
+Stores = Annotated[list[str], typer.Argument(help="Result stores (.db files or postgresql:// URLs) of finished "
+                                             "trials; their trials are pooled.")]
+
+
+@forecast_app.command("fit")
+@reports_user_errors
+def fit_command(stores: Stores,
+                fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of training the forecaster "
+                                                        "reads (Dodge et al. cut at 0.2-0.3).")] = 0.2,
+                out: Annotated[Path, typer.Option(help="Where to write the forecaster (JSON).")] = Path(
+                    "forecaster.json")) -> None:
+    """Fit a forecaster (logistic regression on fixed features) on every finished trial of the stores."""
+    trials, curves = pooled(stores)
+    forecaster = fit_on(trials, curves, fraction, f"{len(trials)} trials ({int(trials['failed'].sum())} failed) of "
+                        f"{', '.join(sorted(trials['task'].unique()))} from {len(stores)} store(s)")
+    forecaster.save(out)
+    table = Table("feature", "weight (standardized)", "mean", "scale")
+    for name, weight, mean, scale in zip(forecaster.features, forecaster.coef, forecaster.mean, forecaster.scale):
+        table.add_row(name, f"{weight:+.3f}", f"{mean:.4g}", f"{scale:.4g}")
+    print_table(table, f"forecaster at {fraction:g} of training, fit on {forecaster.fitted_on}: {out}")
+
+
+@forecast_app.command("eval")
+@reports_user_errors
+def eval_command(stores: Stores,
+                 threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) is at "
+                                                          "least this.")] = 0.5) -> None:
+    """Hold each task (or, with one task, each store) out in turn: fit on the rest, score on it at 5/10/20/30%."""
+    trials, curves = pooled(stores)
+    frame = evaluate(trials, curves, FRACTIONS, threshold)
+    table = Table("held out", "at", "runs", "failed", "flagged", "precision", "recall", "AUC", "saved (perfect)",
+                  "saved (fitted)", "good stopped", "note")
+
+    def cell(value, digits: str = ".2f") -> str:
+        return "-" if value != value else format(value, digits)
+    for row in frame.fillna({"note": ""}).to_dict("records"):
+        table.add_row(str(row["held_out"]), f"{row['fraction']:.0%}", str(row["runs"]), str(row.get("failed", "-")),
+                      str(row.get("flagged", "-")), cell(row.get("precision", float("nan"))),
+                      cell(row.get("recall", float("nan"))), cell(row.get("auc", float("nan"))),
+                      cell(row.get("saved_perfect", float("nan")), ".1%"),
+                      cell(row.get("saved_fitted", float("nan")), ".1%"), str(row.get("good_stopped", "-")),
+                      row["note"])
+    print_table(table, f"held-out forecasts over {len(trials)} trials (flag at P(failed) >= {threshold:g}); saved: "
+                       f"share of the held-out grid's compute")

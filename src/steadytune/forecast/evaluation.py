@@ -1,0 +1,74 @@
+"""How well a forecaster fit on some grids tells the failures of a grid it never saw.
+
+Trials of several stores are pooled; each group (a task, or a store when there is one task) is held out
+in turn: the forecaster is fit on the others at a fraction f of training and scored on it. Per held-out
+group and fraction: precision and recall of the flag P(failed) >= threshold, the AUC, and the compute each
+policy would save, in shares of the group's full-trial compute: a perfect forecaster stops exactly the
+failing runs at f (saving (1 - f) of each), the fitted one stops the runs it flags, including good runs
+it wrongly flags (counted as `good_stopped`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.failures import failed
+from ..analysis.results import load_results
+from .features import feature_table
+from .model import ForecastError, Forecaster, fit
+
+FRACTIONS = (0.05, 0.10, 0.20, 0.30)
+
+
+def pooled(stores: list[Path | str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Result trials (with `source` and `failed`) and their curves from several stores, with ids made unique."""
+    trials, curves, offset = [], [], 0
+    for store in stores:
+        results = load_results(store)
+        own = results.trials.assign(source=str(store), failed=failed(results.trials))
+        trials.append(own.assign(id=own["id"] + offset))
+        curves.append(results.curves.assign(trial_id=results.curves["trial_id"] + offset))
+        offset += int(results.all_trials["id"].max()) + 1
+    return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+
+def fit_on(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float, fitted_on: str) -> Forecaster:
+    table = feature_table(trials, curves, fraction)
+    return fit(table, trials.set_index("id").loc[table["id"], "failed"].reset_index(drop=True), fraction, fitted_on)
+
+
+def holdout_groups(trials: pd.DataFrame) -> pd.Series:
+    if trials["task"].nunique() >= 2:
+        return trials["task"]
+    if trials["source"].nunique() >= 2:
+        return trials["source"]
+    raise ForecastError("holding a grid out needs trials of two tasks or two stores")
+
+
+def evaluate(trials: pd.DataFrame, curves: pd.DataFrame, fractions=FRACTIONS, threshold: float = 0.5) -> pd.DataFrame:
+    from sklearn.metrics import roc_auc_score
+
+    groups, rows = holdout_groups(trials), []
+    for held in sorted(groups.unique()):
+        train, test = trials[groups != held], trials[groups == held]
+        for fraction in fractions:
+            try:
+                forecaster = fit_on(train, curves, fraction, f"all but {held}")
+            except ForecastError as err:
+                rows.append({"held_out": held, "fraction": fraction, "runs": len(test), "note": str(err)})
+                continue
+            table = feature_table(test, curves, fraction)
+            truth = test.set_index("id").loc[table["id"], "failed"].to_numpy(dtype=bool)
+            probability = forecaster.probability(table)
+            flagged = probability >= threshold
+            rest = 1 - table["step"].to_numpy() / table["total_steps"].to_numpy()
+            rows.append({"held_out": held, "fraction": fraction, "runs": len(test), "failed": int(truth.sum()),
+                         "flagged": int(flagged.sum()),
+                         "precision": (truth & flagged).sum() / flagged.sum() if flagged.any() else np.nan,
+                         "recall": (truth & flagged).sum() / truth.sum() if truth.any() else np.nan,
+                         "auc": roc_auc_score(truth, probability) if 0 < truth.sum() < len(truth) else np.nan,
+                         "saved_perfect": rest[truth].sum() / len(test), "saved_fitted": rest[flagged].sum() / len(test),
+                         "good_stopped": int((flagged & ~truth).sum()), "note": ""})
+    return pd.DataFrame(rows)

@@ -1,0 +1,139 @@
+"""The failure forecaster: features (live = stored, and by hand), the model against scikit-learn's pipeline,
+its JSON file, and held-out evaluation on planted grids."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from steadytune.cli import app
+from steadytune.forecast.evaluation import evaluate, fit_on, pooled
+from steadytune.forecast.features import FEATURES, feature_table, trial_features
+from steadytune.forecast.model import ForecastError, Forecaster
+from steadytune.store import CurvePoint, Store, TrialOutcome
+from steadytune.trial import Trial
+
+runner = CliRunner()
+
+
+def frame(points: list[CurvePoint]) -> pd.DataFrame:
+    return pd.DataFrame([dataclasses.asdict(p) for p in points])
+
+
+def test_features_of_a_stored_curve_equal_those_computed_live(tiny_trial_config, options, tmp_path):
+    config = tiny_trial_config(epochs=2, evals_per_epoch=2)
+    trial = Trial(config, options.model_copy(update={"log_grads_every": 1}))
+    live: list[CurvePoint] = []
+    outcome, pending = trial.run(live.extend)
+    live += pending
+    with Store(tmp_path / "r.db") as store:
+        trial_id = store.record_trial(config.model_dump(mode="json"), config.trial_key(), 1, None, outcome, live)
+        stored = store.curves([trial_id])
+    assert trial.total_steps == 8
+    for step in range(trial.total_steps + 1):
+        at_step = [p for p in live if p.step <= step]  # what the running trial had at that step
+        now = trial_features(frame(at_step) if at_step else frame(live).iloc[:0], step, "accuracy",
+                             outcome.baseline_metric, 2)
+        assert trial_features(stored, step, "accuracy", outcome.baseline_metric, 2) == now
+    assert trial_features(stored, 8, "accuracy", outcome.baseline_metric, 2)["has_dev"] == 1.0
+
+
+def test_features_equal_a_hand_computation():
+    points = [CurvePoint(s, s / 10, "train", "loss", v) for s, v in zip(range(1, 11), np.linspace(0.7, 0.6, 10))]
+    points += [CurvePoint(s, s / 10, "diag", f"grad.layer_{layer}", g * 10.0 ** -s) for s in (1, 5)
+               for layer, g in ((1, 1.0), (2, 3.0), (3, 5.0), (4, 1.0), (5, 1.0), (6, 1.0))]
+    points += [CurvePoint(5, 0.5, "diag", "grad.total", 200.0), CurvePoint(5, 0.5, "diag", "pred_top_share", 0.9),
+               CurvePoint(5, 0.5, "dev", "accuracy", 0.55)]
+    got = trial_features(frame(points), 5, "accuracy", 0.527, 2)
+    loss = np.linspace(0.7, 0.6, 10)[:5]
+    assert got["loss_ratio"] == pytest.approx(loss[-1] / math.log(2))  # last fifth of 5 points: the last one
+    assert got["loss_drop"] == pytest.approx((0.7 - loss[-1]) / math.log(2))
+    # lower third of 6 layers = layers 1 and 2: mean 2e-1 at step 1, 2e-5 at step 5
+    assert got["lower_grad_log_ratio"] == pytest.approx(-4.0)
+    assert got["grad_total_log"] == pytest.approx(math.log10(200))
+    assert (got["top_share"], got["pooler_saturation"]) == (0.9, 0.0)
+    assert got["dev_margin"] == pytest.approx(0.55 - 0.527) and got["has_dev"] == 1.0
+    before = trial_features(frame(points), 4, "accuracy", 0.527, 2)
+    assert (before["dev_margin"], before["has_dev"], before["lower_grad_log_ratio"]) == (0.0, 0.0, 0.0)
+
+
+def planted_grid(task: str, runs: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trials of which every third fails, whose loss stays at ln 2 (failed) or falls (learned), plus noise."""
+    rng = np.random.default_rng(seed)
+    trials, curves = [], []
+    for i in range(runs):
+        fails = i % 3 == 0
+        trial_id = seed * 1000 + i
+        trials.append({"id": trial_id, "task": task, "total_steps": 100, "metric": "accuracy",
+                       "baseline_metric": 0.5, "failed": fails, "source": "planted"})
+        for step in range(1, 101):
+            loss = math.log(2) * (1.0 if fails else max(0.3, 1 - step / 40)) + rng.normal(0, 0.02)
+            curves.append({"trial_id": trial_id, "step": step, "epoch": step / 100, "split": "train",
+                           "metric": "loss", "value": loss})
+    return pd.DataFrame(trials), pd.DataFrame(curves)
+
+
+def test_the_model_computes_what_scikit_learns_pipeline_predicts_and_reads_back_from_json(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    trials, curves = planted_grid("rte", 30, 1)
+    forecaster = fit_on(trials, curves, 0.3, "planted")
+    table = feature_table(trials, curves, 0.3)
+    x, y = table[list(FEATURES)].to_numpy(float), trials["failed"].to_numpy(bool)
+    # the reference: scikit-learn's own scaler and model, constant features left as they are
+    keep = x.std(axis=0) > 0
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced")).fit(x[:, keep], y)
+    assert np.allclose(forecaster.probability(table), pipeline.predict_proba(x[:, keep])[:, 1], atol=1e-9)
+    path = tmp_path / "f.json"
+    forecaster.save(path)
+    assert Forecaster.load(path) == forecaster
+    path.write_text(path.read_text().replace('"fraction": 0.3', '"fraction": 7'))
+    with pytest.raises(ForecastError, match="damaged forecaster"):
+        Forecaster.load(path)
+    (tmp_path / "pickle.json").write_bytes(b"\x80\x04\x95")
+    with pytest.raises(ForecastError, match="not a readable forecaster"):
+        Forecaster.load(tmp_path / "pickle.json")
+
+
+def test_held_out_evaluation_recovers_a_planted_signal():
+    first, first_curves = planted_grid("rte", 30, 1)
+    second, second_curves = planted_grid("mrpc", 30, 2)
+    trials = pd.concat([first, second], ignore_index=True)
+    curves = pd.concat([first_curves, second_curves], ignore_index=True)
+    table = evaluate(trials, curves, fractions=(0.05, 0.3))
+    late = table[table["fraction"] == 0.3]
+    assert (late["auc"] == 1.0).all() and (late["recall"] == 1.0).all() and (late["good_stopped"] == 0).all()
+    assert late["saved_fitted"].tolist() == pytest.approx([10 * 0.7 / 30] * 2)  # 10 failed runs, stopped at 30%
+    assert late["saved_perfect"].tolist() == late["saved_fitted"].tolist()
+    with pytest.raises(ForecastError, match="two tasks or two stores"):
+        evaluate(first, first_curves)
+
+
+def test_forecast_commands_on_stores(tmp_path):
+    for task, seed in (("rte", 1), ("mrpc", 2)):
+        trials, curves = planted_grid(task, 12, seed)
+        with Store(tmp_path / f"{task}.db") as store:
+            for row in trials.itertuples():
+                config = {"task": task, "model": "m", "wi_seed": row.id, "do_seed": 1}
+                outcome = TrialOutcome("complete", 100, 100, "accuracy", {"accuracy": 0.5 if row.failed else 0.8},
+                                       {"accuracy": 0.8}, 100, 0.5, 1.0)
+                own = curves[curves.trial_id == row.id]
+                store.record_trial(config, f"{row.id:016x}", 1, None, outcome,
+                                   [CurvePoint(int(c.step), c.epoch, c.split, c.metric, c.value) for c in own.itertuples()])
+    stores = [str(tmp_path / "rte.db"), str(tmp_path / "mrpc.db")]
+    fitted = runner.invoke(app, ["forecast", "fit", *stores, "--fraction", "0.3", "--out", str(tmp_path / "f.json")],
+                           env={"COLUMNS": "200"})
+    assert fitted.exit_code == 0, fitted.output
+    assert "24 trials (8 failed) of mrpc, rte" in fitted.output and Forecaster.load(tmp_path / "f.json").fraction == 0.3
+    assert len(pooled(stores)[0]) == 24
+    evaluated = runner.invoke(app, ["forecast", "eval", *stores], env={"COLUMNS": "200"})
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "held-out forecasts over 24 trials" in evaluated.output and "30%" in evaluated.output
+    one = runner.invoke(app, ["forecast", "eval", stores[0]])
+    assert one.exit_code == 2 and "two tasks or two stores" in one.output

@@ -135,5 +135,30 @@ def test_forecast_commands_on_stores(tmp_path):
     evaluated = runner.invoke(app, ["forecast", "eval", *stores], env={"COLUMNS": "200"})
     assert evaluated.exit_code == 0, evaluated.output
     assert "held-out forecasts over 24 trials" in evaluated.output and "30%" in evaluated.output
+    simulated = runner.invoke(app, ["forecast", "simulate", *stores, "--budget", "3", "--fraction", "0.3"],
+                              env={"COLUMNS": "200"})
+    assert simulated.exit_code == 0, simulated.output
+    assert simulated.output.count("compute to reach the whole grid's expected best: full 100%") == 2
     one = runner.invoke(app, ["forecast", "eval", stores[0]])
     assert one.exit_code == 2 and "two tasks or two stores" in one.output
+
+
+def test_replace_without_flags_is_plain_training_and_a_perfect_forecaster_saves_compute():
+    from steadytune.analysis.expected import expected_max
+    from steadytune.forecast.policies import compute_to_reach, simulate
+
+    rng = np.random.default_rng(3)
+    failed = np.arange(40) % 4 == 0  # a quarter fail, at the majority baseline
+    final = np.where(failed, 0.5, rng.uniform(0.6, 0.8, 40))
+    early = np.where(failed, 0.5, final - 0.05)
+    nobody = simulate(final, failed, early, np.zeros(40, bool), 0.2, budget=5, n_sim=4000)
+    plain = expected_max(final, n=[5]).iloc[0]
+    replace = nobody.set_index("policy").loc["replace"]
+    assert abs(replace["expected"] - plain["expected"]) < 3 * plain["sd"] / np.sqrt(4000)  # the exact E[max of 5]
+    assert replace["failures"] == pytest.approx(5 * 0.25, abs=0.1)
+
+    perfect = simulate(final, failed, early, failed, 0.2, budget=5, n_sim=4000).set_index("policy")
+    assert perfect.loc["replace", "failures"] == 0 and perfect.loc["dodge+replace", "failures"] == 0
+    assert perfect.loc["replace", "expected"] > perfect.loc["full", "expected"]
+    reach = compute_to_reach(final, failed, early, failed, 0.2, n_sim=300).set_index("policy")["compute_share"]
+    assert reach["full"] == 1.0 and reach["replace"] < 1.0 and reach["dodge+replace"] <= reach["dodge"]

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, pooled
-from .common import print_table, reports_user_errors
+from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, held_out_grids, pooled
+from ..forecast.policies import compute_to_reach, simulate
+from .common import console, print_table, reports_user_errors
 
 forecast_app = typer.Typer(no_args_is_help=True, help="Forecast failing runs (final dev score at or below the "
                            "majority baseline) from what they logged in their first steps.")
@@ -56,3 +57,27 @@ def eval_command(stores: Stores,
                       row["note"])
     print_table(table, f"held-out forecasts over {len(trials)} trials (flag at P(failed) >= {threshold:g}); saved: "
                        f"share of the held-out grid's compute")
+
+
+@forecast_app.command("simulate")
+@reports_user_errors
+def simulate_command(stores: Stores,
+                     budget: Annotated[int, typer.Option(min=1, help="Budget in full-trial units.")] = 10,
+                     fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Where the forecaster (and "
+                                                             "Dodge's cut) reads the runs.")] = 0.2,
+                     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) "
+                                                              "is at least this.")] = 0.5) -> None:
+    """Replay each policy on recorded complete grids (each held out from the forecaster it uses): expected best
+    dev score and failures for the budget, and the compute each needs to reach the whole grid's expected best."""
+    trials, curves = pooled(stores)
+    for held, final, failed, early, flagged in held_out_grids(trials, curves, fraction, threshold):
+        table = Table("policy", "expected best", "sd", "failures trained", "cost")
+        for row in simulate(final, failed, early, flagged, fraction, budget).itertuples():
+            table.add_row(row.policy, f"{row.expected:.4f}", f"{row.sd:.4f}",
+                          "-" if row.failures != row.failures else f"{row.failures:.2f}", f"{row.cost:.2f}")
+        print_table(table, f"{held}: {len(final)} runs, {int(failed.sum())} failed, {int(flagged.sum())} flagged at "
+                           f"{fraction:.0%}; budget {budget} full trials")
+        reach = compute_to_reach(final, failed, early, flagged, fraction)
+        console.print("compute to reach the whole grid's expected best: " + ", ".join(
+            f"{row.policy} {'never' if row.compute_share != row.compute_share else f'{row.compute_share:.0%}'}"
+            for row in reach.itertuples()), soft_wrap=True)

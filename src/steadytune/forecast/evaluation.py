@@ -72,3 +72,22 @@ def evaluate(trials: pd.DataFrame, curves: pd.DataFrame, fractions=FRACTIONS, th
                          "saved_perfect": rest[truth].sum() / len(test), "saved_fitted": rest[flagged].sum() / len(test),
                          "good_stopped": int((flagged & ~truth).sum()), "note": ""})
     return pd.DataFrame(rows)
+
+
+def held_out_grids(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float, threshold: float = 0.5):
+    """Per held-out group: its runs' final scores, failed labels, dev scores at `fraction` and the flags of a
+    forecaster fit on the other groups: what the policy simulator replays."""
+    from ..analysis.early import scores_at
+    from ..analysis.results import dev_trajectory
+
+    groups = holdout_groups(trials)
+    trajectory = dev_trajectory(trials, curves)
+    for held in sorted(groups.unique()):
+        train, test = trials[groups != held], trials[groups == held]
+        forecaster = fit_on(train, curves, fraction, f"all but {held}")
+        table = feature_table(test, curves, fraction)
+        own = trajectory[trajectory["trial_id"].isin(test["id"])]
+        early = (scores_at(own, [fraction]).reindex(test["id"])[fraction].to_numpy() if not own.empty
+                 else np.full(len(test), np.nan))
+        yield (held, test["final"].to_numpy(float), test["failed"].to_numpy(bool), early,
+               forecaster.probability(table) >= threshold)

@@ -114,6 +114,8 @@ def test_a_study_on_postgresql_records_what_it_records_on_sqlite(tiny_bert_dir, 
         columns = ["trial_key", "status", "final_metric", "best_metric", "best_step", "final_metrics_json"]
         pd.testing.assert_frame_equal(pg.trials()[columns], lite.trials()[columns])
         pd.testing.assert_frame_equal(pg.curves(), lite.curves())
+    planned = runner.invoke(app, ["study", "plan", *args[2:], "--store", postgres_url], env={"COLUMNS": "200"})
+    assert planned.exit_code == 0 and "s/step (from postgresql://steadytune@/" in planned.output, planned.output
     listing = runner.invoke(app, ["runs", postgres_url], env={"COLUMNS": "200"})
     assert listing.exit_code == 0 and "2 trials" in listing.output and "complete" in listing.output
     report = runner.invoke(app, ["report", postgres_url, "--format", "md", "--out", str(tmp_path / "report")])

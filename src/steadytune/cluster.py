@@ -21,6 +21,7 @@ from .config import ConfigError
 from .store_connections import is_postgres
 
 EXECUTORS = ("local", "slurm", "submitit-local")
+DEFAULT_JOBS, DEFAULT_JOBS_FOLDER = 4, Path("steadytune-jobs")
 # The options that submit the array (name -> takes a value); a job's own command is the rest.
 SUBMIT_OPTIONS = {"--executor": True, "--jobs": True, "--partition": True, "--time-min": True, "--mem-gb": True,
                   "--gpus-per-job": True, "--cpus-per-job": True, "--array-parallelism": True,

@@ -7,6 +7,8 @@ a lab's own tools read: one MLflow run, or one TensorBoard run folder, per trial
 
 A trial run again after its driver died starts a new MLflow run and marks the stale one KILLED; in
 TensorBoard its folder is emptied of the stale attempt's event files first, so each trial shows one curve.
+A trial paused by early stopping (--early-stop) ends its run as `stopped`; its continuation is a second
+run with the same trial key tag (in TensorBoard, it replaces the first part's curve).
 """
 from __future__ import annotations
 

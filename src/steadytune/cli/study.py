@@ -9,12 +9,13 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..cluster import EXECUTORS, JobArray, driver_command, submit
+from ..cluster import DEFAULT_JOBS, DEFAULT_JOBS_FOLDER, EXECUTORS, JobArray, driver_command, submit
 from ..cluster import wait as wait_for_jobs
 from ..config import ConfigError
 from ..inputs import load_raw, resolve_task
 from ..ordering import total_steps
 from ..store import Store, TrialOutcome
+from ..store_connections import is_postgres, shown_location
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
 from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_run_options, with_config_flags)
@@ -46,9 +47,9 @@ def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, adapter_s
     return load_spec(spec, {**flags, **study_values})
 
 
-def seconds_per_step(store: Path | None, model: str) -> float | None:
+def seconds_per_step(store: Path | str | None, model: str) -> float | None:
     """Median s/step of finished trials of this model in the store, to estimate cost."""
-    if store is None or not store.exists():
+    if store is None or (not is_postgres(store) and not Path(store).exists()):
         return None
     with Store(store, readonly=True) as db:
         trials = db.trials()
@@ -61,8 +62,8 @@ def seconds_per_step(store: Path | None, model: str) -> float | None:
 @with_config_flags
 def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
          do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
-         store: Annotated[Optional[Path], typer.Option(help="Store whose finished trials give the time per step.",
-                                                       rich_help_panel="Run")] = None,
+         store: Annotated[Optional[str], typer.Option(help="Store (a file or a postgresql:// URL) whose finished "
+                                                      "trials give the time per step.", rich_help_panel="Run")] = None,
          *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Print the trials a study would run and an estimate of its cost."""
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
@@ -95,7 +96,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
         line += f" with early stopping (T={stop.start}, F={stop.fraction}, P={stop.keep} per task x recipe)"
     seconds = seconds_per_step(store, trials[0].config.model)
     if seconds is not None:
-        line += f"; about {total * share * seconds / 3600:.1f} h at {seconds:.2f} s/step (from {store})"
+        line += f"; about {total * share * seconds / 3600:.1f} h at {seconds:.2f} s/step (from {shown_location(store)})"
     console.print(line)
 
 
@@ -120,7 +121,8 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
                                                    "(submitit), each running this command on the shared store. "
                                                    "submitit-local: the same array as processes on this machine.",
                                                    rich_help_panel="Cluster")] = "local",
-        jobs: Annotated[int, typer.Option(min=1, help="Drivers in the job array.", rich_help_panel="Cluster")] = 4,
+        jobs: Annotated[int, typer.Option(min=1, help="Drivers in the job array.",
+                                          rich_help_panel="Cluster")] = DEFAULT_JOBS,
         partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Cluster")] = None,
         time_min: Annotated[int, typer.Option(min=1, help="Time limit of each job, in minutes.",
                                               rich_help_panel="Cluster")] = JobArray.time_min,
@@ -133,7 +135,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         array_parallelism: Annotated[Optional[int], typer.Option(min=1, help="At most this many jobs of the array "
                                                                  "run at once.", rich_help_panel="Cluster")] = None,
         jobs_folder: Annotated[Path, typer.Option(help="Folder of submitit's job files and logs.",
-                                                  rich_help_panel="Cluster")] = Path("steadytune-jobs"),
+                                                  rich_help_panel="Cluster")] = DEFAULT_JOBS_FOLDER,
         wait: Annotated[bool, typer.Option("--wait", help="Stay until every job has ended, then summarize the "
                                            "study.", rich_help_panel="Cluster")] = False,
         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
@@ -155,10 +157,10 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     if executor_kind != "local":
         _submit(array, store, study, wait)
         return
-    given = {"--jobs": jobs != 4, "--partition": partition is not None, "--time-min": time_min != JobArray.time_min,
+    given = {"--jobs": jobs != DEFAULT_JOBS, "--partition": partition is not None, "--time-min": time_min != JobArray.time_min,
              "--mem-gb": mem_gb != JobArray.mem_gb, "--cpus-per-job": cpus_per_job != JobArray.cpus_per_job,
              "--gpus-per-job": gpus_per_job != JobArray.gpus_per_job, "--array-parallelism": array_parallelism is not None,
-             "--jobs-folder": jobs_folder != Path("steadytune-jobs"), "--wait": wait}
+             "--jobs-folder": jobs_folder != DEFAULT_JOBS_FOLDER, "--wait": wait}
     changed = [option for option, set_here in given.items() if set_here]
     if changed:
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")

@@ -75,6 +75,11 @@ def test_export_pushes_a_finished_store_to_mlflow_once(tiny_bert_dir, glue_dir, 
     again = runner.invoke(app, ["export", str(tmp_path / "runs.db"), "--to", f"mlflow={uri}"])
     assert "pushed 0 trial(s)" in again.output and "2 were there already" in again.output
 
+    for wrong, says in ((["--to", "tensorboard"], "--to takes mlflow"), (["--to", f"mlflow={uri},mlflow"], "--to takes"),
+                        (["--to", "mlflow", "--what", "curves"], "apply to files")):
+        refused = runner.invoke(app, ["export", str(tmp_path / "runs.db"), *wrong])
+        assert refused.exit_code == 2 and says in refused.output, refused.output
+
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("pushed").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}

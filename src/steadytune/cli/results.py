@@ -84,6 +84,9 @@ def export(
     """Export trials, curves or per-example predictions to CSV or Parquet for analysis elsewhere, or push the
     finished trials to MLflow (--to mlflow)."""
     if to is not None:
+        if (what, format, out) != ("trials", "csv", Path("trials.csv")):
+            raise ConfigError("--to pushes every finished trial to a tracker; --what, --format and --out apply to "
+                              "files")
         _push(store, to)
         return
     if what not in ("trials", "curves", "predictions"):
@@ -99,15 +102,16 @@ def _push(store: str, to: str) -> None:
     from ..trackers import export_to_mlflow, parse_track
 
     try:
-        [target] = parse_track(to)
+        targets = parse_track(to)
     except ValueError as err:
         raise ConfigError(str(err).replace("--track", "--to")) from None
-    if target.kind != "mlflow":
+    if len(targets) != 1 or targets[0].kind != "mlflow":
         raise ConfigError("--to takes mlflow[=TRACKING_URI]; TensorBoard logs are written while trials run (--track)")
     try:
         import mlflow  # noqa: F401 - only to say what is missing before any work
     except ImportError:
         raise ConfigError("--to mlflow needs MLflow: pip install 'steadytune[trackers]'") from None
+    target = targets[0]
     with Store(store, readonly=True) as db, progress_bar() as bar:
         task = bar.add_task("to MLflow", total=None)
         pushed, skipped = export_to_mlflow(db, target.target, lambda done, total: bar.update(task, completed=done,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from steadytune.cli import app
 from steadytune.store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome
-from steadytune.store_connections import shown_location, split_postgres_url
+from steadytune.store_connections import database_name, shown_location, split_postgres_url
 
 runner = CliRunner()
 
@@ -99,6 +99,9 @@ def test_postgresql_errors_are_one_line_and_hide_the_password(postgres_url, post
         Store(missing)
     assert "\n" not in str(failed.value) and "s3cret" not in str(failed.value) and ":***@" in str(failed.value)
     assert shown_location("postgresql://u:pw@h/db?files=/x") == "postgresql://u:***@h/db"
+    assert shown_location("postgresql://u@h/db?password=pw&sslmode=require") == \
+        "postgresql://u@h/db?password=***&sslmode=require"
+    assert database_name("postgresql://u@h/../../etc") == "_.._etc"  # names folders: no way out of files=DIR
     assert split_postgres_url("postgresql://u@h/db?sslmode=require&files=/shared/st")[2].as_posix() == "/shared/st"
 
 

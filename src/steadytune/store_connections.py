@@ -44,7 +44,9 @@ def split_postgres_url(url: str) -> tuple[str, str, Path]:
     kept = urlencode([(key, value) for key, value in query if key != "files"], safe="/")
     connect = urlunsplit(parts._replace(query=kept))
     shown_netloc = re.sub(r":[^:@/]*@", ":***@", parts.netloc)
-    shown = urlunsplit(parts._replace(netloc=shown_netloc, query=kept))
+    shown_query = urlencode([(key, "***" if key == "password" else value) for key, value in query if key != "files"],
+                            safe="/*")
+    shown = urlunsplit(parts._replace(netloc=shown_netloc, query=shown_query))
     return connect, shown, Path(files[-1] if files else ".")
 
 
@@ -54,8 +56,9 @@ def shown_location(location: str | Path) -> str:
 
 
 def database_name(url: str) -> str:
-    name = urlsplit(url).path.lstrip("/")
-    return name or os.environ.get("PGDATABASE") or "postgres"
+    """The database's name, made safe to name files by (it prefixes the folders beside the store)."""
+    name = urlsplit(url).path.lstrip("/") or os.environ.get("PGDATABASE") or "postgres"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "postgres"
 
 
 class SqliteConnection:

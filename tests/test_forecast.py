@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -162,3 +168,83 @@ def test_replace_without_flags_is_plain_training_and_a_perfect_forecaster_saves_
     assert perfect.loc["replace", "expected"] > perfect.loc["full", "expected"]
     reach = compute_to_reach(final, failed, early, failed, 0.2, n_sim=300).set_index("policy")["compute_share"]
     assert reach["full"] == 1.0 and reach["replace"] < 1.0 and reach["dodge+replace"] <= reach["dodge"]
+
+
+def replace_args(tiny_bert_dir, glue_dir, tmp_path, store: str, seeds: str, *extra: str) -> list[str]:
+    return ["study", "run", "--name", "replacing", "--tasks", "rte", "--wi-seeds", seeds, "--do-seeds", "1",
+            "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8",
+            "--max-length", "48", "--max-steps", "40", "--evals-per-epoch", "2", "--lr", "1e-3", "--threads", "1",
+            "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
+def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_forecaster_says(tiny_bert_dir, glue_dir,
+                                                                                        tmp_path):
+    # The eight seeds trained plainly: their features at the cut give what the policy must decide.
+    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), "1-8"))
+    assert plain.exit_code == 0, plain.output
+    with Store(tmp_path / "plain.db", readonly=True) as store:
+        trials, curves = store.trials(), store.curves()
+    table = feature_table(trials, curves, 0.5).assign(wi_seed=trials["wi_seed"].to_numpy())
+    ratio = table.set_index("wi_seed")["loss_ratio"]
+    # A forecaster that flags the requested seed (of 1-3) with the highest loss ratio: P >= 0.5 iff ratio >= cut.
+    top = sorted(ratio.loc[[1, 2, 3]])[-2:]
+    cut = (top[0] + top[1]) / 2
+    coef = [1.0 if name == "loss_ratio" else 0.0 for name in FEATURES]
+    Forecaster(0.5, FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -cut,
+               "test").save(tmp_path / "f.json")
+    expected, stopped, pending, next_seed = [], [], [1, 2, 3], 4
+    while pending:  # the policy, replayed by hand on the plain runs' features
+        seed = pending.pop(0)
+        if ratio[seed] >= cut:
+            stopped.append(seed)
+            pending.append(next_seed)
+            next_seed += 1
+        else:
+            expected.append(seed)
+
+    store = str(tmp_path / "replace.db")
+    args = replace_args(tiny_bert_dir, glue_dir, tmp_path, store, "1-3", "--policy", "replace", "--forecaster",
+                        str(tmp_path / "f.json"))
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"3 complete, 0 stopped, {len(stopped)} forecast-stopped" in result.output
+    with Store(store, readonly=True) as db:
+        replaced = db.trials()
+    complete = replaced[replaced.status == "complete"]
+    assert sorted(complete.wi_seed) == sorted(expected) and len(complete) == 3
+    assert sorted(replaced[replaced.status == "forecast-stopped"].wi_seed) == sorted(stopped) and stopped
+    assert replaced[replaced.status == "forecast-stopped"].error.str.startswith("forecast-stopped: P(failed) = ").all()
+    # A continued trial ends where an uninterrupted run of it ends.
+    finals = trials.set_index("wi_seed").final_metric
+    assert (complete.set_index("wi_seed").final_metric == finals.loc[complete.wi_seed].to_numpy()).all()
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})  # resumed: the same decisions, nothing run again
+    assert again.exit_code == 0 and "ran 0 now" in again.output, again.output
+
+    # Killed (kill -9) as soon as it has forecast-stopped a trial, then run again: the same decisions and results.
+    killed = str(tmp_path / "killed.db")
+    command = [sys.executable, "-m", "steadytune", *replace_args(tiny_bert_dir, glue_dir, tmp_path, killed, "1-3",
+                                                                 "--policy", "replace", "--forecaster",
+                                                                 str(tmp_path / "f.json"))]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and not statuses(killed).count("forecast-stopped"):
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert statuses(killed).count("complete") < 3  # it died mid-study
+    resumed = runner.invoke(app, command[3:], env={"COLUMNS": "200"})
+    assert resumed.exit_code == 0, resumed.output
+    with Store(killed, readonly=True) as db:
+        after = db.trials()
+    for status in ("complete", "forecast-stopped"):
+        assert sorted(after[after.status == status].wi_seed) == sorted(replaced[replaced.status == status].wi_seed)
+    assert (after.set_index("trial_key").final_metric.dropna().sort_index()
+            == replaced.set_index("trial_key").final_metric.dropna().sort_index()).all()
+
+
+def statuses(store: str) -> list[str]:
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+            return [row[0] for row in db.execute("SELECT status FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []

@@ -300,6 +300,10 @@ def planner_section(results: Results, budget: int) -> Section:
     if stopped:
         section.blocks.append(f"Runs stopped by live early stopping ({stopped}) are left out: they have no final "
                               "score, so the recorded runs are the survivors of that selection.")
+    forecast = int((results.all_trials["status"] == "forecast-stopped").sum())
+    if forecast:
+        section.blocks.append(f"Runs a forecaster stopped (--policy replace, {forecast}) are left out too: the "
+                              "recorded runs are those it let finish.")
 
     def build() -> list[Block]:
         blocks: list[Block] = []

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS trials (
     do_seed INTEGER NOT NULL,
     dropout_seed INTEGER NOT NULL,
     config_json {text} NOT NULL,
-    status {text} NOT NULL CHECK (status IN ('running', 'complete', 'diverged', 'stopped', 'failed')),
+    status {text} NOT NULL CHECK (status IN ('running', 'complete', 'diverged', 'stopped', 'failed',
+                                             'forecast-stopped')),
     started_at {real} NOT NULL,
     finished_at {real},
     wall_seconds {real},
@@ -138,7 +139,7 @@ TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables
 # How long a claim lives without a heartbeat; a live driver renews it every third of that.
 LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
-TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
+TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed", "forecast-stopped")
 
 
 @dataclass(frozen=True)
@@ -483,6 +484,27 @@ class Store:
                                     " AND status IN ('complete', 'diverged', 'stopped') GROUP BY threads",
                                     (study_id,)).fetchall()
         return dict(rows)
+
+    def forecast_stop(self, trial_id: int, note: str) -> None:
+        """A trial paused at the forecaster's fraction and flagged: terminal `forecast-stopped`, its curve kept, its
+        claim dropped (its replacement is another trial)."""
+        if not self.holds_forecast_stops():
+            raise StoreError(f"{self.label} was created before forecast-stopped trials existed; run --policy replace "
+                             f"on a new store")
+        with self._transaction("recording a forecast stop") as db:
+            db.execute("UPDATE trials SET status = 'forecast-stopped', error = ? WHERE id = ? AND status = 'stopped'",
+                       (note, trial_id))
+            db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
+                       " FROM trials WHERE id = ?)", (trial_id,))
+
+    def holds_forecast_stops(self) -> bool:
+        """Whether the trials table admits the forecast-stopped status (SQLite stores made before it do not)."""
+        query = ("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'trials'::regclass AND contype"
+                 " = 'c'" if self._url is not None else "SELECT sql FROM sqlite_master WHERE type = 'table' AND name ="
+                 " 'trials'")
+        with self._reading():
+            rows = self._conn.execute(query).fetchall()
+        return any("forecast-stopped" in row[0] for row in rows)
 
     # --- claims --------------------------------------------------------------------------------
     def claim(self, trial_key: str, study_id: int | None, owner: str, done_statuses: Iterable[str],

@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (ConfigError, RunOptions, TrialConfig, build_config, check_keys, format_validation_error,
                      load_config_file)
@@ -45,7 +46,9 @@ from .recipes import recipe_overrides
 from .store import CurvePoint, Lease, Store, TrialOutcome, new_owner
 from .tasks import canonical_task_name
 
-STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "early_stop")
+STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "early_stop", "policy", "forecaster",
+              "forecast_threshold")
+POLICY_KEYS = ("policy", "forecaster", "forecast_threshold")
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -87,6 +90,12 @@ class StudySpec(BaseModel):
     adapter_seeds: list[int] | None = Field(None, description="Adapter seeds (with --adapter lora), a third grid "
                                             "factor; default: each trial's WI seed.")
     early_stop: str | None = Field(None, description="start=T,fraction=F,keep=P (Dodge et al.), per task x recipe.")
+    policy: Literal["full", "replace"] = Field("full", description="full: every trial to the end. replace: each "
+                                               "trial to the forecaster's fraction; one it flags is stored as "
+                                               "forecast-stopped and the next unused WI seed takes its place.")
+    forecaster: str | None = Field(None, description="Forecaster file (`steadytune forecast fit`) for --policy "
+                                   "replace.")
+    forecast_threshold: float = Field(0.5, gt=0, le=1, description="Flag a trial when P(failed) is at least this.")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig values for every trial.")
 
     @field_validator("wi_seeds", "do_seeds", mode="before")
@@ -125,12 +134,26 @@ class StudySpec(BaseModel):
     def early_stopping(self) -> EarlyStop | None:
         return EarlyStop.parse(self.early_stop) if self.early_stop else None
 
+    @model_validator(mode="after")
+    def _policy_needs(self) -> StudySpec:
+        if self.policy == "replace" and not self.forecaster:
+            raise ValueError("--policy replace needs --forecaster FILE (from `steadytune forecast fit`)")
+        if self.policy == "replace" and self.early_stop:
+            raise ValueError("--policy replace runs without --early-stop (Dodge's rule with replacement is not "
+                             "available yet)")
+        if self.policy == "full" and (self.forecaster or self.forecast_threshold != 0.5):
+            raise ValueError("--forecaster and --forecast-threshold apply to --policy replace")
+        return self
+
     def study_name(self) -> str:
         if self.name:
             return self.name
         values = self.model_dump(mode="json")
         if values["adapter_seeds"] is None:  # specs written before adapters keep their names
             del values["adapter_seeds"]
+        if values["policy"] == "full":  # and so do specs written before policies
+            for key in POLICY_KEYS:
+                del values[key]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         return f"study-{digest[:10]}"
 
@@ -172,19 +195,20 @@ class PlannedTrial:
     config: TrialConfig
 
 
+def planned_trial(spec: StudySpec, task: str, recipe: str | None, wi_seed: int, do_seed: int,
+                  adapter_seed: int | None) -> PlannedTrial:
+    """One cell of the grid; precedence: recipe < spec config < grid values (task, seeds)."""
+    seeds = {"task": task, "wi_seed": wi_seed, "do_seed": do_seed}
+    if adapter_seed is not None:
+        seeds["adapter_seed"] = adapter_seed
+    return PlannedTrial((task, recipe), build_config(recipe_overrides(recipe) if recipe else {}, spec.config, seeds))
+
+
 def expand(spec: StudySpec) -> list[PlannedTrial]:
-    """Every trial of the grid; precedence: recipe < spec config < grid values (task, seeds)."""
-    trials = []
-    for task in spec.tasks:
-        for recipe in spec.recipes:
-            for wi_seed in spec.wi_seeds:
-                for do_seed in spec.do_seeds:
-                    for adapter_seed in spec.adapter_seeds or [None]:
-                        seeds = {"task": task, "wi_seed": wi_seed, "do_seed": do_seed}
-                        if adapter_seed is not None:
-                            seeds["adapter_seed"] = adapter_seed
-                        config = build_config(recipe_overrides(recipe) if recipe else {}, spec.config, seeds)
-                        trials.append(PlannedTrial((task, recipe), config))
+    """Every trial of the grid."""
+    trials = [planned_trial(spec, task, recipe, wi_seed, do_seed, adapter_seed) for task in spec.tasks
+              for recipe in spec.recipes for wi_seed in spec.wi_seeds for do_seed in spec.do_seeds
+              for adapter_seed in spec.adapter_seeds or [None]]
     stop = spec.early_stopping()
     if stop is not None:
         group_size = len(spec.wi_seeds) * len(spec.do_seeds) * len(spec.adapter_seeds or [None])
@@ -481,6 +505,8 @@ class StudyEvents:
 
 # Statuses after which a trial is not run again: in the first pass, and when survivors are continued.
 FIRST_PASS_DONE = ("complete", "diverged", "stopped")
+FORECAST_PASS_DONE = (*FIRST_PASS_DONE, "forecast-stopped")
+MAX_REPLACEMENTS = 2  # per requested trial of a cell, under --policy replace
 CONTINUATION_DONE = ("complete", "diverged")
 
 
@@ -524,8 +550,11 @@ class StudyRunner:
         events.on_start(len(todo) + (0 if stop is None else len(self._groups()) * stop.keep))
         try:
             with Lease(self.store, self.owner):
-                self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None,
-                                             save_state=stop is not None)) for t in todo], FIRST_PASS_DONE, events)
+                if self.spec.policy == "replace":
+                    self._run_replacing(events)
+                else:
+                    self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None,
+                                                 save_state=stop is not None)) for t in todo], FIRST_PASS_DONE, events)
                 if stop is not None:
                     self._continue_survivors(stop, events)
         except KeyboardInterrupt:
@@ -535,7 +564,7 @@ class StudyRunner:
         statuses = [self._status(t) for t in self.trials]
         return {"study": self.spec.study_name(), "trials": len(self.trials), "ran": sum(self.recorded.values()),
                 "full_trials_spent": self.full_trials_spent,
-                **{s: statuses.count(s) for s in ("complete", "stopped", "diverged", "failed")}}
+                **{s: statuses.count(s) for s in ("complete", "stopped", "diverged", "failed", "forecast-stopped")}}
 
     def _interrupted(self) -> str:
         kept = ", ".join(f"{n} {status}" for status, n in self.recorded.items()) or "none"
@@ -610,6 +639,59 @@ class StudyRunner:
         if result.outcome.total_steps:
             self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
         events.on_result(trial, result.outcome)
+
+    def _run_replacing(self, events: StudyEvents) -> None:
+        """--policy replace: every trial to the forecaster's fraction (its state saved), then a decision read from
+        its stored curve: flagged, it becomes forecast-stopped and the next unused WI seed of its cell (same task,
+        recipe, DO and adapter seed) takes its place; otherwise it continues to the end. Decisions depend only on
+        the curves and the forecaster, so a resumed study makes the same ones. A cell gets at most
+        MAX_REPLACEMENTS replacements per requested trial, so a forecaster that flags everything cannot run on."""
+        from .forecast.model import Forecaster
+
+        if not self.store.holds_forecast_stops():
+            raise ConfigError(f"{self.store.label} was created before forecast-stopped trials existed; run --policy "
+                              f"replace on a new store")
+        forecaster = Forecaster.load(Path(self.spec.forecaster))
+        used = {(t.config.task, t.group[1], t.config.do_seed, t.config.adapter_seed): set() for t in self.trials}
+        for t in self.trials:
+            used[(t.config.task, t.group[1], t.config.do_seed, t.config.adapter_seed)].add(t.config.wi_seed)
+        budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in used.items()}
+        batch = list(self.trials)
+        while batch:
+            first = [(t, self._job(t, stop_at_fraction=forecaster.fraction, save_state=True)) for t in batch
+                     if self._status(t) not in FORECAST_PASS_DONE]
+            self._execute(first, FORECAST_PASS_DONE, events)
+            continuing, replacements = [], []
+            for trial in batch:
+                row = self.store.latest_trial(trial.config.trial_key(), self.study_id)
+                if row is not None and row["status"] == "stopped":
+                    probability = self._failure_probability(row, forecaster)
+                    if probability >= self.spec.forecast_threshold:
+                        self.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
+                                                            f"{row['steps_done']} of {row['total_steps']}")
+                        self._state_path(trial).unlink(missing_ok=True)
+                    else:
+                        continuing.append((trial, self._job(trial, resume=self._state_path(trial).exists())))
+                if self._status(trial) == "forecast-stopped":
+                    cell = (trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed)
+                    if budget[cell] > 0:
+                        budget[cell] -= 1
+                        seed = max(used[cell]) + 1
+                        used[cell].add(seed)
+                        replacements.append(planned_trial(self.spec, trial.config.task, trial.group[1], seed,
+                                                          trial.config.do_seed, trial.config.adapter_seed))
+            self._execute(continuing, CONTINUATION_DONE, events)
+            self.trials += replacements
+            batch = replacements
+
+    def _failure_probability(self, row: dict, forecaster) -> float:
+        from .analysis.failures import num_classes
+        from .forecast.features import trial_features
+
+        config = json.loads(row["config_json"])
+        features = trial_features(self.store.curves([row["id"]]), row["steps_done"], row["metric"],
+                                  row["baseline_metric"], num_classes(row["task"], config.get("label_names")))
+        return float(forecaster.probability(pd.DataFrame([features]))[0])
 
     def _groups(self) -> dict[tuple, list[PlannedTrial]]:
         groups: dict[tuple, list[PlannedTrial]] = {}

@@ -113,7 +113,8 @@ class MlflowTracker:
         self.client.set_tag(self.run_id, "steadytune.status", outcome.status)
         if outcome.error:
             self.client.set_tag(self.run_id, "steadytune.error", outcome.error[:5000])
-        status = {"complete": "FINISHED", "diverged": "FINISHED", "stopped": "FINISHED"}.get(outcome.status, "FAILED")
+        status = {"complete": "FINISHED", "diverged": "FINISHED", "stopped": "FINISHED",
+                  "forecast-stopped": "KILLED"}.get(outcome.status, "FAILED")
         self.client.set_terminated(self.run_id, status, end_time=end_time_ms)
 
 

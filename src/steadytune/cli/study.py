@@ -39,11 +39,22 @@ EarlyStopOption = Annotated[Optional[str], typer.Option(
     "fraction F, continue the top P).", rich_help_panel="Study")]
 
 
+PolicyOption = Annotated[Optional[str], typer.Option(
+    "--policy", help="full: every trial to the end. replace: each trial to the forecaster's fraction; one it flags "
+    "is stored as forecast-stopped and the next unused WI seed takes its place, so the study ends with the "
+    "complete runs it asked for (at most 2 replacements per trial).", rich_help_panel="Study")]
+ForecasterOption = Annotated[Optional[str], typer.Option(
+    "--forecaster", help="Forecaster file for --policy replace (`steadytune forecast fit`).", rich_help_panel="Study")]
+ThresholdOption = Annotated[Optional[float], typer.Option(
+    "--forecast-threshold", help="Flag a trial when P(failed) is at least this [default: 0.5].",
+    rich_help_panel="Study")]
+
+
 def _spec(spec: Path | None, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop,
-          flags: dict[str, Any]):
+          flags: dict[str, Any], policy=None, forecaster=None, forecast_threshold=None):
     study_values = dict(name=name, tasks=tasks, recipes=recipes, wi_seeds=wi_seeds, do_seeds=do_seeds,
-                        adapter_seeds=adapter_seeds,
-                        early_stop=early_stop)
+                        adapter_seeds=adapter_seeds, early_stop=early_stop, policy=policy, forecaster=forecaster,
+                        forecast_threshold=forecast_threshold)
     return load_spec(spec, {**flags, **study_values})
 
 
@@ -105,6 +116,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
 @with_config_flags
 def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Recipes = None, wi_seeds: WiSeeds = None,
         do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
+        policy: PolicyOption = None, forecaster: ForecasterOption = None, forecast_threshold: ThresholdOption = None,
         store: Annotated[str, typer.Option(help=STORE_HELP, rich_help_panel="Run")] = "runs.db",
         workers: Annotated[int, typer.Option(min=1, help="Local worker processes; torch threads are split between "
                                              "them.", rich_help_panel="Run")] = 1,
@@ -146,7 +158,8 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     are taken over when its claims expire. Ctrl-C stops the workers, keeps every recorded trial, and says how to
     resume.
     """
-    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
+    study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags, policy, forecaster,
+                  forecast_threshold)
     options = resolve_run_options(run_flags)
     executor = Executor(workers, ray_address, cpus_per_trial, gpus_per_trial, retries)
     check_inputs(expand(study))
@@ -167,7 +180,8 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
-    console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped, "
+    forecast = f", {summary['forecast-stopped']} forecast-stopped" if summary["forecast-stopped"] else ""
+    console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped{forecast}, "
                   f"{summary['diverged']} diverged, {summary['failed']} failed of {summary['trials']}; ran "
                   f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute",
                   soft_wrap=True)

@@ -248,3 +248,19 @@ def statuses(store: str) -> list[str]:
             return [row[0] for row in db.execute("SELECT status FROM trials")]
     except sqlite3.OperationalError:  # not created yet
         return []
+
+
+def test_replace_refuses_a_store_made_before_forecast_stops_and_needs_a_forecaster(tiny_bert_dir, glue_dir, tmp_path):
+    from steadytune.store import schema_sql
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.executescript(schema_sql("sqlite").replace(",\n                                             'forecast-stopped'",
+                                                      ""))
+    Forecaster(0.5, FEATURES, (0.0,) * 8, (1.0,) * 8, (0.0,) * 8, 0.0, "test").save(tmp_path / "f.json")
+    refused = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(old), "1", "--policy", "replace",
+                                              "--forecaster", str(tmp_path / "f.json")))
+    assert refused.exit_code == 2 and "created before forecast-stopped trials existed" in refused.output
+    assert statuses(str(old)) == []  # nothing ran
+    missing = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(old), "1", "--policy", "replace"))
+    assert missing.exit_code == 2 and "needs --forecaster" in missing.output

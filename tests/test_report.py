@@ -18,7 +18,8 @@ RECIPES = {"devlin2019": 0.0, "mosbach2021": 0.04}
 SEEDS = range(1, 5)
 STEPS, PER_EPOCH, EVAL_EVERY = 30, 10, 5
 SECTIONS = ["Expected validation performance", "Seed variance", "Seed transfer across tasks", "Failed runs",
-            "Early vs final dev score", "Early-stopping planner", "Recipe comparison", "Per-example instability"]
+            "Early vs final dev score", "Early-stopping planner", "Forecasting failures: policies", "Recipe comparison",
+            "Per-example instability"]
 DEV_EXAMPLES = 60
 
 
@@ -92,7 +93,7 @@ def test_html_report_has_every_section_and_inline_images(store_path, tmp_path):
     assert path.name == "report.html"
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in text
-    assert text.count('<img src="data:image/png;base64,') >= 13
+    assert text.count('<img src="data:image/png;base64,') >= 14
     assert "Not available" not in text  # this store has data for every section
     assert "sentence-embedding checkpoint" in text
     assert "64 complete, 1 diverged" in text and "1 stopped" in text and "1 running" in text
@@ -100,6 +101,7 @@ def test_html_report_has_every_section_and_inline_images(store_path, tmp_path):
     assert "WI 5 (1..9)" in text  # result runs only: the diverged seed 9 counts, stopped 8 and running 7 do not
     assert not list((tmp_path / "out").glob("*.png"))  # self-contained
     assert "<th>task / arm</th>" not in text  # a pivot's column name is no column of its own
+    assert "compute each policy needs to reach" in text and "<th>dodge+replace</th>" in text
 
 
 def test_markdown_via_cli_on_an_export_pair_with_sections_lacking_data(small_store, tmp_path):

@@ -193,6 +193,23 @@ def planner_figure(panels: dict[str, tuple[pd.DataFrame, float]], budget: int, t
     return figure
 
 
+def policies_figure(curves: dict[str, pd.DataFrame], metric: str) -> Figure:
+    """Expected best dev score against the compute spent (full-trial units), one line per policy; one panel per
+    held-out grid, given as name -> forecast.policies.budget_curve's frame."""
+    figure, axes = _panels(len(curves), columns=2, sharey=False)
+    for axis, (name, frame) in zip(axes, curves.items()):
+        for policy, rows in frame.groupby("policy", sort=False):
+            rows = rows.sort_values("cost")
+            axis.plot(rows["cost"], rows["expected"], marker="o", markersize=3, label=policy)
+        _title(axis, name)
+        axis.set(xlabel="compute (full trials)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="x-small")
+    _ylabel_once(axes, f"expected best dev {metric}")
+    _suptitle(figure, "policies replayed on recorded grids (forecaster fit on the other grids)")
+    return figure
+
+
 def recipe_scores_figure(trials: pd.DataFrame, score: str) -> Figure:
     """Each arm's runs (points) with a box plot of their spread, one panel per task."""
     tasks = sorted(trials["task"].unique())

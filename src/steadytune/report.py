@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from . import plots
 from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, adjust_pvalues, anova_two_way, compare_pairs,
-                       early_final_correlation, expected_max_curves, expected_max_table, failure_kind_counts,
+                       early_final_correlation, expected_max_curves, expected_max_table, failed, failure_kind_counts,
                        failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
                        seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
 from .analysis.gradients import diagnosis, gradient_norms, part_order
@@ -328,6 +328,42 @@ def planner_section(results: Results, budget: int) -> Section:
     return section
 
 
+def policies_section(results: Results, fraction: float = 0.2) -> Section:
+    section = Section("Forecasting failures: policies")
+    section.blocks.append(
+        f"Each task's grid is held out in turn: a failure forecaster (logistic regression on what runs logged by "
+        f"{fraction:.0%} of training, `steadytune forecast`) is fit on the other tasks' runs, and four policies are "
+        "replayed on the held-out runs for budgets up to the grid's size: train every run fully (full), Dodge's "
+        "rule (dodge), stop flagged runs at the cut and draw another seed (replace), and both. Expected best final "
+        "dev score by resampling the recorded runs; compute in full-trial units. A weak forecaster makes replace "
+        "worse than full: read the AUC in `steadytune forecast eval` first.")
+
+    def build() -> list[Block]:
+        from .forecast.evaluation import held_out_grids
+        from .forecast.model import ForecastError
+        from .forecast.policies import budget_curve, compute_to_reach
+
+        trials = results.trials.assign(source="store", failed=failed(results.trials, SCORE))
+        curves, reach = {}, []
+        try:
+            for task, final, failures, early, flagged in held_out_grids(trials, results.curves, fraction):
+                budgets = sorted({b for b in (1, 2, 3, 5, 8, 13, 21, 34, len(final)) if b <= len(final)})
+                curves[task] = budget_curve(final, failures, early, flagged, fraction, budgets)
+                shares = compute_to_reach(final, failures, early, flagged, fraction, n_sim=300)
+                reach.append({"held out": task, "runs": len(final), "failed": int(failures.sum()),
+                              "flagged": int(flagged.sum()),
+                              **{p: s for p, s in zip(shares["policy"], shares["compute_share"])}})
+        except ForecastError as err:
+            raise NotEnoughData(str(err)) from None
+        return [Table(pd.DataFrame(reach), "share of the grid's compute each policy needs to reach the whole "
+                                           "grid's expected best (NaN: never)"),
+                Plot("policies", plots.policies_figure(curves, _metric(results, sorted(curves)[0])),
+                     "expected best against compute, per policy")]
+
+    section.attempt(build)
+    return section
+
+
 def comparison_section(results: Results, settings: ReportSettings) -> Section:
     section = Section("Recipe comparison")
     alpha, correction = 1 - settings.confidence, CORRECTIONS[settings.correction]
@@ -392,6 +428,7 @@ def build_sections(results: Results, settings: ReportSettings = ReportSettings()
         ("failed runs", lambda: failures_section(results)),
         ("early vs final", lambda: early_section(results)),
         ("early-stopping planner", lambda: planner_section(results, settings.budget or default_budget(results))),
+        ("forecasting policies", lambda: policies_section(results)),
         ("recipe comparison", lambda: comparison_section(results, settings)),
         ("per-example instability", lambda: instability_section(results, settings)),
     ]

@@ -91,6 +91,13 @@ def _kept_failure_rate(early: np.ndarray, failed: np.ndarray, picked: np.ndarray
     return float(np.take_along_axis(failed[picked], order, axis=1).mean())
 
 
+def budget_curve(final: np.ndarray, failed: np.ndarray, early: np.ndarray, flagged: np.ndarray, fraction: float,
+                 budgets: list[int], n_sim: int = 300, seed: int = 0) -> pd.DataFrame:
+    """simulate() at each budget, stacked: budget, policy, expected, sd, failures, cost (for a plot)."""
+    return pd.concat([simulate(final, failed, early, flagged, fraction, b, n_sim, seed).assign(budget=b)
+                      for b in budgets], ignore_index=True)
+
+
 def compute_to_reach(final: np.ndarray, failed: np.ndarray, early: np.ndarray, flagged: np.ndarray, fraction: float,
                      n_sim: int = 500, seed: int = 0) -> pd.DataFrame:
     """Per policy, the least budget (as a share of the grid's N full runs) whose expected best reaches the full

@@ -71,15 +71,17 @@ def trial_features(points: pd.DataFrame, step: int, metric: str, baseline: float
 
 
 def feature_table(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """One row per trial: id, task, total_steps, the step s = fraction of its schedule, and its features there."""
+    """One row per trial: id, task, total_steps, the step s where a study cuts at `fraction` (early_stopping.cut_step,
+    where --policy replace decides), and its features there."""
     from ..analysis.failures import num_classes
+    from ..early_stopping import cut_step
 
     labels = trials["cfg.label_names"] if "cfg.label_names" in trials else pd.Series(None, index=trials.index)
     by_trial = dict(tuple(curves.groupby("trial_id")))
     empty = curves.iloc[:0]
     rows = []
     for row, label_names in zip(trials.itertuples(), labels):
-        step = int(math.floor(fraction * row.total_steps))
+        step = cut_step(int(row.total_steps), fraction)
         rows.append({"id": row.id, "task": row.task, "total_steps": row.total_steps, "step": step,
                      **trial_features(by_trial.get(row.id, empty), step, row.metric, row.baseline_metric,
                                       num_classes(row.task, label_names))})

@@ -652,9 +652,13 @@ class StudyRunner:
             raise ConfigError(f"{self.store.label} was created before forecast-stopped trials existed; run --policy "
                               f"replace on a new store")
         forecaster = Forecaster.load(Path(self.spec.forecaster))
-        used = {(t.config.task, t.group[1], t.config.do_seed, t.config.adapter_seed): set() for t in self.trials}
-        for t in self.trials:
-            used[(t.config.task, t.group[1], t.config.do_seed, t.config.adapter_seed)].add(t.config.wi_seed)
+
+        def cell_of(trial: PlannedTrial) -> tuple:  # what a replacement keeps: all but the WI seed
+            return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
+
+        used: dict[tuple, set[int]] = {}
+        for trial in self.trials:
+            used.setdefault(cell_of(trial), set()).add(trial.config.wi_seed)
         budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in used.items()}
         batch = list(self.trials)
         while batch:
@@ -673,7 +677,7 @@ class StudyRunner:
                     else:
                         continuing.append((trial, self._job(trial, resume=self._state_path(trial).exists())))
                 if self._status(trial) == "forecast-stopped":
-                    cell = (trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed)
+                    cell = cell_of(trial)
                     if budget[cell] > 0:
                         budget[cell] -= 1
                         seed = max(used[cell]) + 1

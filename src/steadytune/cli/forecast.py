@@ -67,8 +67,11 @@ def simulate_command(stores: Stores,
                                                              "Dodge's cut) reads the runs.")] = 0.2,
                      threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) "
                                                               "is at least this.")] = 0.5) -> None:
-    """Replay each policy on recorded complete grids (each held out from the forecaster it uses): expected best
-    dev score and failures for the budget, and the compute each needs to reach the whole grid's expected best."""
+    """Replay full, Dodge, replace and Dodge+replace on recorded grids, without training.
+
+    Each grid is held out from the forecaster it uses. Prints each policy's expected best dev score and failures
+    for the budget, and the compute each needs to reach the whole grid's expected best.
+    """
     trials, curves = pooled(stores)
     for held, final, failed, early, flagged in held_out_grids(trials, curves, fraction, threshold):
         table = Table("policy", "expected best", "sd", "failures trained", "cost")

@@ -46,7 +46,7 @@ PolicyOption = Annotated[Optional[str], typer.Option(
 ForecasterOption = Annotated[Optional[str], typer.Option(
     "--forecaster", help="Forecaster file for --policy replace (`steadytune forecast fit`).", rich_help_panel="Study")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
-    "--forecast-threshold", help="Flag a trial when P(failed) is at least this [default: 0.5].",
+    "--forecast-threshold", help="Flag a trial when P(failed) is at least this (default 0.5).",
     rich_help_panel="Study")]
 
 

@@ -25,12 +25,12 @@ def diagnose(
     early: Annotated[float, typer.Option(min=0.0, max=1.0, help="...within this share of training.")] = 0.3,
 ) -> None:
     """Flag failed runs, vanishing lower-layer gradients and class collapse; plot gradient norms per layer."""
-    results = load_results(store)
+    results, where = load_results(store), shown_location(store)
     if trial is not None and trial not in set(results.trials["id"]):
-        raise AnalysisError(f"{shown_location(store)} has no complete or diverged trial {trial}")
+        raise AnalysisError(f"{where} has no complete or diverged trial {trial}")
     grads = gradient_norms(results.curves)
     if grads.empty:
-        raise AnalysisError(f"{store} holds no diagnostics; train with --log-grads-every K (K > 0)")
+        raise AnalysisError(f"{where} holds no diagnostics; train with --log-grads-every K (K > 0)")
     table = diagnosis(results, factor, early)
     shown = table if trial is None else table[table["id"] == trial]
     _print(shown, factor)

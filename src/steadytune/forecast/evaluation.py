@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..analysis.failures import failed
 from ..analysis.results import load_results
+from ..store_connections import shown_location
 from .features import feature_table
 from .model import ForecastError, Forecaster, fit
 
@@ -27,7 +28,7 @@ def pooled(stores: list[Path | str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials, curves, offset = [], [], 0
     for store in stores:
         results = load_results(store)
-        own = results.trials.assign(source=str(store), failed=failed(results.trials))
+        own = results.trials.assign(source=shown_location(store), failed=failed(results.trials))
         trials.append(own.assign(id=own["id"] + offset))
         curves.append(results.curves.assign(trial_id=results.curves["trial_id"] + offset))
         offset += int(results.all_trials["id"].max()) + 1

@@ -242,6 +242,49 @@ def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_foreca
             == replaced.set_index("trial_key").final_metric.dropna().sort_index()).all()
 
 
+def test_dodge_replace_never_continues_a_flagged_trial_and_keeps_the_best_of_the_others(tiny_bert_dir, glue_dir,
+                                                                                        tmp_path):
+    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), "1-4"))
+    assert plain.exit_code == 0, plain.output
+    with Store(tmp_path / "plain.db", readonly=True) as store:
+        trials, curves = store.trials(), store.curves()
+        at_cut = {int(row.wi_seed): store.dev_score_at(int(row.id), 20) for row in trials.itertuples()}
+    ratio = feature_table(trials, curves, 0.5).assign(wi_seed=trials["wi_seed"].to_numpy()).set_index("wi_seed")
+    ratio = ratio["loss_ratio"]
+    top = sorted(ratio)[-2:]  # flag the seed with the highest loss ratio
+    coef = [1.0 if name == "loss_ratio" else 0.0 for name in FEATURES]
+    Forecaster(0.5, FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -(top[0] + top[1]) / 2,
+               "test").save(tmp_path / "f.json")
+    flagged = int(ratio.idxmax())
+    others = [seed for seed in range(1, 5) if seed != flagged]
+    kept = sorted(sorted(others, key=lambda seed: -at_cut[seed])[:2])  # Dodge's rule among the unflagged
+
+    store = str(tmp_path / "both.db")
+    args = replace_args(tiny_bert_dir, glue_dir, tmp_path, store, "1-4", "--early-stop", "start=4,fraction=0.5,keep=2",
+                        "--policy", "dodge+replace", "--forecaster", str(tmp_path / "f.json"))
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2 complete, 1 stopped, 1 forecast-stopped" in result.output
+    with Store(store, readonly=True) as db:
+        both = db.trials().set_index("wi_seed")
+    assert both.loc[flagged, "status"] == "forecast-stopped" and both.loc[flagged, "steps_done"] == 20
+    assert sorted(both.index[both.status == "complete"]) == kept
+    finals = trials.set_index("wi_seed").final_metric
+    assert (both.loc[kept, "final_metric"] == finals.loc[kept]).all()  # continued = trained in one go
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "ran 0 now" in again.output, again.output
+
+    Forecaster(0.3, FEATURES, (0.0,) * 8, (1.0,) * 8, (0.0,) * 8, 0.0, "test").save(tmp_path / "other.json")
+    mismatch = runner.invoke(app, [*args[:-1], str(tmp_path / "other.json")])
+    assert mismatch.exit_code == 2 and "cuts once" in mismatch.output
+    for extra, message in ((["--policy", "dodge"], "needs --early-stop"),
+                           (["--policy", "full", "--early-stop", "start=4,fraction=0.5,keep=2"], "use --policy dodge"),
+                           (["--policy", "dodge+replace", "--early-stop", "start=4,fraction=0.5,keep=2"],
+                            "needs --forecaster")):
+        refused = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, store, "1-4", *extra))
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+
+
 def statuses(store: str) -> list[str]:
     try:
         with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:

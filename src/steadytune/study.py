@@ -90,11 +90,13 @@ class StudySpec(BaseModel):
     adapter_seeds: list[int] | None = Field(None, description="Adapter seeds (with --adapter lora), a third grid "
                                             "factor; default: each trial's WI seed.")
     early_stop: str | None = Field(None, description="start=T,fraction=F,keep=P (Dodge et al.), per task x recipe.")
-    policy: Literal["full", "replace"] = Field("full", description="full: every trial to the end. replace: each "
-                                               "trial to the forecaster's fraction; one it flags is stored as "
-                                               "forecast-stopped and the next unused WI seed takes its place.")
+    policy: Literal["full", "dodge", "replace", "dodge+replace"] = Field(
+        "full", description="full: every trial to the end. dodge: Dodge et al.'s cut (--early-stop). replace: each "
+        "trial to the forecaster's fraction; one it flags is stored as forecast-stopped and the next unused WI seed "
+        "takes its place. dodge+replace: Dodge's cut, where a trial the forecaster flags is forecast-stopped and "
+        "never continued. A spec with --early-stop and no policy is dodge.")
     forecaster: str | None = Field(None, description="Forecaster file (`steadytune forecast fit`) for --policy "
-                                   "replace.")
+                                   "replace or dodge+replace.")
     forecast_threshold: float = Field(0.5, gt=0, le=1, description="Flag a trial when P(failed) is at least this.")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig values for every trial.")
 
@@ -134,16 +136,31 @@ class StudySpec(BaseModel):
     def early_stopping(self) -> EarlyStop | None:
         return EarlyStop.parse(self.early_stop) if self.early_stop else None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _early_stop_means_dodge(cls, values: Any) -> Any:
+        """Specs written before policies said Dodge's rule with early_stop alone."""
+        if isinstance(values, dict) and values.get("early_stop") and values.get("policy") is None:
+            values = {**values, "policy": "dodge"}
+        return values
+
     @model_validator(mode="after")
     def _policy_needs(self) -> StudySpec:
-        if self.policy == "replace" and not self.forecaster:
-            raise ValueError("--policy replace needs --forecaster FILE (from `steadytune forecast fit`)")
+        if self.policy in ("dodge", "dodge+replace") and not self.early_stop:
+            raise ValueError(f"--policy {self.policy} needs --early-stop start=T,fraction=F,keep=P")
+        if self.policy == "full" and self.early_stop:
+            raise ValueError("--early-stop is Dodge's cut: use --policy dodge (or leave --policy out)")
         if self.policy == "replace" and self.early_stop:
-            raise ValueError("--policy replace runs without --early-stop (Dodge's rule with replacement is not "
-                             "available yet)")
-        if self.policy == "full" and (self.forecaster or self.forecast_threshold != 0.5):
-            raise ValueError("--forecaster and --forecast-threshold apply to --policy replace")
+            raise ValueError("--policy replace trains every unflagged trial to the end; for Dodge's cut with the "
+                             "forecaster, use --policy dodge+replace")
+        if self.policy in ("replace", "dodge+replace") and not self.forecaster:
+            raise ValueError(f"--policy {self.policy} needs --forecaster FILE (from `steadytune forecast fit`)")
+        if self.policy in ("full", "dodge") and (self.forecaster or self.forecast_threshold != 0.5):
+            raise ValueError("--forecaster and --forecast-threshold apply to --policy replace or dodge+replace")
         return self
+
+    def forecasts(self) -> bool:
+        return self.policy in ("replace", "dodge+replace")
 
     def study_name(self) -> str:
         if self.name:
@@ -151,7 +168,7 @@ class StudySpec(BaseModel):
         values = self.model_dump(mode="json")
         if values["adapter_seeds"] is None:  # specs written before adapters keep their names
             del values["adapter_seeds"]
-        if values["policy"] == "full":  # and so do specs written before policies
+        if values["policy"] in ("full", "dodge"):  # and so do specs written before policies
             for key in POLICY_KEYS:
                 del values[key]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
@@ -546,15 +563,20 @@ class StudyRunner:
         events = events or StudyEvents()
         self.check_threads()
         stop = self.spec.early_stopping()
-        todo = [t for t in self.trials if self._status(t) not in FIRST_PASS_DONE]
+        forecaster = self._forecaster(stop) if self.spec.forecasts() else None
+        first_pass_done = FORECAST_PASS_DONE if forecaster else FIRST_PASS_DONE
+        todo = [t for t in self.trials if self._status(t) not in first_pass_done]
         events.on_start(len(todo) + (0 if stop is None else len(self._groups()) * stop.keep))
         try:
             with Lease(self.store, self.owner):
                 if self.spec.policy == "replace":
-                    self._run_replacing(events)
+                    self._run_replacing(forecaster, events)
                 else:
                     self._execute([(t, self._job(t, stop_at_fraction=stop.fraction if stop else None,
-                                                 save_state=stop is not None)) for t in todo], FIRST_PASS_DONE, events)
+                                                 save_state=stop is not None)) for t in todo], first_pass_done, events)
+                if self.spec.policy == "dodge+replace":
+                    for trial in self.trials:
+                        self._forecast_stop_if_flagged(trial, forecaster)
                 if stop is not None:
                     self._continue_survivors(stop, events)
         except KeyboardInterrupt:
@@ -640,19 +662,37 @@ class StudyRunner:
             self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
         events.on_result(trial, result.outcome)
 
-    def _run_replacing(self, events: StudyEvents) -> None:
-        """--policy replace: every trial to the forecaster's fraction (its state saved), then a decision read from
-        its stored curve: flagged, it becomes forecast-stopped and the next unused WI seed of its cell (same task,
-        recipe, DO and adapter seed) takes its place; otherwise it continues to the end. Decisions depend only on
-        the curves and the forecaster, so a resumed study makes the same ones. A cell gets at most
-        MAX_REPLACEMENTS replacements per requested trial, so a forecaster that flags everything cannot run on."""
+    def _forecaster(self, stop: EarlyStop | None):
         from .forecast.model import Forecaster
 
         if not self.store.holds_forecast_stops():
             raise ConfigError(f"{self.store.label} was created before forecast-stopped trials existed; run --policy "
-                              f"replace on a new store")
+                              f"{self.spec.policy} on a new store")
         forecaster = Forecaster.load(Path(self.spec.forecaster))
+        if stop is not None and abs(forecaster.fraction - stop.fraction) > 1e-9:
+            raise ConfigError(f"--policy dodge+replace cuts once: --early-stop fraction={stop.fraction:g} must equal "
+                              f"the fraction {forecaster.fraction:g} the forecaster {self.spec.forecaster} was fit at")
+        return forecaster
 
+    def _forecast_stop_if_flagged(self, trial: PlannedTrial, forecaster) -> bool:
+        """A trial stopped at the forecaster's fraction and flagged by it becomes forecast-stopped (and its state is
+        dropped). The decision reads only the stored curve, so a resumed study makes the same one."""
+        row = self.store.latest_trial(trial.config.trial_key(), self.study_id)
+        if row is None or row["status"] != "stopped":
+            return False
+        probability = self._failure_probability(row, forecaster)
+        if probability < self.spec.forecast_threshold:
+            return False
+        self.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
+                                            f"{row['steps_done']} of {row['total_steps']}")
+        self._state_path(trial).unlink(missing_ok=True)
+        return True
+
+    def _run_replacing(self, forecaster, events: StudyEvents) -> None:
+        """--policy replace: every trial to the forecaster's fraction (its state saved), then a decision read from
+        its stored curve: flagged, it becomes forecast-stopped and the next unused WI seed of its cell (same task,
+        recipe, DO and adapter seed) takes its place; otherwise it continues to the end. A cell gets at most
+        MAX_REPLACEMENTS replacements per requested trial, so a forecaster that flags everything cannot run on."""
         def cell_of(trial: PlannedTrial) -> tuple:  # what a replacement keeps: all but the WI seed
             return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
 
@@ -667,15 +707,9 @@ class StudyRunner:
             self._execute(first, FORECAST_PASS_DONE, events)
             continuing, replacements = [], []
             for trial in batch:
-                row = self.store.latest_trial(trial.config.trial_key(), self.study_id)
-                if row is not None and row["status"] == "stopped":
-                    probability = self._failure_probability(row, forecaster)
-                    if probability >= self.spec.forecast_threshold:
-                        self.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
-                                                            f"{row['steps_done']} of {row['total_steps']}")
-                        self._state_path(trial).unlink(missing_ok=True)
-                    else:
-                        continuing.append((trial, self._job(trial, resume=self._state_path(trial).exists())))
+                flagged = self._forecast_stop_if_flagged(trial, forecaster)
+                if not flagged and self._status(trial) == "stopped":
+                    continuing.append((trial, self._job(trial, resume=self._state_path(trial).exists())))
                 if self._status(trial) == "forecast-stopped":
                     cell = cell_of(trial)
                     if budget[cell] > 0:
@@ -709,9 +743,11 @@ class StudyRunner:
         work, kept = [], set()
         for members in self._groups().values():
             rows = [self.store.latest_trial(t.config.trial_key(), self.study_id) for t in members]
-            scores = [self.store.dev_score_at(row["id"], cut_step(row["total_steps"], stop.fraction))
-                      if row is not None and row["total_steps"] else None for row in rows]
-            for index in survivors(scores, stop.keep):
+            # A forecast-stopped trial is never continued (--policy dodge+replace): the top P come from the others.
+            ranked = [i for i, row in enumerate(rows) if row is None or row["status"] != "forecast-stopped"]
+            scores = [self.store.dev_score_at(rows[i]["id"], cut_step(rows[i]["total_steps"], stop.fraction))
+                      if rows[i] is not None and rows[i]["total_steps"] else None for i in ranked]
+            for index in (ranked[i] for i in survivors(scores, min(stop.keep, len(ranked)))):
                 trial, row = members[index], rows[index]
                 kept.add(trial)
                 if row is not None and row["status"] == "stopped":

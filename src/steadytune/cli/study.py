@@ -40,11 +40,14 @@ EarlyStopOption = Annotated[Optional[str], typer.Option(
 
 
 PolicyOption = Annotated[Optional[str], typer.Option(
-    "--policy", help="full: every trial to the end. replace: each trial to the forecaster's fraction; one it flags "
-    "is stored as forecast-stopped and the next unused WI seed takes its place, so the study ends with the "
-    "complete runs it asked for (at most 2 replacements per trial).", rich_help_panel="Study")]
+    "--policy", help="full: every trial to the end. dodge: Dodge et al.'s cut (needs --early-stop; the default when "
+    "it is given). replace: each trial to the forecaster's fraction; one it flags is stored as forecast-stopped and "
+    "the next unused WI seed takes its place, so the study ends with the complete runs it asked for (at most 2 "
+    "replacements per trial). dodge+replace: Dodge's cut at the forecaster's fraction, where a flagged trial is "
+    "forecast-stopped and never continued.", rich_help_panel="Study")]
 ForecasterOption = Annotated[Optional[str], typer.Option(
-    "--forecaster", help="Forecaster file for --policy replace (`steadytune forecast fit`).", rich_help_panel="Study")]
+    "--forecaster", help="Forecaster file for --policy replace or dodge+replace (`steadytune forecast fit`).",
+    rich_help_panel="Study")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
     "--forecast-threshold", help="Flag a trial when P(failed) is at least this (default 0.5).",
     rich_help_panel="Study")]

@@ -307,3 +307,34 @@ def test_replace_refuses_a_store_made_before_forecast_stops_and_needs_a_forecast
     assert statuses(str(old)) == []  # nothing ran
     missing = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(old), "1", "--policy", "replace"))
     assert missing.exit_code == 2 and "needs --forecaster" in missing.output
+
+
+def test_the_default_forecaster_is_what_its_script_fits_on_the_real_rows_beside_it(tmp_path):
+    from steadytune.forecast.model import DEFAULT_PATH, fit, resolve
+
+    shipped = Forecaster.load(resolve("default"))
+    assert resolve("default") == DEFAULT_PATH and shipped.fraction == 0.2
+    rows = pd.read_csv(DEFAULT_PATH.with_name("default-trials.csv"))
+    assert set(rows["model"]) == {"minilm-l6"} and rows["failed"].isin((0, 1)).all() and 0 < rows["failed"].mean() < 1
+    assert (rows["step"] == [max(1, math.ceil(0.2 * total)) for total in rows["total_steps"]]).all()
+    refit = fit(rows, rows["failed"].astype(bool), 0.2, shipped.fitted_on)
+    assert refit.features == shipped.features
+    for name in ("mean", "scale", "coef"):
+        assert np.allclose(getattr(refit, name), getattr(shipped, name), rtol=1e-9, atol=1e-12), name
+    assert refit.intercept == pytest.approx(shipped.intercept, rel=1e-9)
+    assert f"{len(rows)} real MiniLM-L6 trials" in shipped.fitted_on
+
+    # It scores any store's trials at its own fraction, by task.
+    trials, curves = planted_grid("rte", 12, 1)
+    with Store(tmp_path / "s.db") as store:
+        for row in trials.itertuples():
+            outcome = TrialOutcome("complete", 100, 100, "accuracy", {"accuracy": 0.5 if row.failed else 0.8},
+                                   {"accuracy": 0.8}, 100, 0.5, 1.0)
+            own = curves[curves.trial_id == row.id]
+            store.record_trial({"task": "rte", "model": "m", "wi_seed": row.id, "do_seed": 1}, f"{row.id:016x}", 1,
+                               None, outcome,
+                               [CurvePoint(int(c.step), c.epoch, c.split, c.metric, c.value) for c in own.itertuples()])
+    scored = runner.invoke(app, ["forecast", "eval", str(tmp_path / "s.db"), "--forecaster", "default"],
+                           env={"COLUMNS": "200"})
+    assert scored.exit_code == 0, scored.output
+    assert "forecaster default (fit on" in scored.output and "20%" in scored.output

@@ -96,7 +96,7 @@ class StudySpec(BaseModel):
         "takes its place. dodge+replace: Dodge's cut, where a trial the forecaster flags is forecast-stopped and "
         "never continued. A spec with --early-stop and no policy is dodge.")
     forecaster: str | None = Field(None, description="Forecaster file (`steadytune forecast fit`) for --policy "
-                                   "replace or dodge+replace.")
+                                   "replace or dodge+replace; 'default': the one that ships with steadytune.")
     forecast_threshold: float = Field(0.5, gt=0, le=1, description="Flag a trial when P(failed) is at least this.")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig values for every trial.")
 
@@ -663,12 +663,12 @@ class StudyRunner:
         events.on_result(trial, result.outcome)
 
     def _forecaster(self, stop: EarlyStop | None):
-        from .forecast.model import Forecaster
+        from .forecast.model import Forecaster, resolve
 
         if not self.store.holds_forecast_stops():
             raise ConfigError(f"{self.store.label} was created before forecast-stopped trials existed; run --policy "
                               f"{self.spec.policy} on a new store")
-        forecaster = Forecaster.load(Path(self.spec.forecaster))
+        forecaster = Forecaster.load(resolve(self.spec.forecaster))
         if stop is not None and abs(forecaster.fraction - stop.fraction) > 1e-9:
             raise ConfigError(f"--policy dodge+replace cuts once: --early-stop fraction={stop.fraction:g} must equal "
                               f"the fraction {forecaster.fraction:g} the forecaster {self.spec.forecaster} was fit at")

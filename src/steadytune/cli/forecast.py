@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 from rich.table import Table
 
-from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, held_out_grids, pooled
+from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, held_out_grids, pooled, score
+from ..forecast.model import Forecaster, resolve
 from ..forecast.policies import compute_to_reach, simulate
 from .common import console, print_table, reports_user_errors
 
@@ -39,12 +41,22 @@ def fit_command(stores: Stores,
 @reports_user_errors
 def eval_command(stores: Stores,
                  threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) is at "
-                                                          "least this.")] = 0.5) -> None:
+                                                          "least this.")] = 0.5,
+                 forecaster: Annotated[Optional[str], typer.Option(
+                     help="Score this forecaster file ('default': the one that ships with steadytune) on each task of "
+                     "the stores, at its own fraction, instead of holding tasks out.")] = None) -> None:
     """Hold each task (or, with one task, each store) out in turn: fit on the rest, score on it at 5/10/20/30%."""
     trials, curves = pooled(stores)
-    frame = evaluate(trials, curves, FRACTIONS, threshold)
-    table = Table("held out", "at", "runs", "failed", "flagged", "precision", "recall", "AUC", "saved (perfect)",
-                  "saved (fitted)", "good stopped", "note")
+    if forecaster is None:
+        frame = evaluate(trials, curves, FRACTIONS, threshold)
+        title = f"held-out forecasts over {len(trials)} trials"
+    else:
+        given = Forecaster.load(resolve(forecaster))
+        frame = pd.DataFrame([{"held_out": task, **score(given, own, curves, threshold)}
+                              for task, own in trials.groupby("task")])
+        title = f"forecaster {forecaster} (fit on {given.fitted_on}) over {len(trials)} trials"
+    table = Table("held out" if forecaster is None else "task", "at", "runs", "failed", "flagged", "precision",
+                  "recall", "AUC", "saved (perfect)", "saved (fitted)", "good stopped", "note")
 
     def cell(value, digits: str = ".2f") -> str:
         return "-" if value != value else format(value, digits)
@@ -55,8 +67,7 @@ def eval_command(stores: Stores,
                       cell(row.get("saved_perfect", float("nan")), ".1%"),
                       cell(row.get("saved_fitted", float("nan")), ".1%"), str(row.get("good_stopped", "-")),
                       row["note"])
-    print_table(table, f"held-out forecasts over {len(trials)} trials (flag at P(failed) >= {threshold:g}); saved: "
-                       f"share of the held-out grid's compute")
+    print_table(table, f"{title} (flag at P(failed) >= {threshold:g}); saved: share of the grid's compute")
 
 
 @forecast_app.command("simulate")

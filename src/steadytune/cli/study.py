@@ -46,7 +46,8 @@ PolicyOption = Annotated[Optional[str], typer.Option(
     "replacements per trial). dodge+replace: Dodge's cut at the forecaster's fraction, where a flagged trial is "
     "forecast-stopped and never continued.", rich_help_panel="Study")]
 ForecasterOption = Annotated[Optional[str], typer.Option(
-    "--forecaster", help="Forecaster file for --policy replace or dodge+replace (`steadytune forecast fit`).",
+    "--forecaster", help="Forecaster file for --policy replace or dodge+replace (`steadytune forecast fit`), or "
+    "'default' for the one that ships with steadytune (fit on real MiniLM-L6 trials at 20% of training).",
     rich_help_panel="Study")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
     "--forecast-threshold", help="Flag a trial when P(failed) is at least this (default 0.5).",

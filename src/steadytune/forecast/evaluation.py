@@ -49,8 +49,7 @@ def holdout_groups(trials: pd.DataFrame) -> pd.Series:
 
 
 def evaluate(trials: pd.DataFrame, curves: pd.DataFrame, fractions=FRACTIONS, threshold: float = 0.5) -> pd.DataFrame:
-    from sklearn.metrics import roc_auc_score
-
+    """Per held-out group and fraction: a forecaster fit on the other groups, scored on it."""
     groups, rows = holdout_groups(trials), []
     for held in sorted(groups.unique()):
         train, test = trials[groups != held], trials[groups == held]
@@ -60,19 +59,26 @@ def evaluate(trials: pd.DataFrame, curves: pd.DataFrame, fractions=FRACTIONS, th
             except ForecastError as err:
                 rows.append({"held_out": held, "fraction": fraction, "runs": len(test), "note": str(err)})
                 continue
-            table = feature_table(test, curves, fraction)
-            truth = test.set_index("id").loc[table["id"], "failed"].to_numpy(dtype=bool)
-            probability = forecaster.probability(table)
-            flagged = probability >= threshold
-            rest = 1 - table["step"].to_numpy() / table["total_steps"].to_numpy()
-            rows.append({"held_out": held, "fraction": fraction, "runs": len(test), "failed": int(truth.sum()),
-                         "flagged": int(flagged.sum()),
-                         "precision": (truth & flagged).sum() / flagged.sum() if flagged.any() else np.nan,
-                         "recall": (truth & flagged).sum() / truth.sum() if truth.any() else np.nan,
-                         "auc": roc_auc_score(truth, probability) if 0 < truth.sum() < len(truth) else np.nan,
-                         "saved_perfect": rest[truth].sum() / len(test), "saved_fitted": rest[flagged].sum() / len(test),
-                         "good_stopped": int((flagged & ~truth).sum()), "note": ""})
+            rows.append({"held_out": held, **score(forecaster, test, curves, threshold)})
     return pd.DataFrame(rows)
+
+
+def score(forecaster: Forecaster, trials: pd.DataFrame, curves: pd.DataFrame, threshold: float = 0.5) -> dict:
+    """How a given forecaster tells the failures of these trials, at its own fraction."""
+    from sklearn.metrics import roc_auc_score
+
+    table = feature_table(trials, curves, forecaster.fraction)
+    truth = trials.set_index("id").loc[table["id"], "failed"].to_numpy(dtype=bool)
+    probability = forecaster.probability(table)
+    flagged = probability >= threshold
+    rest = 1 - table["step"].to_numpy() / table["total_steps"].to_numpy()
+    return {"fraction": forecaster.fraction, "runs": len(trials), "failed": int(truth.sum()),
+            "flagged": int(flagged.sum()),
+            "precision": (truth & flagged).sum() / flagged.sum() if flagged.any() else np.nan,
+            "recall": (truth & flagged).sum() / truth.sum() if truth.any() else np.nan,
+            "auc": roc_auc_score(truth, probability) if 0 < truth.sum() < len(truth) else np.nan,
+            "saved_perfect": rest[truth].sum() / len(trials), "saved_fitted": rest[flagged].sum() / len(trials),
+            "good_stopped": int((flagged & ~truth).sum()), "note": ""}
 
 
 def held_out_grids(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float, threshold: float = 0.5):

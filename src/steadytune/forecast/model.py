@@ -18,6 +18,9 @@ import pandas as pd
 from .features import FEATURES
 
 FORMAT = "steadytune-forecaster-1"
+# Fit on real recorded trials by experiments/fit_default_forecaster.py, from the feature rows beside it.
+DEFAULT = "default"
+DEFAULT_PATH = Path(__file__).with_name("default.json")
 
 
 class ForecastError(ValueError):
@@ -64,6 +67,11 @@ class Forecaster:
                                 f"out of range)")
         return cls(fraction, features, numbers["mean"], numbers["scale"], numbers["coef"], intercept,
                    str(data.get("fitted_on", "")))
+
+
+def resolve(forecaster: str | Path) -> Path:
+    """A forecaster file, or the one that ships with steadytune ('default')."""
+    return DEFAULT_PATH if str(forecaster) == DEFAULT else Path(forecaster)
 
 
 def fit(table: pd.DataFrame, failed: pd.Series, fraction: float, fitted_on: str) -> Forecaster:

@@ -244,14 +244,17 @@ class Trial:
             finally:
                 self.dropout_rng = self._get_rng()
         self.elapsed += time.perf_counter() - started
+        return self.outcome(), pending
+
+    def outcome(self) -> TrialOutcome:
+        """Where the trial stands: diverged, complete, or stopped before its end."""
         status = "diverged" if self.diverged else "complete" if self.finished else "stopped"
-        outcome = TrialOutcome(
+        return TrialOutcome(
             status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
             final_metrics=self.state.last_metrics if status != "diverged" else {},
             best_metrics=self.state.best_metrics, best_step=self.state.best_step,
             baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, predictions=self.predictions(status),
             **self.provenance())
-        return outcome, pending
 
     def provenance(self) -> dict:
         """Where and on what the trial ran: the outcome fields that are not results."""

@@ -1,0 +1,286 @@
+"""A packed trial: K trials of one config that differ only in their seeds (WI, DO, dropout), trained together.
+
+Each member is prepared exactly as its single trial is (trial.Trial: its data, its head and re-initialized layers
+from its WI generator, its schedule, its own dropout stream); then their models are stacked (model.py) and trained
+as one. Per seed, as alone: its batches in its DO order (padded to the pack's largest batch), its dropout masks from
+its own stream, its gradient clipping, its loss, its curve and diagnostics, its evaluations. The optimizer runs once
+over the stacked parameters; Adam's update is elementwise, so each seed's slice is updated as its own optimizer
+would. Dev batches are shared: collated once, read by every seed. A seed that finishes early (it diverged) leaves
+the pack, and the rest continue without paying for it.
+
+What differs from K single runs is rounding only (batched products sum in another order): the equivalence test
+bounds it. Methods that change the loss, the optimizer's groups or the model during training (Mixout, R3F, LLRD,
+pretrained WD, weight averaging, adapters) run unpacked.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .. import ordering
+from ..config import RunOptions, TrialConfig
+from ..diagnostics import SATURATION_THRESHOLD, part_parameters, prediction_summary
+from ..encoding import collate, length_sorted_batches
+from ..metrics import compute_metrics
+from ..stabilizers.bias_correction import build_optimizer
+from ..stabilizers.llrd import no_weight_decay
+from ..store import CurvePoint, TrialOutcome
+from ..trial import Trial, configure_torch
+from .model import NotPackable, PackedClassifier, packable
+
+SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
+# Stabilizers that act on the model before training only, as a member's Trial builds it.
+PACKABLE_STABILIZERS = ("ReInit", "NoisyTune")
+
+# (member index, curve points) -> None: a member's points as they accumulate, like trial.FlushCallback.
+PackedFlush = Callable[[int, list[CurvePoint]], None]
+
+
+def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
+    """Why these trials cannot train as one pack (a one-line reason), or None."""
+    from ..inputs import resolve_task
+    from ..stabilizers import active_stabilizers
+
+    shared = [{k: v for k, v in c.model_dump(mode="json").items() if k not in SEED_FIELDS} for c in configs]
+    if any(values != shared[0] for values in shared[1:]):
+        return "the trials of a pack must differ only in their seeds"
+    config = configs[0]
+    others = [type(m).__name__ for m in active_stabilizers(config) if type(m).__name__ not in PACKABLE_STABILIZERS]
+    if others:
+        return f"{', '.join(others)} changes training step by step: runs unpacked"
+    if config.eval_precision != "fp32":
+        return "--eval-precision int8 runs unpacked"
+    if options.save_checkpoints or options.keep_weights or options.checkpoint_every is not None:
+        return "snapshots, kept weights and autosaves run unpacked"
+    if config.head != "linear" or resolve_task(config).tagging:
+        return "packing covers sequence classification with a linear head"
+    return None
+
+
+class PackedTrial:
+    """K prepared trials of one config, ready to `run` as one pack."""
+
+    def __init__(self, configs: list[TrialConfig], options: RunOptions):
+        reason = pack_refusal(configs, options)
+        if reason:
+            raise NotPackable(reason)
+        configure_torch(options)
+        self.members = [Trial(config, options) for config in configs]
+        first = self.members[0]
+        reason = packable(first.model)
+        if reason:
+            raise NotPackable(reason)
+        self.config, self.options, self.task, self.device = first.config, options, first.task, first.device
+        self.parts = {part: [name for name, p in first.model.named_parameters() if any(p is q for q in params)]
+                      for part, params in part_parameters(first.model).items()} if options.log_grads_every else {}
+        excluded = no_weight_decay(first.model)
+        self.model = PackedClassifier([member.model for member in self.members]).to(self.device)
+        for member in self.members:  # their weights live in the pack now
+            member.model = member.optimizer = member.scheduler = None
+        self.decayed = [name for name in self.model.names if name not in excluded]
+        self.active = list(range(len(self.members)))
+        self.optimizer, self.scheduler = self._optimizer()
+        # Each member's dropout stream, as its Trial seeded it (dropout_seed, after the model was built).
+        self.generators = [self._generator(member) for member in self.members]
+        self.pad_token_id = first.pad_token_id
+        self.elapsed = 0.0
+
+    def _generator(self, member: Trial) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.set_state(member.dropout_rng["cuda" if self.device.type == "cuda" else "cpu"])
+        return generator
+
+    def _optimizer(self):
+        from transformers import get_scheduler
+
+        c = self.config
+        stacked = {name: self.model.weight(name) for name in self.model.names}
+        groups = [{"params": [stacked[n] for n in self.decayed], "weight_decay": c.weight_decay},
+                  {"params": [stacked[n] for n in self.model.names if n not in self.decayed], "weight_decay": 0.0}]
+        optimizer = build_optimizer(c.optimizer, [g for g in groups if g["params"]], c.lr, (c.adam_beta1, c.adam_beta2),
+                                    c.adam_eps)
+        total = self.members[0].total_steps
+        warmup = round(c.warmup * total) if c.warmup < 1 else int(c.warmup)
+        schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
+        return optimizer, get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+    @property
+    def step(self) -> int:
+        return self.members[self.active[0]].step if self.active else self.members[0].total_steps
+
+    def run(self, flush: PackedFlush, stop_at: list[int | None] | None = None
+            ) -> list[tuple[TrialOutcome, list[CurvePoint]]]:
+        """Train every member to its end, until it diverges, or to its step in `stop_at` (then it is 'stopped', as a
+        single trial's run(stop_at=...)); per member, its outcome and unflushed points. A member that is done leaves
+        the pack at once, and the others go on without it."""
+        started = time.perf_counter()
+        pending: list[list[CurvePoint]] = [[] for _ in self.members]
+        total = self.members[0].total_steps
+        limits = [total if s is None else min(s, total) for s in (stop_at or [None] * len(self.members))]
+        self.model.train()
+        while self.active:
+            for k, points in zip(self.active, self._train_step()):
+                pending[k] += points
+            for k, points in self._evaluate([k for k in self.active if self.members[k].step in
+                                             self.members[k].eval_at and not self.members[k].diverged]).items():
+                flush(k, pending[k] + points)
+                pending[k] = []
+            finished = [k for k in self.active if self.members[k].diverged or self.members[k].step >= limits[k]]
+            if finished:
+                self._leave(finished)
+        self.elapsed += time.perf_counter() - started
+        outcomes = []
+        for k, member in enumerate(self.members):
+            member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
+            member.elapsed = self.elapsed  # the pack's wall time: the members shared it
+            outcome = member.outcome()
+            device = f"{outcome.device}, packed with {len(self.members) - 1} other seed(s)"
+            outcomes.append((TrialOutcome(**{**outcome.__dict__, "device": device}), pending[k]))
+        return outcomes
+
+    def _batch(self) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:
+        """Each active member's next batch (its DO order), padded to the largest: [K, B, L] tensors."""
+        c = self.config
+        batches = []
+        for k in self.active:
+            member = self.members[k]
+            epoch, done = divmod(member.step, member.per_epoch)
+            indices = ordering.epoch_batches(member.inputs.train.lengths, c.batch_size, member.config.do_seed, epoch,
+                                             c.group_by_length)[done]
+            batches.append(collate(member.inputs.train, indices, self.pad_token_id, self.task.is_regression))
+        return _stacked(batches, self.pad_token_id), [tuple(b["input_ids"].shape) for b in batches]
+
+    def _train_step(self) -> list[list[CurvePoint]]:
+        c, every = self.config, self.options.log_grads_every
+        step = self.step
+        diagnose = every > 0 and step % every == 0
+        batch, shapes = self._batch()
+        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+        out = self.model(**batch, generators=[self.generators[k] for k in self.active], shapes=shapes)
+        losses = out.loss.detach().cpu().tolist()
+        lr = self.scheduler.get_last_lr()[0]
+        out.loss.sum().backward()
+        grads = self.model.named_seed_grads()
+        norms = torch.stack([torch.linalg.vector_norm(g.reshape(len(self.active), -1), dim=1) for g in grads.values()])
+        total = torch.linalg.vector_norm(norms, dim=0)  # clip_grad_norm_'s total norm, per seed
+        parts = {f"grad.{part}": torch.linalg.vector_norm(norms[[self.model.names.index(n) for n in names]], dim=0)
+                 for part, names in self.parts.items()} if diagnose else {}
+        max_norm = c.max_grad_norm if c.max_grad_norm else math.inf
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads.values():
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+        clipped = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(len(self.active), -1), dim=1)
+                                                         for g in grads.values()]), dim=0) if diagnose else None)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        points_per_member = []
+        for i, k in enumerate(self.active):
+            member = self.members[k]
+            member.step += 1
+            member.last_loss = losses[i]
+            epoch = member.step / member.per_epoch
+            grad_norm = float(total[i])
+            if not math.isfinite(losses[i]):
+                member.diverged = True
+                points_per_member.append([CurvePoint(member.step, epoch, "train", "loss", losses[i])])
+                continue
+            member.diverged = not math.isfinite(grad_norm)
+            points = [CurvePoint(member.step, epoch, "train", "loss", losses[i]),
+                      CurvePoint(member.step, epoch, "train", "grad_norm", grad_norm),
+                      CurvePoint(member.step, epoch, "train", "lr", lr)]
+            if diagnose:
+                rows = shapes[i][0]
+                pooled = out.pooled[i, :rows]
+                diagnostics = {**{name: float(value[i]) for name, value in parts.items()}, "grad.total": grad_norm,
+                               "grad.total_clipped": float(clipped[i]),
+                               "pooler_saturation": (pooled.abs() >= SATURATION_THRESHOLD).float().mean().item(),
+                               **prediction_summary(out.logits[i, :rows], self.task.is_regression)}
+                points += [CurvePoint(member.step, epoch, "diag", name, value) for name, value in diagnostics.items()]
+            points_per_member.append(points)
+        return points_per_member
+
+    @torch.inference_mode()
+    def _evaluate(self, members: list[int]) -> dict[int, list[CurvePoint]]:
+        """Dev (and the test half, if any) for these active members, each batch collated once for all of them."""
+        if not members:
+            return {}
+        self.model.eval()
+        slots = [self.active.index(k) for k in members]
+        results: dict[int, dict[str, tuple[dict[str, float], np.ndarray]]] = {k: {} for k in members}
+        splits = {"dev": self.members[0].inputs.dev, "test": self.members[0].inputs.test}
+        for split, data in splits.items():
+            if data is None:
+                continue
+            K = len(self.active)
+            predictions = np.empty((K, len(data)), dtype=np.float32 if self.task.is_regression else np.int64)
+            loss = np.zeros(K)
+            for indices in length_sorted_batches(data, self.config.eval_batch_size):
+                one = collate(data, indices, self.pad_token_id, self.task.is_regression)
+                batch = {name: tensor.to(self.device).expand(K, *tensor.shape) for name, tensor in one.items()}
+                out = self.model(**batch)
+                loss += out.loss.double().cpu().numpy() * len(indices)
+                logits = out.logits.float()
+                predictions[:, indices] = (logits.squeeze(-1) if self.task.is_regression
+                                           else logits.argmax(-1)).cpu().numpy()
+            for i, k in zip(slots, members):
+                metrics = compute_metrics(self.task, predictions[i], data.labels)
+                metrics["loss"] = float(loss[i] / len(data))
+                results[k][split] = (metrics, predictions[i])
+        self.model.train()
+        out_points = {}
+        for k, by_split in results.items():
+            member = self.members[k]
+            step, epoch = member.step, member.step / member.per_epoch
+            tracked = dict(by_split["dev"][0])
+            points = [CurvePoint(step, epoch, "dev", name, value) for name, value in by_split["dev"][0].items()]
+            if "test" in by_split:
+                points += [CurvePoint(step, epoch, "test", name, value) for name, value in by_split["test"][0].items()]
+                tracked.update({f"test_{name}": value for name, value in by_split["test"][0].items()})
+            member.state.observe(step, tracked, {split: preds for split, (_, preds) in by_split.items()})
+            out_points[k] = points
+        return out_points
+
+    def _leave(self, finished: list[int]) -> None:
+        """Take finished members out of the pack: their slices of the parameters and optimizer state go."""
+        keep = [i for i, k in enumerate(self.active) if k not in finished]
+        self.active = [self.active[i] for i in keep]
+        if not self.active:
+            return
+        index = torch.tensor(keep, device=self.device)
+        state = self.optimizer.state_dict()
+        schedule = self.scheduler.state_dict()
+        for name in self.model.names:
+            old = self.model.weight(name)
+            self.model.stacked[name.replace(".", "__")] = torch.nn.Parameter(old.detach()[index].clone())
+        self.optimizer, self.scheduler = self._optimizer()
+        for saved in state["state"].values():
+            for key, value in saved.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == len(keep) + len(finished):
+                    saved[key] = value[index.to(value.device)].clone()
+        self.optimizer.load_state_dict(state)
+        self.scheduler.load_state_dict(schedule)
+
+
+def _stacked(batches: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Batches of different shapes as [K, B, L] tensors: padded rows and tokens are unattended, labels -100."""
+    rows = max(b["input_ids"].shape[0] for b in batches)
+    length = max(b["input_ids"].shape[1] for b in batches)
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    out = {}
+    for name, pad in fill.items():
+        if name not in batches[0]:
+            continue
+        tensor = torch.full((len(batches), rows, length), pad, dtype=batches[0][name].dtype)
+        for k, b in enumerate(batches):
+            tensor[k, :b[name].shape[0], :b[name].shape[1]] = b[name]
+        out[name] = tensor
+    labels = torch.full((len(batches), rows), -100, dtype=batches[0]["labels"].dtype)
+    for k, b in enumerate(batches):
+        labels[k, :len(b["labels"])] = b["labels"]
+    out["labels"] = labels
+    return out

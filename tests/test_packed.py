@@ -1,0 +1,101 @@
+"""Packed trials: each seed of a pack trains as it trains alone (within float rounding), whatever else shares the
+pack; a seed that stops leaves it; what cannot be packed is refused in one line."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steadytune.packed.model import NotPackable
+from steadytune.packed.trial import PackedTrial
+from steadytune.trial import Trial
+
+# Batched products sum in another order than single ones: curves agree to float rounding, not bitwise.
+RELATIVE, ABSOLUTE = 1e-5, 1e-7
+
+
+def curve(points) -> dict[tuple, float]:
+    return {(p.step, p.split, p.metric): p.value for p in points}
+
+
+def assert_same_curve(packed: dict[tuple, float], alone: dict[tuple, float]) -> float:
+    assert set(packed) == set(alone)
+    worst = 0.0
+    for key, value in alone.items():
+        assert math.isclose(packed[key], value, rel_tol=RELATIVE, abs_tol=ABSOLUTE), (key, packed[key], value)
+        worst = max(worst, abs(packed[key] - value))
+    return worst
+
+
+@pytest.fixture(scope="module")
+def seeds(tiny_bert_dir, glue_dir, tmp_path_factory):
+    """Four seed triples of one config (BERTAdam, re-initialized top layer and pooler, diagnostics every step), each
+    trained alone; 36 examples at batch 8, so each epoch ends on a smaller batch that falls in another place per DO
+    seed."""
+    from steadytune.config import RunOptions, TrialConfig
+
+    torch_threads = torch.get_num_threads()
+    options = RunOptions(device="cpu", cache_dir=tmp_path_factory.mktemp("cache"), threads=1, log_grads_every=1)
+
+    def config(wi: int, do: int, **overrides) -> TrialConfig:
+        values = dict(task="rte", model=str(tiny_bert_dir), glue_dir=str(glue_dir), max_train=36, batch_size=8,
+                      max_length=48, epochs=2, evals_per_epoch=2, lr=1e-3, optimizer="bertadam", reinit_layers=1,
+                      reinit_pooler=True, wi_seed=wi, do_seed=do)
+        return TrialConfig(**{**values, **overrides})
+
+    configs = [config(1, 1), config(2, 3), config(3, 2), config(4, 4)]
+    alone = []
+    for c in configs:
+        points: list = []
+        outcome, pending = Trial(c, options).run(points.extend)
+        alone.append((outcome, curve(points + pending)))
+    stopped_points: list = []
+    stopped, pending = Trial(configs[1], options).run(stopped_points.extend, stop_at=4)
+    yield configs, options, alone, (stopped, curve(stopped_points + pending)), config
+    torch.set_num_threads(torch_threads)
+
+
+def run_pack(configs, options, stop_at=None):
+    got: dict[int, list] = {k: [] for k in range(len(configs))}
+    results = PackedTrial(configs, options).run(lambda k, points: got[k].extend(points), stop_at)
+    return [(outcome, curve(got[k] + pending)) for k, (outcome, pending) in enumerate(results)]
+
+
+def test_each_seed_of_a_pack_trains_as_it_trains_alone(seeds):
+    configs, options, alone, _, _ = seeds
+    packed = run_pack(configs[:3], options)
+    for (outcome, points), (single, single_points) in zip(packed, alone):
+        assert outcome.status == single.status == "complete"
+        assert len([key for key in single_points if key[1] == "diag"]) > 50  # diagnostics are compared too
+        assert_same_curve(points, single_points)
+        assert outcome.final_metrics == pytest.approx(single.final_metrics, rel=RELATIVE)
+        assert outcome.best_step == single.best_step and outcome.steps_done == single.steps_done
+        final = {p.split: p.values for p in outcome.predictions if p.point == "final"}
+        assert (final["dev"] == {p.split: p.values for p in single.predictions if p.point == "final"}["dev"]).all()
+        assert outcome.device == "cpu, packed with 2 other seed(s)"
+
+
+def test_a_seed_does_not_depend_on_its_pack_and_a_stopped_seed_leaves_it(seeds):
+    configs, options, alone, (stopped, stopped_points), _ = seeds
+    packed = run_pack(configs[:3], options, stop_at=[None, 4, None])
+    outcome, points = packed[1]
+    assert outcome.status == stopped.status == "stopped" and outcome.steps_done == 4
+    assert_same_curve(points, stopped_points)
+    for k in (0, 2):  # the others went on without it, as they train alone
+        assert_same_curve(packed[k][1], alone[k][1])
+    other = run_pack([configs[3], configs[2]], options)  # seed 3 in another pack
+    assert_same_curve(other[1][1], alone[2][1])
+    assert_same_curve(other[0][1], alone[3][1])
+
+
+def test_what_cannot_be_packed_is_refused_in_one_line(seeds):
+    configs, options, _, _, config = seeds
+    for pack, message in (([configs[0], config(2, 1, lr=2e-3)], "differ only in their seeds"),
+                          ([config(1, 1, mixout=0.1), config(2, 1, mixout=0.1)], "Mixout"),
+                          ([config(1, 1, eval_precision="int8"), config(2, 1, eval_precision="int8")], "int8")):
+        with pytest.raises(NotPackable, match=message) as raised:
+            PackedTrial(pack, options)
+        assert "\n" not in str(raised.value)
+    with pytest.raises(NotPackable, match="autosaves run unpacked"):
+        PackedTrial(configs[:2], options.model_copy(update={"checkpoint_every": 1.0}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,43 @@ def test_what_cannot_be_packed_is_refused_in_one_line(seeds):
         assert "\n" not in str(raised.value)
     with pytest.raises(NotPackable, match="autosaves run unpacked"):
         PackedTrial(configs[:2], options.model_copy(update={"checkpoint_every": 1.0}))
+
+
+def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glue_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from steadytune.cli import app
+    from steadytune.store import Store
+
+    def study(store: str, *extra: str):
+        return CliRunner().invoke(app, ["study", "run", "--name", "packing", "--tasks", "rte", "--wi-seeds", "1-3",
+                                        "--do-seeds", "1-2", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir),
+                                        "--max-train", "32", "--batch-size", "8", "--max-length", "48",
+                                        "--max-steps", "6", "--evals-per-epoch", "1", "--lr", "1e-3", "--threads",
+                                        "1", "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra],
+                                  env={"COLUMNS": "200"})
+
+    plain = study(str(tmp_path / "plain.db"))
+    packed = study(str(tmp_path / "packed.db"), "--pack", "4")
+    assert plain.exit_code == 0 and packed.exit_code == 0, packed.output
+    assert "6 complete" in packed.output and "ran 6 now" in packed.output
+    with Store(tmp_path / "plain.db", readonly=True) as a, Store(tmp_path / "packed.db", readonly=True) as b:
+        alone, together = a.trials().set_index("trial_key"), b.trials().set_index("trial_key")
+        curves_alone, curves_together = a.curves(), b.curves()
+    assert sorted(alone.index) == sorted(together.index)  # the same trial keys
+    # Six trials, packs of up to four: one pack of four and one of two.
+    assert sorted(together["device"].value_counts().to_dict().items()) == [
+        ("cpu, packed with 1 other seed(s)", 2), ("cpu, packed with 3 other seed(s)", 4)]
+    losses = [curves[curves.metric == "loss"].merge(trials[["id"]].reset_index(), left_on="trial_id", right_on="id")
+              .set_index(["trial_key", "split", "step"])["value"]
+              for curves, trials in ((curves_alone, alone), (curves_together, together))]
+    assert losses[0].index.equals(losses[1].sort_index().reindex(losses[0].index).index)
+    assert np.allclose(losses[1].reindex(losses[0].index), losses[0], rtol=1e-5, atol=1e-7)
+    again = study(str(tmp_path / "packed.db"), "--pack", "4")
+    assert again.exit_code == 0 and "ran 0 now" in again.output
+
+    refused = study(str(tmp_path / "mixout.db"), "--pack", "2", "--mixout", "0.1", "--wi-seeds", "1-2",
+                    "--do-seeds", "1")
+    assert refused.exit_code == 0 and "--pack 2: Mixout changes training step by step: runs unpacked" in refused.output
+    with Store(tmp_path / "mixout.db", readonly=True) as db:
+        assert set(db.trials()["device"]) == {"cpu"}

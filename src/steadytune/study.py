@@ -28,7 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -239,6 +239,13 @@ def expand(spec: StudySpec) -> list[PlannedTrial]:
     return trials
 
 
+def pack_key(config: TrialConfig) -> str:
+    """What trials must share to train as one pack: everything but their seeds."""
+    from .packed.trial import SEED_FIELDS
+
+    return json.dumps({k: v for k, v in config.model_dump(mode="json").items() if k not in SEED_FIELDS}, sort_keys=True)
+
+
 def check_inputs(trials: list[PlannedTrial]) -> None:
     """Raise DataError or ModelError for data or a model the study's trials cannot load, before anything runs or
     is stored: a missing GLUE folder should be one error, not a failed trial per grid cell."""
@@ -271,6 +278,7 @@ class Job:
     state_out: str | None = None
     autosave: str | None = None  # with RunOptions.checkpoint_every: where the running trial's state is saved
     experiment: str = "steadytune"  # what trackers (--track) file the trial under: the study's name
+    pack: tuple[dict, ...] = ()  # configs of trials trained with `config` as one pack (--pack): one result each
 
 
 @dataclass(frozen=True)
@@ -287,12 +295,15 @@ def failed_outcome(error: str) -> TrialOutcome:
                         best_step=None, baseline_metric=float("nan"), wall_seconds=0.0, error=error)
 
 
-def execute(job: Job) -> JobResult:
-    """Run one job in this process. Errors become a `failed` outcome, never an exception: a study goes on."""
+def execute(job: Job) -> JobResult | list[JobResult]:
+    """Run one job in this process (a pack job: one result per trial). Errors become a `failed` outcome, never an
+    exception: a study goes on."""
     from .state_file import StateFileError
     from .trackers import trial_trackers
     from .trial import Trial
 
+    if job.pack:
+        return execute_pack(job)
     started_at = time.time()
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
     store_path = Path(job.store_path) if job.store_path else None
@@ -327,6 +338,41 @@ def execute(job: Job) -> JobResult:
         return JobResult(outcome, points + pending, started_at, resumed_at)
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, not raised
         return JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at)
+
+
+def execute_pack(job: Job) -> list[JobResult]:
+    """Train a pack job's trials as one pack (packed/); a pack that cannot be built (the model is not a BERT, say)
+    runs its trials one after another instead."""
+    from .packed.model import NotPackable
+    from .packed.trial import PackedTrial
+    from .trackers import trial_trackers
+
+    started_at = time.time()
+    configs = [TrialConfig(**values) for values in (job.config, *job.pack)]
+    options = RunOptions(**job.options)
+    try:
+        pack = PackedTrial(configs, options)
+    except NotPackable:
+        return [execute(replace(job, config=values, pack=())) for values in (job.config, *job.pack)]
+    except Exception as err:  # noqa: BLE001 - as execute: recorded, not raised
+        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in configs]
+    trackers = [trial_trackers(options.track, job.experiment, c.model_dump(mode="json"), c.trial_key())
+                for c in configs]
+    points: list[list[CurvePoint]] = [[] for _ in configs]
+
+    def reached(k: int, new: list[CurvePoint]) -> None:
+        points[k].extend(new)
+        trackers[k].log(new)
+    try:
+        results = pack.run(reached)
+    except Exception as err:  # noqa: BLE001
+        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in configs]
+    out = []
+    for k, (outcome, pending) in enumerate(results):
+        trackers[k].log(pending)
+        trackers[k].finish(outcome)
+        out.append(JobResult(outcome, points[k] + pending, started_at))
+    return out
 
 
 # Called when the executor has room for one more job: a (tag, job) pair, or None when none can start now.
@@ -617,28 +663,63 @@ class StudyRunner:
 
     def _execute(self, work: Iterable[tuple[PlannedTrial, Job]], done: tuple[str, ...], events: StudyEvents) -> None:
         """Run jobs, each claimed only when a worker is free for it; each result is written when it arrives.
-        Trials another driver holds are waited for, and taken over if its claim expires."""
+        Trials another driver holds are waited for, and taken over if its claim expires. With --pack K, a job
+        takes up to K claimed trials that differ only in their seeds."""
         queue = deque(work)
         while queue:
             deferred: list[tuple[PlannedTrial, Job]] = []
 
+            def claim(trial: PlannedTrial, job: Job) -> bool:
+                claimed = self.store.claim(trial.config.trial_key(), self.study_id, self.owner, done)
+                if claimed == "busy":
+                    deferred.append((trial, job))
+                return claimed == "claimed"
+
             def next_job():
                 while queue:
                     trial, job = queue.popleft()
-                    claimed = self.store.claim(trial.config.trial_key(), self.study_id, self.owner, done)
-                    if claimed == "claimed":
+                    if not claim(trial, job):
+                        continue
+                    mates = self._pack_mates(trial, job, queue, claim)
+                    if not mates:
                         return self._tagged(trial, job)
-                    if claimed == "busy":
-                        deferred.append((trial, job))
+                    members = [(trial, job), *mates]
+                    return ([self._tagged(t, j)[0] for t, j in members],
+                            replace(job, pack=tuple(j.config for _, j in mates)))
                 return None
 
             with closing(self.executor.run(next_job)) as results:
-                for (trial, trial_id, start_step), result in results:
-                    self._record(trial, trial_id, start_step, result, events)
+                for tag, result in results:
+                    if isinstance(tag, list):  # a pack: one result per trial (one failure, if its worker died)
+                        outcomes = result if isinstance(result, list) else [result] * len(tag)
+                        for (trial, trial_id, start_step), outcome in zip(tag, outcomes):
+                            self._record(trial, trial_id, start_step, outcome, events)
+                    else:
+                        self._record(*tag, result, events)
             if deferred:
                 events.on_wait(len(deferred))
                 time.sleep(self.poll_seconds)
                 queue.extend(deferred)
+
+    def _pack_mates(self, trial: PlannedTrial, job: Job, queue: deque, claim: Callable) -> list[tuple[PlannedTrial, Job]]:
+        """Up to --pack - 1 more queued trials to train with this one: same config but for the seeds, each trained
+        from the start to its end (a cut, a saved state or autosaves run unpacked). Taken from the queue and
+        claimed."""
+        def plain(j: Job) -> bool:
+            return j.stop_at_fraction is None and not (j.state_in or j.state_out or j.autosave)
+
+        if self.options.pack <= 1 or not plain(job):
+            return []
+        key = pack_key(trial.config)
+        mates: list[tuple[PlannedTrial, Job]] = []
+        for item in list(queue):
+            if len(mates) == self.options.pack - 1:
+                break
+            if pack_key(item[0].config) == key and plain(item[1]):
+                queue.remove(item)
+                if claim(*item):
+                    mates.append(item)
+        return mates
 
     def _tagged(self, trial: PlannedTrial, job: Job) -> tuple[tuple, Job]:
         row = self.store.latest_trial(trial.config.trial_key(), self.study_id) if job.state_in else None

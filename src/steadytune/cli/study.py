@@ -181,6 +181,12 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     changed = [option for option, set_here in given.items() if set_here]
     if changed:
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
+    if options.pack > 1:
+        from ..packed.trial import pack_refusal
+
+        reason = pack_refusal([expand(study)[0].config], options)
+        if reason:
+            console.print(f"--pack {options.pack}: {reason}", soft_wrap=True)
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)

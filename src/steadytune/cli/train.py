@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from ..config import ConfigError
 from ..store import Store, TrialOutcome
 from ..trial import Trial, run_stored
 from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
@@ -27,6 +28,8 @@ def train(
     """
     trial_config = resolve_config(flags, config)
     options = resolve_run_options(run_flags)
+    if options.pack > 1:
+        raise ConfigError("--pack trains several seeds as one: it applies to `steadytune study run`")
     bar = progress_bar("loss {task.fields[loss]:.4f}  best dev {task.fields[best]}")
     task_id = None
 

@@ -37,6 +37,18 @@ def packable(model: nn.Module) -> str | None:
     return None
 
 
+def model_refusal(model_name: str) -> str | None:
+    """Why a model of this name cannot be packed, read from its config alone (or None)."""
+    from transformers import AutoConfig
+
+    from ..models import resolve_model
+
+    model_type = AutoConfig.from_pretrained(resolve_model(model_name)).model_type
+    if model_type not in PACKED_MODEL_TYPES:
+        return f"packing covers {', '.join(PACKED_MODEL_TYPES)} models; {model_type} runs unpacked"
+    return None
+
+
 @dataclass(frozen=True)
 class PackedOutput:
     loss: torch.Tensor | None  # [K]: each seed's mean loss over its batch

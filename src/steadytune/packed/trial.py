@@ -30,7 +30,7 @@ from ..stabilizers.bias_correction import build_optimizer
 from ..stabilizers.llrd import no_weight_decay
 from ..store import CurvePoint, TrialOutcome
 from ..trial import Trial, configure_torch
-from .model import NotPackable, PackedClassifier, packable
+from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
 # Stabilizers that act on the model before training only, as a member's Trial builds it.
@@ -45,10 +45,13 @@ def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
     from ..inputs import resolve_task
     from ..stabilizers import active_stabilizers
 
-    shared = [{k: v for k, v in c.model_dump(mode="json").items() if k not in SEED_FIELDS} for c in configs]
-    if any(values != shared[0] for values in shared[1:]):
+    from ..study import pack_key
+
+    if len({pack_key(c) for c in configs}) > 1:
         return "the trials of a pack must differ only in their seeds"
     config = configs[0]
+    if model_refusal(config.model):
+        return model_refusal(config.model)
     others = [type(m).__name__ for m in active_stabilizers(config) if type(m).__name__ not in PACKABLE_STABILIZERS]
     if others:
         return f"{', '.join(others)} changes training step by step: runs unpacked"

@@ -1,0 +1,158 @@
+"""Trials per hour: K seeds of one trial trained one after another, as worker processes sharing the device, and
+as one pack (steadytune.packed), on the device at hand.
+
+The trial: --model on --train examples of --task, --steps training steps at batch 16, and one evaluation of the
+full dev set at the end, model loading and data preparation included (as a study pays them). Its K seeds differ in
+WI, DO and dropout seed. For each K in --k it prints the wall time and trials per hour of each way, the pack's
+speedup over separate trials and over workers, and the share of the device's matmul peak the pack's training
+reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention).
+The last line is machine-readable (X: the pack of the largest K against separate trials):
+
+    packed_speedup=X device=NAME
+
+Usage: python benchmarks/packed_speed.py --glue-dir ../shared/data/glue [--k 1,4,8] [--steps 10] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steadytune import ordering
+from steadytune.config import RunOptions, TrialConfig
+from steadytune.packed.trial import PackedTrial
+from steadytune.study import Executor, Job
+from steadytune.trial import Trial, pick_device
+from trial_speed import flops_per_example, model_shape
+
+
+def peak_gflops(device: torch.device, size: int = 4096, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def configs(base: dict, k: int) -> list[TrialConfig]:
+    return [TrialConfig(**base, wi_seed=seed, do_seed=seed) for seed in range(1, k + 1)]
+
+
+def separate(trials: list[TrialConfig], options: RunOptions) -> float:
+    start = time.perf_counter()
+    for config in trials:
+        Trial(config, options).run(lambda points: None)
+    return time.perf_counter() - start
+
+
+def workers(trials: list[TrialConfig], options: RunOptions, count: int) -> float:
+    jobs = [Job(c.model_dump(mode="json"), options.model_copy(update={"threads": None}).model_dump(mode="json"))
+            for c in trials]
+    executor = Executor(count)
+    start = time.perf_counter()
+    queue = list(jobs)
+    results = list(executor.run(lambda: (None, queue.pop(0)) if queue else None))
+    seconds = time.perf_counter() - start
+    failed = [r.outcome.error for _, r in results if r.outcome.status != "complete"]
+    if failed:
+        raise SystemExit(f"a worker's trial failed: {failed[0]}")
+    return seconds
+
+
+def packed(trials: list[TrialConfig], options: RunOptions) -> tuple[float, float]:
+    """Wall time of the whole pack, and of its training steps alone."""
+    start = time.perf_counter()
+    pack = PackedTrial(trials, options)
+    steps = pack._train_step
+    trained = [0.0]
+
+    def timed_step():
+        if pack.device.type == "cuda":
+            torch.cuda.synchronize()
+        begin = time.perf_counter()
+        out = steps()
+        if pack.device.type == "cuda":
+            torch.cuda.synchronize()
+        trained[0] += time.perf_counter() - begin
+        return out
+
+    pack._train_step = timed_step
+    pack.run(lambda k, points: None)
+    return time.perf_counter() - start, trained[0]
+
+
+def training_flops(trials: list[TrialConfig], options: RunOptions) -> float:
+    """Forward+backward FLOPs of every seed's real tokens over its steps."""
+    probe = Trial(trials[0], options)
+    params, layers, hidden = model_shape(probe.model)
+    lengths = probe.inputs.train.lengths
+    total = 0.0
+    for config in trials:
+        for step in range(probe.total_steps):
+            epoch, done = divmod(step, probe.per_epoch)
+            batch = ordering.epoch_batches(lengths, config.batch_size, config.do_seed, epoch, config.group_by_length)
+            total += sum(flops_per_example(int(lengths[i]), params, layers, hidden) for i in batch[done])
+    return total
+
+
+def main() -> None:
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    parser = argparse.ArgumentParser(description=__doc__.rsplit("\n\nUsage:", 1)[0], formatter_class=Formatter)
+    parser.add_argument("--glue-dir", required=True, help="GLUE data in the download_glue_data.py layout.")
+    parser.add_argument("--task", default="rte", help="GLUE task.")
+    parser.add_argument("--model", default="minilm-l6", help="Model (as steadytune train --model); a BERT.")
+    parser.add_argument("--k", default=None, help="Pack sizes to measure (default: 1,4,8 on a CPU, 1,4,8,16,32 on "
+                        "a GPU).")
+    parser.add_argument("--steps", type=int, default=10, help="Training steps of each trial.")
+    parser.add_argument("--train", type=int, default=1000, help="Training examples (the DO order draws from them).")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    parser.add_argument("--workers", type=int, default=None, help="Worker processes of the 'workers' way (default: "
+                        "the CPU cores, or 4 on a GPU).")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Learning rate (MiniLM-L6 learns RTE at 1e-4).")
+    args = parser.parse_args()
+
+    device = pick_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{os.cpu_count()}-cores"
+    sizes = [int(k) for k in (args.k or ("1,4,8" if device.type == "cpu" else "1,4,8,16,32")).split(",")]
+    count = args.workers or (os.cpu_count() if device.type == "cpu" else 4)
+    cache = Path(tempfile.mkdtemp(prefix="packed-speed-"))
+    options = RunOptions(device=args.device, cache_dir=cache, log_grads_every=0)
+    base = dict(task=args.task, model=args.model, glue_dir=args.glue_dir, max_train=args.train, max_steps=args.steps,
+                evals_per_epoch=0, lr=args.lr)
+    Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
+    peak = peak_gflops(device)
+    print(f"device {name}, fp32 matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
+          f"batch 16 per trial, one dev evaluation, model loading included; workers: {count} processes")
+    print(f"{'K':>3} {'separate s':>11} {'workers s':>10} {'packed s':>9} {'trials/h sep':>13} {'trials/h wrk':>13} "
+          f"{'trials/h pack':>14} {'vs sep':>7} {'vs wrk':>7} {'pack peak share':>16}")
+    speedup = float("nan")
+    for k in sizes:
+        trials = configs(base, k)
+        alone = separate(trials, options)
+        shared = workers(trials, options, min(count, k))
+        pack_wall, pack_training = packed(trials, options)
+        share = training_flops(trials, options) / pack_training / (peak * 1e9)
+        per_hour = [k * 3600 / seconds for seconds in (alone, shared, pack_wall)]
+        speedup = alone / pack_wall
+        print(f"{k:>3} {alone:>11.1f} {shared:>10.1f} {pack_wall:>9.1f} {per_hour[0]:>13.0f} {per_hour[1]:>13.0f} "
+              f"{per_hour[2]:>14.0f} {speedup:>6.2f}x {shared / pack_wall:>6.2f}x {share:>15.1%}")
+    print(f"packed_speedup={speedup:.2f} device={name.replace(' ', '_')}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

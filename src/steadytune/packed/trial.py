@@ -82,8 +82,9 @@ class PackedTrial:
                       for part, params in part_parameters(first.model).items()} if options.log_grads_every else {}
         excluded = no_weight_decay(first.model)
         self.model = PackedClassifier([member.model for member in self.members]).to(self.device)
-        for member in self.members:  # their weights live in the pack now
-            member.model = member.optimizer = member.scheduler = None
+        for member in self.members:  # their weights live in the pack now: drop every reference to the single ones
+            member.model = member.optimizer = member.scheduler = member.pooler_probe = None
+            member.diagnosed_parts = {}
         self.decayed = [name for name in self.model.names if name not in excluded]
         self.active = list(range(len(self.members)))
         self.optimizer, self.scheduler = self._optimizer()
@@ -139,7 +140,7 @@ class PackedTrial:
         outcomes = []
         for k, member in enumerate(self.members):
             member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
-            member.elapsed = self.elapsed  # the pack's wall time: the members shared it
+            member.elapsed = self.elapsed / len(self.members)  # its share of the pack's wall time
             outcome = member.outcome()
             device = f"{outcome.device}, packed with {len(self.members) - 1} other seed(s)"
             outcomes.append((TrialOutcome(**{**outcome.__dict__, "device": device}), pending[k]))

@@ -74,7 +74,7 @@ def workers(trials: list[TrialConfig], options: RunOptions, count: int) -> float
 def packed(trials: list[TrialConfig], options: RunOptions) -> tuple[float, float]:
     """Wall time of the whole pack, and of its training steps alone."""
     start = time.perf_counter()
-    pack = PackedTrial(trials, options)
+    pack = PackedTrial.from_configs(trials, options)
     steps = pack._train_step
     trained = [0.0]
 

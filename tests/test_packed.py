@@ -59,7 +59,7 @@ def seeds(tiny_bert_dir, glue_dir, tmp_path_factory):
 
 def run_pack(configs, options, stop_at=None):
     got: dict[int, list] = {k: [] for k in range(len(configs))}
-    results = PackedTrial(configs, options).run(lambda k, points: got[k].extend(points), stop_at)
+    results = PackedTrial.from_configs(configs, options).run(lambda k, points: got[k].extend(points), stop_at)
     return [(outcome, curve(got[k] + pending)) for k, (outcome, pending) in enumerate(results)]
 
 
@@ -96,10 +96,10 @@ def test_what_cannot_be_packed_is_refused_in_one_line(seeds):
                           ([config(1, 1, mixout=0.1), config(2, 1, mixout=0.1)], "Mixout"),
                           ([config(1, 1, eval_precision="int8"), config(2, 1, eval_precision="int8")], "int8")):
         with pytest.raises(NotPackable, match=message) as raised:
-            PackedTrial(pack, options)
+            PackedTrial.from_configs(pack, options)
         assert "\n" not in str(raised.value)
     with pytest.raises(NotPackable, match="autosaves run unpacked"):
-        PackedTrial(configs[:2], options.model_copy(update={"checkpoint_every": 1.0}))
+        PackedTrial.from_configs(configs[:2], options.model_copy(update={"checkpoint_every": 1.0}))
 
 
 def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glue_dir, tmp_path):
@@ -135,8 +135,49 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     again = study(str(tmp_path / "packed.db"), "--pack", "4")
     assert again.exit_code == 0 and "ran 0 now" in again.output
 
+    # Dodge's rule: the first pass to the cut and the survivors' continuation from saved states run packed too.
+    cut = ("--early-stop", "start=6,fraction=0.5,keep=2")
+    plain_cut, packed_cut = study(str(tmp_path / "plain-cut.db"), *cut), study(str(tmp_path / "cut.db"), *cut,
+                                                                               "--pack", "3")
+    assert packed_cut.exit_code == 0 and "2 complete, 4 stopped" in packed_cut.output, packed_cut.output
+    with Store(tmp_path / "plain-cut.db", readonly=True) as a, Store(tmp_path / "cut.db", readonly=True) as b:
+        alone, together = a.trials().set_index("trial_key"), b.trials().set_index("trial_key")
+    assert (together["status"].sort_index() == alone["status"].sort_index()).all()
+    # Six to the cut in two packs of three; the two survivors continue as one pack of two.
+    assert (together.groupby("status")["device"].unique().map(list).to_dict()
+            == {"stopped": ["cpu, packed with 2 other seed(s)"], "complete": ["cpu, packed with 1 other seed(s)"]})
+    finals = together["final_metric"].dropna().sort_index()
+    assert np.allclose(finals, alone["final_metric"].dropna().sort_index(), rtol=1e-5)
+
     refused = study(str(tmp_path / "mixout.db"), "--pack", "2", "--mixout", "0.1", "--wi-seeds", "1-2",
                     "--do-seeds", "1")
     assert refused.exit_code == 0 and "--pack 2: Mixout changes training step by step: runs unpacked" in refused.output
     with Store(tmp_path / "mixout.db", readonly=True) as db:
         assert set(db.trials()["device"]) == {"cpu"}
+
+
+def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(seeds, tmp_path):
+    configs, options, alone, _, _ = seeds
+    pack = PackedTrial.from_configs(configs[:3], options)
+    paths = [tmp_path / f"seed{k}.safetensors" for k in range(3)]
+    got: dict[int, list] = {k: [] for k in range(3)}
+    first = pack.run(lambda k, points: got[k].extend(points), [4, 4, 4], on_stop=lambda k: pack.save_member_state(
+        k, paths[k]))
+    assert [outcome.status for outcome, _ in first] == ["stopped"] * 3 and all(p.exists() for p in paths)
+    # Seed 0 continues alone from its saved state; seeds 1 and 2 continue as a pack from theirs.
+    single = Trial(configs[0], options)
+    single.restore_state(paths[0])
+    rest: list = []
+    outcome, pending = single.run(rest.extend)
+    assert outcome.status == "complete"
+    assert_same_curve(curve(got[0] + first[0][1] + rest + pending), alone[0][1])
+    members = []
+    for k in (1, 2):
+        member = Trial(configs[k], options)
+        member.restore_state(paths[k])
+        members.append(member)
+    again: dict[int, list] = {0: [], 1: []}
+    continued = PackedTrial(members, options).run(lambda k, points: again[k].extend(points))
+    for slot, k in enumerate((1, 2)):
+        assert continued[slot][0].status == "complete"
+        assert_same_curve(curve(got[k] + first[k][1] + again[slot] + continued[slot][1]), alone[k][1])

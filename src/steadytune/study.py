@@ -278,7 +278,7 @@ class Job:
     state_out: str | None = None
     autosave: str | None = None  # with RunOptions.checkpoint_every: where the running trial's state is saved
     experiment: str = "steadytune"  # what trackers (--track) file the trial under: the study's name
-    pack: tuple[dict, ...] = ()  # configs of trials trained with `config` as one pack (--pack): one result each
+    pack: tuple[Job, ...] = ()  # jobs trained with this one as one pack (--pack): one result each
 
 
 @dataclass(frozen=True)
@@ -341,37 +341,58 @@ def execute(job: Job) -> JobResult | list[JobResult]:
 
 
 def execute_pack(job: Job) -> list[JobResult]:
-    """Train a pack job's trials as one pack (packed/); a pack that cannot be built (the model is not a BERT, say)
-    runs its trials one after another instead."""
+    """Train a pack job's trials as one pack (packed/), each from its saved state where it has one, to its cut or
+    its end; a stopped one's state is saved for its continuation. A pack that cannot be built (the model is not a
+    BERT, or the states stand at different steps) runs its jobs one after another instead."""
     from .packed.model import NotPackable
     from .packed.trial import PackedTrial
+    from .state_file import StateFileError
     from .trackers import trial_trackers
+    from .trial import Trial
 
     started_at = time.time()
-    configs = [TrialConfig(**values) for values in (job.config, *job.pack)]
+    jobs = [replace(job, pack=()), *job.pack]
     options = RunOptions(**job.options)
     try:
-        pack = PackedTrial(configs, options)
+        members, stop_at, points, resumed = [], [], [], []
+        for member_job in jobs:
+            config = TrialConfig(**member_job.config)
+            trial = Trial(config, options)
+            if member_job.state_in and Path(member_job.state_in).exists():
+                try:
+                    trial.restore_state(Path(member_job.state_in))
+                except StateFileError:
+                    trial = Trial(config, options)  # damaged or foreign state: from the start, same result
+            cut = None if member_job.stop_at_fraction is None else cut_step(trial.total_steps,
+                                                                           member_job.stop_at_fraction)
+            if cut is not None:
+                trial.eval_at.add(cut)  # the cut ranks on a dev score taken exactly there
+            members.append(trial)
+            stop_at.append(cut)
+            points.append(list(trial.restored_points))
+            resumed.append(trial.step)
+        pack = PackedTrial(members, options)
     except NotPackable:
-        return [execute(replace(job, config=values, pack=())) for values in (job.config, *job.pack)]
+        return [execute(member_job) for member_job in jobs]
     except Exception as err:  # noqa: BLE001 - as execute: recorded, not raised
-        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in configs]
-    trackers = [trial_trackers(options.track, job.experiment, c.model_dump(mode="json"), c.trial_key())
-                for c in configs]
-    points: list[list[CurvePoint]] = [[] for _ in configs]
+        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in jobs]
+    trackers = [trial_trackers(options.track, j.experiment, j.config, TrialConfig(**j.config).trial_key()) for j in jobs]
+    for tracker, earlier in zip(trackers, points):
+        tracker.log(earlier)
 
     def reached(k: int, new: list[CurvePoint]) -> None:
         points[k].extend(new)
         trackers[k].log(new)
     try:
-        results = pack.run(reached)
+        results = pack.run(reached, stop_at, on_stop=lambda k: jobs[k].state_out and pack.save_member_state(
+            k, Path(jobs[k].state_out)))
     except Exception as err:  # noqa: BLE001
-        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in configs]
+        return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in jobs]
     out = []
     for k, (outcome, pending) in enumerate(results):
         trackers[k].log(pending)
         trackers[k].finish(outcome)
-        out.append(JobResult(outcome, points[k] + pending, started_at))
+        out.append(JobResult(outcome, points[k] + pending, started_at, resumed[k]))
     return out
 
 
@@ -684,8 +705,7 @@ class StudyRunner:
                     if not mates:
                         return self._tagged(trial, job)
                     members = [(trial, job), *mates]
-                    return ([self._tagged(t, j)[0] for t, j in members],
-                            replace(job, pack=tuple(j.config for _, j in mates)))
+                    return [self._tagged(t, j)[0] for t, j in members], replace(job, pack=tuple(j for _, j in mates))
                 return None
 
             with closing(self.executor.run(next_job)) as results:
@@ -702,20 +722,19 @@ class StudyRunner:
                 queue.extend(deferred)
 
     def _pack_mates(self, trial: PlannedTrial, job: Job, queue: deque, claim: Callable) -> list[tuple[PlannedTrial, Job]]:
-        """Up to --pack - 1 more queued trials to train with this one: same config but for the seeds, each trained
-        from the start to its end (a cut, a saved state or autosaves run unpacked). Taken from the queue and
-        claimed."""
-        def plain(j: Job) -> bool:
-            return j.stop_at_fraction is None and not (j.state_in or j.state_out or j.autosave)
+        """Up to --pack - 1 more queued trials to train with this one: the same config but for the seeds, and the
+        same kind of job (to the same cut, or continuing from saved states). Taken from the queue and claimed."""
+        def kind(j: Job) -> tuple:
+            return j.stop_at_fraction, j.state_in is not None, j.state_out is not None
 
-        if self.options.pack <= 1 or not plain(job):
+        if self.options.pack <= 1:
             return []
         key = pack_key(trial.config)
         mates: list[tuple[PlannedTrial, Job]] = []
         for item in list(queue):
             if len(mates) == self.options.pack - 1:
                 break
-            if pack_key(item[0].config) == key and plain(item[1]):
+            if pack_key(item[0].config) == key and kind(item[1]) == kind(job):
                 queue.remove(item)
                 if claim(*item):
                     mates.append(item)

@@ -360,15 +360,17 @@ class Trial:
                 CurvePoint(self.step, epoch, "train", "lr", lr),
                 *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in diagnostics.items())]
 
-    def save_state(self, path: Path, points: list[CurvePoint] | None = None) -> None:
+    def save_state(self, path: Path, points: list[CurvePoint] | None = None, trained: dict | None = None) -> None:
         """Everything a paused trial needs to continue bit-identically in another process (see state_file.py).
-        `points`: curve points not recorded anywhere yet, which the continuation must report (preemption)."""
+        `points`: curve points not recorded anywhere yet, which the continuation must report (preemption).
+        `trained`: the model, optimizer and scheduler states, where they live elsewhere (a packed trial's slice)."""
         tracked = self.state
+        trained = trained or {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "scheduler": self.scheduler.state_dict()}
         save_state_file(path, {
             "points": [[p.step, p.epoch, p.split, p.metric, p.value] for p in points or []],
             "trial_key": self.config.trial_key(), "step": self.step, "diverged": self.diverged,
-            "elapsed": self.elapsed, "rng": self.dropout_rng, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "elapsed": self.elapsed, "rng": self.dropout_rng, **trained,
             "stabilizers": {type(method).__name__: method.state() for method in self.stabilizers},
             "tracked": {"metric": tracked.metric, "best_value": tracked.best_value, "best_step": tracked.best_step,
                         "best_metrics": tracked.best_metrics, "last_metrics": tracked.last_metrics,

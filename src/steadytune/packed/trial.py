@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,15 +66,17 @@ def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
 
 
 class PackedTrial:
-    """K prepared trials of one config, ready to `run` as one pack."""
+    """K prepared trials of one config at one step (fresh, or restored from their saved states), ready to `run` as
+    one pack."""
 
-    def __init__(self, configs: list[TrialConfig], options: RunOptions):
-        reason = pack_refusal(configs, options)
+    def __init__(self, members: list[Trial], options: RunOptions):
+        reason = pack_refusal([member.config for member in members], options)
         if reason:
             raise NotPackable(reason)
-        configure_torch(options)
-        self.members = [Trial(config, options) for config in configs]
-        first = self.members[0]
+        if len({member.step for member in members}) > 1:
+            raise NotPackable("the trials of a pack must stand at one step")
+        self.members = members
+        first = members[0]
         reason = packable(first.model)
         if reason:
             raise NotPackable(reason)
@@ -81,17 +84,76 @@ class PackedTrial:
         self.parts = {part: [name for name, p in first.model.named_parameters() if any(p is q for q in params)]
                       for part, params in part_parameters(first.model).items()} if options.log_grads_every else {}
         excluded = no_weight_decay(first.model)
-        self.model = PackedClassifier([member.model for member in self.members]).to(self.device)
-        for member in self.members:  # their weights live in the pack now: drop every reference to the single ones
+        # Buffers the state file carries beside the parameters (none trains): the first member's stand for all.
+        self.buffers = {key: value for key, value in first.model.state_dict().items()
+                        if key not in dict(first.model.named_parameters())}
+        self.state_keys = list(first.model.state_dict())
+        # A member's optimizer state, by parameter name: how its own optimizer numbers the parameters.
+        by_id = {id(p): name for name, p in first.model.named_parameters()}
+        self.single_groups = first.optimizer.state_dict()["param_groups"]
+        self.single_order = [by_id[id(p)] for group in first.optimizer.param_groups for p in group["params"]]
+        member_states = [member.optimizer.state_dict()["state"] for member in members]
+        scheduler_state = first.scheduler.state_dict()
+        self.model = PackedClassifier([member.model for member in members]).to(self.device)
+        for member in members:  # their weights live in the pack now: drop every reference to the single ones
             member.model = member.optimizer = member.scheduler = member.pooler_probe = None
             member.diagnosed_parts = {}
         self.decayed = [name for name in self.model.names if name not in excluded]
-        self.active = list(range(len(self.members)))
+        self.active = list(range(len(members)))
         self.optimizer, self.scheduler = self._optimizer()
-        # Each member's dropout stream, as its Trial seeded it (dropout_seed, after the model was built).
-        self.generators = [self._generator(member) for member in self.members]
+        if any(member_states):  # restored members: their Adam moments, stacked
+            self._load_member_states(member_states, scheduler_state)
+        # Each member's dropout stream, as its Trial left it (seeded with dropout_seed after the model was built).
+        self.generators = [self._generator(member) for member in members]
         self.pad_token_id = first.pad_token_id
-        self.elapsed = 0.0
+
+    @classmethod
+    def from_configs(cls, configs: list[TrialConfig], options: RunOptions) -> PackedTrial:
+        reason = pack_refusal(configs, options)
+        if reason:
+            raise NotPackable(reason)
+        configure_torch(options)
+        return cls([Trial(config, options) for config in configs], options)
+
+    def _load_member_states(self, states: list[dict], scheduler_state: dict) -> None:
+        index = {name: i for i, name in enumerate(self.single_order)}
+        packed = self.optimizer.state_dict()
+        for packed_id, name in self._packed_ids(packed).items():
+            per_member = [state.get(index[name]) for state in states]
+            if any(s is None for s in per_member):
+                continue
+            packed["state"][packed_id] = {key: (torch.stack([s[key] for s in per_member]).to(self.device)
+                                                if isinstance(value, torch.Tensor) and value.dim() > 0 else value)
+                                          for key, value in per_member[0].items()}
+        for group in packed["param_groups"]:  # the schedule's current rate (one for all groups without LLRD)
+            group["lr"] = self.single_groups[0]["lr"]
+        self.optimizer.load_state_dict(packed)
+        self.scheduler.load_state_dict(scheduler_state)
+
+    def _packed_ids(self, packed: dict) -> dict[int, str]:
+        """The packed optimizer's parameter ids (in a state dict) and their names: decayed ones first, as built."""
+        ids = [p for group in packed["param_groups"] for p in group["params"]]
+        return dict(zip(ids, [*self.decayed, *(n for n in self.model.names if n not in self.decayed)]))
+
+    def save_member_state(self, k: int, path: Path) -> None:
+        """Member k's state as its single trial saves it (trial.Trial.save_state): a study continues it alone or in
+        another pack."""
+        slot = self.active.index(k)
+        member = self.members[k]
+        member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
+        weights = {name: self.model.weight(name)[slot].detach().clone() for name in self.model.names}
+        model_state = {key: weights[key] if key in weights else self.buffers[key] for key in self.state_keys}
+        packed = self.optimizer.state_dict()
+        by_name = {name: packed_id for packed_id, name in self._packed_ids(packed).items()}
+        state = {}
+        for i, name in enumerate(self.single_order):
+            saved = packed["state"].get(by_name[name])
+            if saved is not None:
+                state[i] = {key: (value[slot].clone() if isinstance(value, torch.Tensor) and value.dim() > 0 else value)
+                            for key, value in saved.items()}
+        groups = [{**group, "lr": packed["param_groups"][0]["lr"]} for group in self.single_groups]
+        member.save_state(path, trained={"model": model_state, "optimizer": {"state": state, "param_groups": groups},
+                                         "scheduler": self.scheduler.state_dict()})
 
     def _generator(self, member: Trial) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -116,12 +178,20 @@ class PackedTrial:
     def step(self) -> int:
         return self.members[self.active[0]].step if self.active else self.members[0].total_steps
 
-    def run(self, flush: PackedFlush, stop_at: list[int | None] | None = None
-            ) -> list[tuple[TrialOutcome, list[CurvePoint]]]:
+    def run(self, flush: PackedFlush, stop_at: list[int | None] | None = None,
+            on_stop: Callable[[int], object] | None = None) -> list[tuple[TrialOutcome, list[CurvePoint]]]:
         """Train every member to its end, until it diverges, or to its step in `stop_at` (then it is 'stopped', as a
-        single trial's run(stop_at=...)); per member, its outcome and unflushed points. A member that is done leaves
-        the pack at once, and the others go on without it."""
+        single trial's run(stop_at=...), and `on_stop(k)` may save its state before it goes); per member, its
+        outcome and unflushed points. A member that is done leaves the pack at once, and the others go on without
+        it. Each member is charged its share of the pack's wall time."""
         started = time.perf_counter()
+        before = [member.elapsed for member in self.members]
+
+        def charge(k: int) -> None:
+            member = self.members[k]
+            member.elapsed = before[k] + (time.perf_counter() - started) / len(self.members)
+            member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
+
         pending: list[list[CurvePoint]] = [[] for _ in self.members]
         total = self.members[0].total_steps
         limits = [total if s is None else min(s, total) for s in (stop_at or [None] * len(self.members))]
@@ -134,13 +204,14 @@ class PackedTrial:
                 flush(k, pending[k] + points)
                 pending[k] = []
             finished = [k for k in self.active if self.members[k].diverged or self.members[k].step >= limits[k]]
+            for k in finished:
+                charge(k)
+                if on_stop is not None and not self.members[k].finished:
+                    on_stop(k)
             if finished:
                 self._leave(finished)
-        self.elapsed += time.perf_counter() - started
         outcomes = []
         for k, member in enumerate(self.members):
-            member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
-            member.elapsed = self.elapsed / len(self.members)  # its share of the pack's wall time
             outcome = member.outcome()
             device = f"{outcome.device}, packed with {len(self.members) - 1} other seed(s)"
             outcomes.append((TrialOutcome(**{**outcome.__dict__, "device": device}), pending[k]))

@@ -3,6 +3,13 @@ pack; a seed that stops leaves it; what cannot be packed is refused in one line.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,13 +115,21 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     from steadytune.cli import app
     from steadytune.store import Store
 
+    def study_args(store: str, *extra: str) -> list[str]:
+        return ["study", "run", "--name", "packing", "--tasks", "rte", "--wi-seeds", "1-3", "--do-seeds", "1-2",
+                "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8",
+                "--max-length", "48", "--max-steps", "6", "--evals-per-epoch", "1", "--lr", "1e-3", "--threads", "1",
+                "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra]
+
     def study(store: str, *extra: str):
-        return CliRunner().invoke(app, ["study", "run", "--name", "packing", "--tasks", "rte", "--wi-seeds", "1-3",
-                                        "--do-seeds", "1-2", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir),
-                                        "--max-train", "32", "--batch-size", "8", "--max-length", "48",
-                                        "--max-steps", "6", "--evals-per-epoch", "1", "--lr", "1e-3", "--threads",
-                                        "1", "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra],
-                                  env={"COLUMNS": "200"})
+        return CliRunner().invoke(app, study_args(store, *extra), env={"COLUMNS": "200"})
+
+    def complete(store: Path) -> int:
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM trials WHERE status = 'complete'").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
 
     plain = study(str(tmp_path / "plain.db"))
     packed = study(str(tmp_path / "packed.db"), "--pack", "4")
@@ -134,6 +149,22 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     assert np.allclose(losses[1].reindex(losses[0].index), losses[0], rtol=1e-5, atol=1e-7)
     again = study(str(tmp_path / "packed.db"), "--pack", "4")
     assert again.exit_code == 0 and "ran 0 now" in again.output
+
+    # Killed (kill -9) once its first pack is recorded, then run again: the same packs, the same results, bit for bit.
+    command = [sys.executable, "-m", "steadytune", *study_args(str(tmp_path / "killed.db"), "--pack", "4")]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and complete(tmp_path / "killed.db") < 4:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert complete(tmp_path / "killed.db") == 4  # the first pack, not the second
+    resumed = CliRunner().invoke(app, command[3:], env={"COLUMNS": "200"})
+    assert resumed.exit_code == 0 and "ran 2 now" in resumed.output, resumed.output
+    with Store(tmp_path / "killed.db", readonly=True) as db:
+        after = db.trials().set_index("trial_key").sort_index()
+    assert after["final_metric"].equals(together["final_metric"].sort_index())
+    assert after["device"].equals(together["device"].sort_index())
 
     # Dodge's rule: the first pass to the cut and the survivors' continuation from saved states run packed too.
     cut = ("--early-stop", "start=6,fraction=0.5,keep=2")

@@ -6,6 +6,12 @@ full dev set at the end, model loading and data preparation included (as a study
 WI, DO and dropout seed. For each K in --k it prints the wall time and trials per hour of each way, the pack's
 speedup over separate trials and over workers, and the share of the device's matmul peak the pack's training
 reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention).
+
+Packing must not cost accuracy: with --check-seeds N (default 8 on a GPU, 0 on a CPU, where each seed's curve is
+already tested to equal its single run's within float rounding) it trains N seeds for --check-steps steps alone
+and as one pack, prints each seed's final dev score both ways and the largest difference, and tests whether the
+two sets differ beyond seed noise (Welch t-test, Mann-Whitney U). On a GPU the dropout masks differ between the
+two (CUDA's fused dropout draws them its own way), so there the check is about distributions, not seeds.
 The last line is machine-readable (X: the pack of the largest K against separate trials):
 
     packed_speedup=X device=NAME
@@ -28,7 +34,7 @@ from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial
 from steadytune.study import Executor, Job
 from steadytune.trial import Trial, pick_device
-from trial_speed import flops_per_example, model_shape
+from trial_speed import flops_per_example, model_shape, same_within_noise
 
 
 def peak_gflops(device: torch.device, size: int = 4096, repeats: int = 10) -> float:
@@ -107,6 +113,19 @@ def training_flops(trials: list[TrialConfig], options: RunOptions) -> float:
     return total
 
 
+def check_seeds(base: dict, options: RunOptions, seeds: int, steps: int) -> None:
+    trials = [config.model_copy(update={"max_steps": steps}) for config in configs(base, seeds)]
+    metric = Trial(trials[0], options).task.metric
+    alone = [Trial(config, options).run(lambda points: None)[0].final_metrics[metric] for config in trials]
+    results = PackedTrial.from_configs(trials, options).run(lambda k, points: None)
+    packed = [outcome.final_metrics[metric] for outcome, _ in results]
+    print(f"\nfinal dev {metric} over {seeds} seeds, {steps} steps each, alone and as one pack:")
+    for seed, (a, b) in enumerate(zip(alone, packed), start=1):
+        print(f"  seed {seed}: alone {a:.4f}, packed {b:.4f}")
+    print(f"largest difference {max(abs(a - b) for a, b in zip(alone, packed)):.2e}; mean alone {np.mean(alone):.4f}, "
+          f"packed {np.mean(packed):.4f}; distributions: {same_within_noise(alone, packed)}")
+
+
 def main() -> None:
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
@@ -123,6 +142,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="Worker processes of the 'workers' way (default: "
                         "the CPU cores, or 4 on a GPU).")
     parser.add_argument("--lr", type=float, default=1e-4, help="Learning rate (MiniLM-L6 learns RTE at 1e-4).")
+    parser.add_argument("--check-seeds", type=int, default=None, help="Seeds of the accuracy check (default: 8 on a "
+                        "GPU, 0 on a CPU).")
+    parser.add_argument("--check-steps", type=int, default=150, help="Training steps of each seed in the check.")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -150,6 +172,9 @@ def main() -> None:
         speedup = alone / pack_wall
         print(f"{k:>3} {alone:>11.1f} {shared:>10.1f} {pack_wall:>9.1f} {per_hour[0]:>13.0f} {per_hour[1]:>13.0f} "
               f"{per_hour[2]:>14.0f} {speedup:>6.2f}x {shared / pack_wall:>6.2f}x {share:>15.1%}")
+    seeds = args.check_seeds if args.check_seeds is not None else (0 if device.type == "cpu" else 8)
+    if seeds:
+        check_seeds(base, options, seeds, args.check_steps)
     print(f"packed_speedup={speedup:.2f} device={name.replace(' ', '_')}")
 
 

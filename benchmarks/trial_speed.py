@@ -210,8 +210,6 @@ def timed_dev_eval(trial: Trial, batch_size: int, precision: str, repeats: int) 
 def check_dev_distributions(config: TrialConfig, options: RunOptions, seeds: int, train_examples: int,
                             steps: int) -> None:
     """Final dev metric of `seeds` seeds through the HF Trainer (dynamic padding) and steadytune: same within noise?"""
-    from scipy import stats
-
     print(f"\ndev metric over {seeds} seeds: {config.task} {config.model}, {train_examples} training examples "
           f"(--max-train), {steps} steps at batch {config.batch_size}, lr {config.lr:g}, warmup {config.warmup:g}; "
           f"seed s = wi/do/dropout seed of steadytune and the HF Trainer's seed; both final models evaluated "
@@ -234,15 +232,22 @@ def check_dev_distributions(config: TrialConfig, options: RunOptions, seeds: int
     spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731
     print(f"{'mean':<6} {np.mean(hf):>11.4f} {np.mean(ours):>11.4f} {np.mean(ours_int8):>16.4f}")
     print(f"{'std':<6} {spread(hf):>11.4f} {spread(ours):>11.4f} {spread(ours_int8):>16.4f}")
-    if len(set(hf) | set(ours)) == 1:  # no variance at all: the tests are undefined, the values equal
+    print(f"dev metric distributions: {same_within_noise(hf, ours)}, steadytune - hf = "
+          f"{np.mean(ours) - np.mean(hf):+.4f}, n={seeds} seeds each")
+
+
+def same_within_noise(first: list[float], second: list[float]) -> str:
+    """Whether two samples of final dev scores differ beyond seed noise: Welch's t-test and Mann-Whitney U."""
+    from scipy import stats
+
+    if len(set(first) | set(second)) == 1:  # no variance at all: the tests are undefined, the values equal
         welch = mann_whitney = 1.0
     else:
-        welch = stats.ttest_ind(hf, ours, equal_var=False).pvalue
+        welch = stats.ttest_ind(first, second, equal_var=False).pvalue
         welch = float(welch) if np.isfinite(welch) else 0.0  # each side constant but different from the other
-        mann_whitney = float(stats.mannwhitneyu(hf, ours, alternative="two-sided").pvalue)
+        mann_whitney = float(stats.mannwhitneyu(first, second, alternative="two-sided").pvalue)
     verdict = "same within noise" if welch >= 0.05 else "DIFFERENT"
-    print(f"dev metric distributions: {verdict} (Welch p={welch:.3f}, Mann-Whitney U p={mann_whitney:.3f}, "
-          f"steadytune - hf = {np.mean(ours) - np.mean(hf):+.4f}, n={seeds} seeds each)")
+    return f"{verdict} (Welch p={welch:.3f}, Mann-Whitney U p={mann_whitney:.3f})"
 
 
 def in_fresh_process(function, *args):

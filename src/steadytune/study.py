@@ -239,13 +239,6 @@ def expand(spec: StudySpec) -> list[PlannedTrial]:
     return trials
 
 
-def pack_key(config: TrialConfig) -> str:
-    """What trials must share to train as one pack: everything but their seeds."""
-    from .packed.trial import SEED_FIELDS
-
-    return json.dumps({k: v for k, v in config.model_dump(mode="json").items() if k not in SEED_FIELDS}, sort_keys=True)
-
-
 def check_inputs(trials: list[PlannedTrial]) -> None:
     """Raise DataError or ModelError for data or a model the study's trials cannot load, before anything runs or
     is stored: a missing GLUE folder should be one error, not a failed trial per grid cell."""
@@ -724,6 +717,8 @@ class StudyRunner:
     def _pack_mates(self, trial: PlannedTrial, job: Job, queue: deque, claim: Callable) -> list[tuple[PlannedTrial, Job]]:
         """Up to --pack - 1 more queued trials to train with this one: the same config but for the seeds, and the
         same kind of job (to the same cut, or continuing from saved states). Taken from the queue and claimed."""
+        from .packed.trial import pack_key
+
         def kind(j: Job) -> tuple:
             return j.stop_at_fraction, j.state_in is not None, j.state_out is not None
 

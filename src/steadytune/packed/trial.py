@@ -14,6 +14,7 @@ pretrained WD, weight averaging, adapters) run unpacked.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -41,12 +42,15 @@ PACKABLE_STABILIZERS = ("ReInit", "NoisyTune")
 PackedFlush = Callable[[int, list[CurvePoint]], None]
 
 
+def pack_key(config: TrialConfig) -> str:
+    """What trials must share to train as one pack: everything but their seeds."""
+    return json.dumps({k: v for k, v in config.model_dump(mode="json").items() if k not in SEED_FIELDS}, sort_keys=True)
+
+
 def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
     """Why these trials cannot train as one pack (a one-line reason), or None."""
     from ..inputs import resolve_task
     from ..stabilizers import active_stabilizers
-
-    from ..study import pack_key
 
     if len({pack_key(c) for c in configs}) > 1:
         return "the trials of a pack must differ only in their seeds"

@@ -104,7 +104,8 @@ def test_task_names_are_canonical(tiny_bert_dir, glue_dir):
 
 def test_max_train_beyond_the_data_is_a_note(tiny_bert_dir, glue_dir, tmp_path):
     result = runner.invoke(app, train_args(tiny_bert_dir, glue_dir, tmp_path / "r.db", "--task", "wnli",
-                                           "--max-train", "100000", "--cache-dir", str(tmp_path / "c")))
+                                           "--max-train", "100000", "--max-steps", "2", "--cache-dir",
+                                           str(tmp_path / "c")))
     assert result.exit_code == 0, result.output
     assert "note: --max-train 100000 is more than the 635 training examples: all 635 are used" in result.output
 

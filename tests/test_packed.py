@@ -212,3 +212,27 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
     for slot, k in enumerate((1, 2)):
         assert continued[slot][0].status == "complete"
         assert_same_curve(curve(got[k] + first[k][1] + again[slot] + continued[slot][1]), alone[k][1])
+
+
+@pytest.mark.parametrize("overrides", [{"task": "stsb", "max_train": 24, "epochs": 1},  # regression
+                                       {"lr": 1e4, "max_grad_norm": 0.0, "epochs": 1}])  # a divergent rate
+def test_regression_and_divergence_pack_as_they_run_alone(seeds, overrides):
+    _, options, _, _, config = seeds
+    configs = [config(1, 1, **overrides), config(2, 2, **overrides)]
+    packed = run_pack(configs, options)
+    for (outcome, points), c in zip(packed, configs):
+        single: list = []
+        alone, pending = Trial(c, options).run(single.extend)
+        assert (outcome.status, outcome.steps_done) == (alone.status, alone.steps_done)
+        expected = curve(single + pending)
+        if alone.status == "diverged":
+            assert not math.isfinite(points[(alone.steps_done, "train", "loss")]) and set(points) == set(expected)
+            continue
+        # An untrained regressor predicts almost one value, and the correlation of nearly constant predictions
+        # amplifies rounding: the predictions themselves are compared instead.
+        correlations = {key for key in expected if key[2] in ("pearson", "spearman", "combined")}
+        assert correlations
+        assert_same_curve({k: v for k, v in points.items() if k not in correlations},
+                          {k: v for k, v in expected.items() if k not in correlations})
+        final = [{p.split: p.values for p in o.predictions if p.point == "final"}["dev"] for o in (outcome, alone)]
+        assert np.allclose(final[0], final[1], rtol=1e-5, atol=1e-6)

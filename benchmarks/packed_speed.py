@@ -2,8 +2,9 @@
 as one pack (steadytune.packed), on the device at hand.
 
 The trial: --model on --train examples of --task, --steps training steps at batch 16, and one evaluation of the
-full dev set at the end, model loading and data preparation included (as a study pays them). Its K seeds differ in
-WI, DO and dropout seed. For each K in --k it prints the wall time and trials per hour of each way, the pack's
+full dev set at the end, model loading and data preparation included (as a study pays them). Its K seeds are WI
+seeds 1..K of one DO seed, a column of a WI x DO grid, as `study run --pack` groups them (--mixed-orders: each its
+own DO seed too). For each K in --k it prints the wall time and trials per hour of each way, the pack's
 speedup over separate trials and over workers, and the share of the device's matmul peak the pack's training
 reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention).
 
@@ -52,8 +53,10 @@ def peak_gflops(device: torch.device, size: int = 4096, repeats: int = 10) -> fl
     return 2 * size**3 / best / 1e9
 
 
-def configs(base: dict, k: int) -> list[TrialConfig]:
-    return [TrialConfig(**base, wi_seed=seed, do_seed=seed) for seed in range(1, k + 1)]
+def configs(base: dict, k: int, one_order: bool = True) -> list[TrialConfig]:
+    """K seeds: WI 1..K of one DO seed (a column of a WI x DO grid, as `--pack` groups them), or each with its own DO
+    seed, whose batches differ in length at every step and are padded to the longest."""
+    return [TrialConfig(**base, wi_seed=seed, do_seed=1 if one_order else seed) for seed in range(1, k + 1)]
 
 
 def separate(trials: list[TrialConfig], options: RunOptions) -> float:
@@ -114,7 +117,7 @@ def training_flops(trials: list[TrialConfig], options: RunOptions) -> float:
 
 
 def check_seeds(base: dict, options: RunOptions, seeds: int, steps: int) -> None:
-    trials = [config.model_copy(update={"max_steps": steps}) for config in configs(base, seeds)]
+    trials = [config.model_copy(update={"max_steps": steps}) for config in configs(base, seeds, one_order=False)]
     metric = Trial(trials[0], options).task.metric
     alone = [Trial(config, options).run(lambda points: None)[0].final_metrics[metric] for config in trials]
     results = PackedTrial.from_configs(trials, options).run(lambda k, points: None)
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="Worker processes of the 'workers' way (default: "
                         "the CPU cores, or 4 on a GPU).")
     parser.add_argument("--lr", type=float, default=1e-4, help="Learning rate (MiniLM-L6 learns RTE at 1e-4).")
+    parser.add_argument("--mixed-orders", action="store_true", help="Give each seed its own DO seed (its own batch "
+                        "order) instead of one DO seed for all (a grid column, as `study run --pack` groups them).")
     parser.add_argument("--check-seeds", type=int, default=None, help="Seeds of the accuracy check (default: 8 on a "
                         "GPU, 0 on a CPU).")
     parser.add_argument("--check-steps", type=int, default=150, help="Training steps of each seed in the check.")
@@ -157,13 +162,14 @@ def main() -> None:
                 evals_per_epoch=0, lr=args.lr)
     Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
     peak = peak_gflops(device)
+    orders = "each seed its own DO seed" if args.mixed_orders else "WI seeds 1..K of DO seed 1"
     print(f"device {name}, fp32 matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
-          f"batch 16 per trial, one dev evaluation, model loading included; workers: {count} processes")
+          f"batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes")
     print(f"{'K':>3} {'separate s':>11} {'workers s':>10} {'packed s':>9} {'trials/h sep':>13} {'trials/h wrk':>13} "
           f"{'trials/h pack':>14} {'vs sep':>7} {'vs wrk':>7} {'pack peak share':>16}")
     speedup = float("nan")
     for k in sizes:
-        trials = configs(base, k)
+        trials = configs(base, k, not args.mixed_orders)
         alone = separate(trials, options)
         shared = workers(trials, options, min(count, k))
         pack_wall, pack_training = packed(trials, options)

@@ -725,14 +725,17 @@ class StudyRunner:
         if self.options.pack <= 1:
             return []
         key = pack_key(trial.config)
+        fitting = [item for item in queue if pack_key(item[0].config) == key and kind(item[1]) == kind(job)]
+        # Trials of one DO seed first (a column of the grid): their batches are the same at every step, so the pack
+        # pads nothing; seeds of other DO orders pad each step to the longest of their batches.
+        fitting.sort(key=lambda item: item[0].config.do_seed != trial.config.do_seed)
         mates: list[tuple[PlannedTrial, Job]] = []
-        for item in list(queue):
+        for item in fitting:
             if len(mates) == self.options.pack - 1:
                 break
-            if pack_key(item[0].config) == key and kind(item[1]) == kind(job):
-                queue.remove(item)
-                if claim(*item):
-                    mates.append(item)
+            queue.remove(item)
+            if claim(*item):
+                mates.append(item)
         return mates
 
     def _tagged(self, trial: PlannedTrial, job: Job) -> tuple[tuple, Job]:

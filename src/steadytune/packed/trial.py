@@ -224,13 +224,16 @@ class PackedTrial:
     def _batch(self) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:
         """Each active member's next batch (its DO order), padded to the largest: [K, B, L] tensors."""
         c = self.config
-        batches = []
+        batches, collated = [], {}
         for k in self.active:
             member = self.members[k]
             epoch, done = divmod(member.step, member.per_epoch)
             indices = ordering.epoch_batches(member.inputs.train.lengths, c.batch_size, member.config.do_seed, epoch,
                                              c.group_by_length)[done]
-            batches.append(collate(member.inputs.train, indices, self.pad_token_id, self.task.is_regression))
+            key = tuple(indices)  # members of one DO seed share their batch: collated once
+            if key not in collated:
+                collated[key] = collate(member.inputs.train, indices, self.pad_token_id, self.task.is_regression)
+            batches.append(collated[key])
         return _stacked(batches, self.pad_token_id), [tuple(b["input_ids"].shape) for b in batches]
 
     def _train_step(self) -> list[list[CurvePoint]]:

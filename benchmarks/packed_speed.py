@@ -21,7 +21,6 @@ Usage: python benchmarks/packed_speed.py --glue-dir ../shared/data/glue [--k 1,4
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -35,7 +34,7 @@ from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial
 from steadytune.study import Executor, Job
 from steadytune.trial import Trial, pick_device
-from trial_speed import flops_per_example, model_shape, same_within_noise
+from trial_speed import benchmark_parser, flops_per_example, model_shape, same_within_noise
 
 
 def peak_gflops(device: torch.device, size: int = 4096, repeats: int = 10) -> float:
@@ -130,13 +129,7 @@ def check_seeds(base: dict, options: RunOptions, seeds: int, steps: int) -> None
 
 
 def main() -> None:
-    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        pass
-
-    parser = argparse.ArgumentParser(description=__doc__.rsplit("\n\nUsage:", 1)[0], formatter_class=Formatter)
-    parser.add_argument("--glue-dir", required=True, help="GLUE data in the download_glue_data.py layout.")
-    parser.add_argument("--task", default="rte", help="GLUE task.")
-    parser.add_argument("--model", default="minilm-l6", help="Model (as steadytune train --model); a BERT.")
+    parser = benchmark_parser(__doc__, "Model (as steadytune train --model); a BERT.")
     parser.add_argument("--k", default=None, help="Pack sizes to measure (default: 1,4,8 on a CPU, 1,4,8,16,32 on "
                         "a GPU).")
     parser.add_argument("--steps", type=int, default=10, help="Training steps of each trial.")

@@ -345,14 +345,20 @@ def whole_trial(config: TrialConfig, repeats: int, eval_repeats: int) -> float:
     return statistics.median(run["wall"] for run in ours) / statistics.median(run["wall"] for run in hf)
 
 
-def main() -> None:
+def benchmark_parser(doc: str, model_help: str = "Model (as steadytune train --model).") -> argparse.ArgumentParser:
+    """The options every benchmark here takes: the data, the task and the model; its help is the script's doc."""
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
 
-    parser = argparse.ArgumentParser(description=__doc__.rsplit("\n\nUsage:", 1)[0], formatter_class=Formatter)
+    parser = argparse.ArgumentParser(description=doc.rsplit("\n\nUsage:", 1)[0], formatter_class=Formatter)
     parser.add_argument("--glue-dir", required=True, help="GLUE data in the download_glue_data.py layout.")
     parser.add_argument("--task", default="rte", help="GLUE task.")
-    parser.add_argument("--model", default="minilm-l6", help="Model (as steadytune train --model).")
+    parser.add_argument("--model", default="minilm-l6", help=model_help)
+    return parser
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=30,
                         help=f"Timed training steps per run (>= {WARMUP_STEPS + 1}; the first {WARMUP_STEPS} are "
                         "warm-up and not timed).")

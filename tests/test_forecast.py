@@ -177,21 +177,33 @@ def replace_args(tiny_bert_dir, glue_dir, tmp_path, store: str, seeds: str, *ext
             "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra]
 
 
-def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_forecaster_says(tiny_bert_dir, glue_dir,
-                                                                                        tmp_path):
-    # The eight seeds trained plainly: their features at the cut give what the policy must decide.
-    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), "1-8"))
+def plain_runs(tiny_bert_dir, glue_dir, tmp_path, seeds: str) -> tuple[pd.DataFrame, pd.Series]:
+    """The seeds trained to the end without a policy (plain.db): their trials, and each WI seed's loss ratio at the
+    cut (half of training), which the policies decide on."""
+    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), seeds))
     assert plain.exit_code == 0, plain.output
     with Store(tmp_path / "plain.db", readonly=True) as store:
         trials, curves = store.trials(), store.curves()
     table = feature_table(trials, curves, 0.5).assign(wi_seed=trials["wi_seed"].to_numpy())
-    ratio = table.set_index("wi_seed")["loss_ratio"]
-    # A forecaster that flags the requested seed (of 1-3) with the highest loss ratio: P >= 0.5 iff ratio >= cut.
-    top = sorted(ratio.loc[[1, 2, 3]])[-2:]
+    return trials, table.set_index("wi_seed")["loss_ratio"]
+
+
+def flagging_the_highest_loss_ratio(ratio: pd.Series, path) -> float:
+    """A forecaster at half of training that flags exactly the seeds whose loss ratio is at least the midpoint of
+    the two highest: P >= 0.5 iff ratio >= cut. Returns the cut."""
+    top = sorted(ratio)[-2:]
     cut = (top[0] + top[1]) / 2
     coef = [1.0 if name == "loss_ratio" else 0.0 for name in FEATURES]
-    Forecaster(0.5, FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -cut,
-               "test").save(tmp_path / "f.json")
+    Forecaster(0.5, FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -cut, "test").save(path)
+    return cut
+
+
+def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_forecaster_says(tiny_bert_dir, glue_dir,
+                                                                                        tmp_path):
+    # The eight seeds trained plainly: their features at the cut give what the policy must decide.
+    trials, ratio = plain_runs(tiny_bert_dir, glue_dir, tmp_path, "1-8")
+    # A forecaster that flags the requested seed (of 1-3) with the highest loss ratio: P >= 0.5 iff ratio >= cut.
+    cut = flagging_the_highest_loss_ratio(ratio.loc[[1, 2, 3]], tmp_path / "f.json")
     expected, stopped, pending, next_seed = [], [], [1, 2, 3], 4
     while pending:  # the policy, replayed by hand on the plain runs' features
         seed = pending.pop(0)
@@ -244,17 +256,10 @@ def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_foreca
 
 def test_dodge_replace_never_continues_a_flagged_trial_and_keeps_the_best_of_the_others(tiny_bert_dir, glue_dir,
                                                                                         tmp_path):
-    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), "1-4"))
-    assert plain.exit_code == 0, plain.output
+    trials, ratio = plain_runs(tiny_bert_dir, glue_dir, tmp_path, "1-4")
     with Store(tmp_path / "plain.db", readonly=True) as store:
-        trials, curves = store.trials(), store.curves()
         at_cut = {int(row.wi_seed): store.dev_score_at(int(row.id), 20) for row in trials.itertuples()}
-    ratio = feature_table(trials, curves, 0.5).assign(wi_seed=trials["wi_seed"].to_numpy()).set_index("wi_seed")
-    ratio = ratio["loss_ratio"]
-    top = sorted(ratio)[-2:]  # flag the seed with the highest loss ratio
-    coef = [1.0 if name == "loss_ratio" else 0.0 for name in FEATURES]
-    Forecaster(0.5, FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), tuple(coef), -(top[0] + top[1]) / 2,
-               "test").save(tmp_path / "f.json")
+    flagging_the_highest_loss_ratio(ratio, tmp_path / "f.json")
     flagged = int(ratio.idxmax())
     others = [seed for seed in range(1, 5) if seed != flagged]
     kept = sorted(sorted(others, key=lambda seed: -at_cut[seed])[:2])  # Dodge's rule among the unflagged

@@ -170,7 +170,8 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     cut = ("--early-stop", "start=6,fraction=0.5,keep=2")
     plain_cut, packed_cut = study(str(tmp_path / "plain-cut.db"), *cut), study(str(tmp_path / "cut.db"), *cut,
                                                                                "--pack", "3")
-    assert packed_cut.exit_code == 0 and "2 complete, 4 stopped" in packed_cut.output, packed_cut.output
+    assert plain_cut.exit_code == 0 and packed_cut.exit_code == 0, packed_cut.output
+    assert "2 complete, 4 stopped" in packed_cut.output
     with Store(tmp_path / "plain-cut.db", readonly=True) as a, Store(tmp_path / "cut.db", readonly=True) as b:
         alone, together = a.trials().set_index("trial_key"), b.trials().set_index("trial_key")
     assert (together["status"].sort_index() == alone["status"].sort_index()).all()

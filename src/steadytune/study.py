@@ -338,7 +338,7 @@ def execute_pack(job: Job) -> list[JobResult]:
     its end; a stopped one's state is saved for its continuation. A pack that cannot be built (the model is not a
     BERT, or the states stand at different steps) runs its jobs one after another instead."""
     from .packed.model import NotPackable
-    from .packed.trial import PackedTrial
+    from .packed.trial import PackedTrial, pack_refusal
     from .state_file import StateFileError
     from .trackers import trial_trackers
     from .trial import Trial
@@ -347,6 +347,8 @@ def execute_pack(job: Job) -> list[JobResult]:
     jobs = [replace(job, pack=()), *job.pack]
     options = RunOptions(**job.options)
     try:
+        if pack_refusal([TrialConfig(**j.config) for j in jobs], options):  # before any model is loaded
+            raise NotPackable("refused")
         members, stop_at, points, resumed = [], [], [], []
         for member_job in jobs:
             config = TrialConfig(**member_job.config)
@@ -376,9 +378,12 @@ def execute_pack(job: Job) -> list[JobResult]:
     def reached(k: int, new: list[CurvePoint]) -> None:
         points[k].extend(new)
         trackers[k].log(new)
+
+    def stopped(k: int) -> None:  # at its cut: its state, for the continuation
+        if jobs[k].state_out:
+            pack.save_member_state(k, Path(jobs[k].state_out))
     try:
-        results = pack.run(reached, stop_at, on_stop=lambda k: jobs[k].state_out and pack.save_member_state(
-            k, Path(jobs[k].state_out)))
+        results = pack.run(reached, stop_at, on_stop=stopped)
     except Exception as err:  # noqa: BLE001
         return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in jobs]
     out = []

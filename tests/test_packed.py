@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,22 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
     for slot, k in enumerate((1, 2)):
         assert continued[slot][0].status == "complete"
         assert_same_curve(curve(got[k] + first[k][1] + again[slot] + continued[slot][1]), alone[k][1])
+
+    # A damaged state file is untrusted input: that seed starts again from scratch, the pack cannot stand at one
+    # step, and the study's pack job runs its trials one by one, each to the result it would have had.
+    from steadytune.study import Job, execute_pack
+
+    pack = PackedTrial.from_configs(configs[:2], options)
+    pack.run(lambda k, points: None, [4, 4], on_stop=lambda k: pack.save_member_state(k, paths[k]))
+    paths[1].write_bytes(b"not a state file")
+    jobs = [Job(c.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(path))
+            for c, path in zip(configs[:2], paths)]
+    results = execute_pack(replace(jobs[0], pack=(jobs[1],)))
+    assert [r.outcome.status for r in results] == ["complete", "complete"]
+    assert [r.resumed_at for r in results] == [4, 0]
+    assert all("packed" not in r.outcome.device for r in results)
+    for result, (single, _) in zip(results, alone):
+        assert result.outcome.final_metrics == pytest.approx(single.final_metrics, rel=RELATIVE)
 
 
 @pytest.mark.parametrize("overrides", [{"task": "stsb", "max_train": 24, "epochs": 1},  # regression

@@ -113,7 +113,7 @@ class PackedClassifier(nn.Module):
     def _layer_norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         weight, bias = self.weight(f"{name}.weight"), self.weight(f"{name}.bias")
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * weight.view(shape) + bias.view(shape)
+        return torch.addcmul(bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps), weight.view(shape))
 
     def _dropout(self, x: torch.Tensor, p: float, generators: list[torch.Generator] | None,
                  shapes: list[tuple[int, int]] | None, token_dims: tuple[int, ...]) -> torch.Tensor:
@@ -122,13 +122,17 @@ class PackedClassifier(nn.Module):
         and its mask is zero beyond them."""
         if generators is None or p == 0:
             return x
-        noise = torch.zeros_like(x)
+        noise = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous: draws fill it in order
+        full = tuple(x.shape[2:])
         for k, (generator, (rows, length)) in enumerate(zip(generators, shapes)):
-            index = (k, slice(0, rows)) + tuple(slice(0, length) if d in token_dims else slice(None)
-                                                for d in range(x.dim() - 2))
-            target = noise[index]
-            target.copy_(torch.empty(target.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p,
-                                                                                                generator=generator))
+            own = tuple(length if d in token_dims else size for d, size in enumerate(full))
+            if rows == x.shape[1] and own == full:  # its batch fills the slice: drawn in place, in the same order
+                noise[k].bernoulli_(1 - p, generator=generator)
+                continue
+            noise[k].zero_()
+            index = (k, slice(0, rows)) + tuple(slice(0, size) for size in own)
+            noise[index] = torch.empty((rows, *own), dtype=x.dtype, device=x.device).bernoulli_(1 - p,
+                                                                                               generator=generator)
         return x * noise.div_(1 - p)
 
     # --- forward -----------------------------------------------------------------------------------------
@@ -154,28 +158,39 @@ class PackedClassifier(nn.Module):
         # Hugging Face's additive mask: 0 where attended, the dtype's minimum where padded.
         additive = ((1.0 - attention_mask[:, :, None, None, :].to(hidden.dtype))
                     * torch.finfo(hidden.dtype).min)
+        top = self.config.num_hidden_layers - 1
         for layer in range(self.config.num_hidden_layers):
-            hidden = self._layer(hidden, additive, f"{self.prefix}.encoder.layer.{layer}", generators, shapes)
+            # In evaluation the head reads token 0 alone, so the top layer runs for it alone (readout.py's rule).
+            hidden = self._layer(hidden, additive, f"{self.prefix}.encoder.layer.{layer}", generators, shapes,
+                                 first_only=generators is None and layer == top)
         pooled = torch.tanh(self._linear(hidden[:, :, 0], f"{self.prefix}.pooler.dense"))
         logits = self._linear(self._dropout(pooled, self.classifier_p, generators, shapes, ()), "classifier")
         loss = None if labels is None else self._loss(logits, labels)
         return PackedOutput(loss, logits, pooled.detach())
 
-    def _layer(self, hidden: torch.Tensor, additive: torch.Tensor, name: str, generators, shapes) -> torch.Tensor:
+    def _layer(self, hidden: torch.Tensor, additive: torch.Tensor, name: str, generators, shapes,
+               first_only: bool = False) -> torch.Tensor:
         k, batch, length, width = hidden.shape
+        queries = hidden[:, :, :1] if first_only else hidden
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # [K, B, L, H] -> [K, B, heads, L, head size]
-            return x.view(k, batch, length, self.heads, self.head_size).transpose(2, 3)
+            return x.reshape(k, batch, x.shape[2], self.heads, self.head_size).transpose(2, 3)
 
-        query = heads(self._linear(hidden, f"{name}.attention.self.query"))
+        query = heads(self._linear(queries, f"{name}.attention.self.query"))
         key = heads(self._linear(hidden, f"{name}.attention.self.key"))
         value = heads(self._linear(hidden, f"{name}.attention.self.value"))
-        scores = torch.matmul(query, key.transpose(-1, -2)) * self.head_size ** -0.5 + additive
-        probs = self._dropout(scores.softmax(dim=-1), self.attention_p, generators, shapes, (1, 2))
-        context = torch.matmul(probs, value).transpose(2, 3).reshape(k, batch, length, width)
+        if generators is None:  # no dropout: the fused kernel, over K x B sequences
+            context = F.scaled_dot_product_attention(
+                query.flatten(0, 1), key.flatten(0, 1), value.flatten(0, 1), attn_mask=additive.flatten(0, 1),
+                scale=self.head_size ** -0.5).view(k, batch, self.heads, queries.shape[2], self.head_size)
+        else:
+            scores = torch.matmul(query, key.transpose(-1, -2)) * self.head_size ** -0.5 + additive
+            probs = self._dropout(scores.softmax(dim=-1), self.attention_p, generators, shapes, (1, 2))
+            context = torch.matmul(probs, value)
+        context = context.transpose(2, 3).reshape(k, batch, queries.shape[2], width)
         attended = self._dropout(self._linear(context, f"{name}.attention.output.dense"), self.hidden_p, generators,
                                  shapes, (0,))
-        attended = self._layer_norm(attended + hidden, f"{name}.attention.output.LayerNorm")
+        attended = self._layer_norm(attended + queries, f"{name}.attention.output.LayerNorm")
         inner = self.act(self._linear(attended, f"{name}.intermediate.dense"))
         out = self._dropout(self._linear(inner, f"{name}.output.dense"), self.hidden_p, generators, shapes, (0,))
         return self._layer_norm(out + attended, f"{name}.output.LayerNorm")

@@ -110,6 +110,7 @@ class PackedTrial:
         # Each member's dropout stream, as its Trial left it (seeded with dropout_seed after the model was built).
         self.generators = [self._generator(member) for member in members]
         self.pad_token_id = first.pad_token_id
+        self.orders: dict[tuple[int, int], list[np.ndarray]] = {}
 
     @classmethod
     def from_configs(cls, configs: list[TrialConfig], options: RunOptions) -> PackedTrial:
@@ -228,8 +229,11 @@ class PackedTrial:
         for k in self.active:
             member = self.members[k]
             epoch, done = divmod(member.step, member.per_epoch)
-            indices = ordering.epoch_batches(member.inputs.train.lengths, c.batch_size, member.config.do_seed, epoch,
-                                             c.group_by_length)[done]
+            order = (member.config.do_seed, epoch)
+            if order not in self.orders:  # an epoch's batches, once per DO seed (a single trial also draws them once)
+                self.orders[order] = ordering.epoch_batches(member.inputs.train.lengths, c.batch_size,
+                                                            member.config.do_seed, epoch, c.group_by_length)
+            indices = self.orders[order][done]
             key = tuple(indices)  # members of one DO seed share their batch: collated once
             if key not in collated:
                 collated[key] = collate(member.inputs.train, indices, self.pad_token_id, self.task.is_regression)

@@ -5,8 +5,8 @@ from its WI generator, its schedule, its own dropout stream); then their models 
 as one. Per seed, as alone: its batches in its DO order (padded to the pack's largest batch), its dropout masks from
 its own stream, its gradient clipping, its loss, its curve and diagnostics, its evaluations. The optimizer runs once
 over the stacked parameters; Adam's update is elementwise, so each seed's slice is updated as its own optimizer
-would. Dev batches are shared: collated once, read by every seed. A seed that finishes early (it diverged) leaves
-the pack, and the rest continue without paying for it.
+would. Dev batches are shared: collated once, read by every seed. A seed that finishes early (it diverged, or
+reached its cut) leaves the pack, and the rest continue without paying for it.
 
 What differs from K single runs is rounding only (batched products sum in another order): the equivalence test
 bounds it. Methods that change the loss, the optimizer's groups or the model during training (Mixout, R3F, LLRD,
@@ -55,8 +55,9 @@ def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
     if len({pack_key(c) for c in configs}) > 1:
         return "the trials of a pack must differ only in their seeds"
     config = configs[0]
-    if model_refusal(config.model):
-        return model_refusal(config.model)
+    unpackable_model = model_refusal(config.model)
+    if unpackable_model:
+        return unpackable_model
     others = [type(m).__name__ for m in active_stabilizers(config) if type(m).__name__ not in PACKABLE_STABILIZERS]
     if others:
         return f"{', '.join(others)} changes training step by step: runs unpacked"

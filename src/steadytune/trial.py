@@ -60,6 +60,15 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def optimizer_and_schedule(config: TrialConfig, groups: list[dict], total_steps: int):
+    """The config's optimizer over these parameter groups, and its lr schedule with warmup."""
+    c = config
+    optimizer = build_optimizer(c.optimizer, groups, c.lr, (c.adam_beta1, c.adam_beta2), c.adam_eps)
+    warmup = round(c.warmup * total_steps) if c.warmup < 1 else int(c.warmup)
+    schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
+    return optimizer, get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
 def configure_torch(options: RunOptions) -> None:
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -146,11 +155,7 @@ class Trial:
         groups = parameter_groups(self.model, c.lr, c.weight_decay)
         for method in self.stabilizers:
             groups = method.change_groups(self.model, groups)
-        optimizer = build_optimizer(c.optimizer, groups, c.lr, (c.adam_beta1, c.adam_beta2), c.adam_eps)
-        warmup = round(c.warmup * self.total_steps) if c.warmup < 1 else int(c.warmup)
-        schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
-        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
-        return optimizer, scheduler
+        return optimizer_and_schedule(c, groups, self.total_steps)
 
     def _evaluate_all(self, step: int) -> list[CurvePoint]:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""

@@ -99,6 +99,11 @@ class PackedClassifier(nn.Module):
         """Seed k's parameters under the Hugging Face names (for snapshots, or to load into a single model)."""
         return {name: self.weight(name)[k].detach() for name in self.names}
 
+    def keep_seeds(self, index: torch.Tensor) -> None:
+        """Keep only these seeds' slices (new parameters: an optimizer over the old ones must be rebuilt)."""
+        for name in self.names:
+            self.stacked[_key(name)] = nn.Parameter(self.weight(name).detach()[index].clone())
+
     def named_seed_grads(self) -> dict[str, torch.Tensor]:
         return {name: self.weight(name).grad for name in self.names}
 

@@ -28,10 +28,9 @@ from ..config import RunOptions, TrialConfig
 from ..diagnostics import SATURATION_THRESHOLD, part_parameters, prediction_summary
 from ..encoding import collate, length_sorted_batches
 from ..metrics import compute_metrics
-from ..stabilizers.bias_correction import build_optimizer
 from ..stabilizers.llrd import no_weight_decay
 from ..store import CurvePoint, TrialOutcome
-from ..trial import Trial, configure_torch
+from ..trial import Trial, configure_torch, optimizer_and_schedule
 from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
@@ -104,6 +103,7 @@ class PackedTrial:
             member.model = member.optimizer = member.scheduler = member.pooler_probe = None
             member.diagnosed_parts = {}
         self.decayed = [name for name in self.model.names if name not in excluded]
+        self.part_rows = {part: [self.model.names.index(n) for n in names] for part, names in self.parts.items()}
         self.active = list(range(len(members)))
         self.optimizer, self.scheduler = self._optimizer()
         if any(member_states):  # restored members: their Adam moments, stacked
@@ -167,18 +167,10 @@ class PackedTrial:
         return generator
 
     def _optimizer(self):
-        from transformers import get_scheduler
-
-        c = self.config
         stacked = {name: self.model.weight(name) for name in self.model.names}
-        groups = [{"params": [stacked[n] for n in self.decayed], "weight_decay": c.weight_decay},
+        groups = [{"params": [stacked[n] for n in self.decayed], "weight_decay": self.config.weight_decay},
                   {"params": [stacked[n] for n in self.model.names if n not in self.decayed], "weight_decay": 0.0}]
-        optimizer = build_optimizer(c.optimizer, [g for g in groups if g["params"]], c.lr, (c.adam_beta1, c.adam_beta2),
-                                    c.adam_eps)
-        total = self.members[0].total_steps
-        warmup = round(c.warmup * total) if c.warmup < 1 else int(c.warmup)
-        schedule = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[c.lr_schedule]
-        return optimizer, get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        return optimizer_and_schedule(self.config, [g for g in groups if g["params"]], self.members[0].total_steps)
 
     @property
     def step(self) -> int:
@@ -254,8 +246,8 @@ class PackedTrial:
         grads = self.model.named_seed_grads()
         norms = torch.stack([torch.linalg.vector_norm(g.reshape(len(self.active), -1), dim=1) for g in grads.values()])
         total = torch.linalg.vector_norm(norms, dim=0)  # clip_grad_norm_'s total norm, per seed
-        parts = {f"grad.{part}": torch.linalg.vector_norm(norms[[self.model.names.index(n) for n in names]], dim=0)
-                 for part, names in self.parts.items()} if diagnose else {}
+        parts = {f"grad.{part}": torch.linalg.vector_norm(norms[rows], dim=0)
+                 for part, rows in self.part_rows.items()} if diagnose else {}
         max_norm = c.max_grad_norm if c.max_grad_norm else math.inf
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads.values():
@@ -341,9 +333,7 @@ class PackedTrial:
         index = torch.tensor(keep, device=self.device)
         state = self.optimizer.state_dict()
         schedule = self.scheduler.state_dict()
-        for name in self.model.names:
-            old = self.model.weight(name)
-            self.model.stacked[name.replace(".", "__")] = torch.nn.Parameter(old.detach()[index].clone())
+        self.model.keep_seeds(index)
         self.optimizer, self.scheduler = self._optimizer()
         for saved in state["state"].values():
             for key, value in saved.items():

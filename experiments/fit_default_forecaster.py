@@ -2,7 +2,7 @@
 
 Two steps, so that the fit can be re-run from the repository alone:
 
-  python experiments/fit_default_forecaster.py --from runs/reproduce-small.db ...
+  python experiments/fit_default_forecaster.py --from runs/reproduce-small.db ... [--study NAME ...]
       reads the finished trials of real stores and writes one row per trial (its features at the forecaster's
       fraction, and whether it failed) to src/steadytune/forecast/default-trials.csv;
   python experiments/fit_default_forecaster.py
@@ -27,8 +27,8 @@ FRACTION = 0.2  # Dodge et al. cut at 20-30% of training
 DESCRIBING = ["source", "task", "model", "recipe", "lr", "optimizer", "epochs", "wi_seed", "do_seed"]
 
 
-def rows_from(stores: list[str]) -> pd.DataFrame:
-    trials, curves = pooled(stores)
+def rows_from(stores: list[str], studies: list[str]) -> pd.DataFrame:
+    trials, curves = pooled(stores, studies)
     table = feature_table(trials, curves, FRACTION).set_index("id")
     described = trials.set_index("id").rename(columns={"cfg.lr": "lr", "cfg.optimizer": "optimizer",
                                                        "cfg.epochs": "epochs"})
@@ -40,9 +40,11 @@ def rows_from(stores: list[str]) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="stores", nargs="+", help="Real stores whose finished trials make the rows.")
+    parser.add_argument("--study", dest="studies", action="append", default=[],
+                        help="Only the trials of this study (repeatable), e.g. a store's seed grids.")
     args = parser.parse_args()
     if args.stores:
-        rows_from(args.stores).to_csv(ROWS, index=False, float_format="%.10g")
+        rows_from(args.stores, args.studies).to_csv(ROWS, index=False, float_format="%.10g")
     rows = pd.read_csv(ROWS)
     tasks = ", ".join(f"{task} {len(own)} ({int(own['failed'].sum())} failed)" for task, own in rows.groupby("task"))
     forecaster = fit(rows, rows["failed"].astype(bool), FRACTION,

@@ -125,14 +125,23 @@ def test_forecast_commands_on_stores(tmp_path):
     for task, seed in (("rte", 1), ("mrpc", 2)):
         trials, curves = planted_grid(task, 12, seed)
         with Store(tmp_path / f"{task}.db") as store:
+            # Two studies per store, split by WI seed: the grid's runs, and another arm's
+            study_ids = [store.study_id(f"{task}-{name}", {}) for name in ("grid", "other")]
             for row in trials.itertuples():
                 config = {"task": task, "model": "m", "wi_seed": row.id, "do_seed": 1}
                 outcome = TrialOutcome("complete", 100, 100, "accuracy", {"accuracy": 0.5 if row.failed else 0.8},
                                        {"accuracy": 0.8}, 100, 0.5, 1.0)
                 own = curves[curves.trial_id == row.id]
-                store.record_trial(config, f"{row.id:016x}", 1, None, outcome,
+                store.record_trial(config, f"{row.id:016x}", 1, study_ids[row.id % 3 == 0], outcome,
                                    [CurvePoint(int(c.step), c.epoch, c.split, c.metric, c.value) for c in own.itertuples()])
     stores = [str(tmp_path / "rte.db"), str(tmp_path / "mrpc.db")]
+    chosen, chosen_curves = pooled(stores, ["rte-grid", "mrpc-other"])
+    rte, mrpc = chosen[chosen["task"] == "rte"], chosen[chosen["task"] == "mrpc"]
+    assert len(rte) == 8 and (rte["wi_seed"] % 3 != 0).all()  # the grid's runs only
+    assert len(mrpc) == 4 and (mrpc["wi_seed"] % 3 == 0).all()  # the other arm's only
+    assert set(chosen_curves["trial_id"]) >= set(chosen["id"])
+    with pytest.raises(ForecastError, match="no finished trials of study nothing"):
+        pooled(stores, ["nothing"])
     fitted = runner.invoke(app, ["forecast", "fit", *stores, "--fraction", "0.3", "--out", str(tmp_path / "f.json")],
                            env={"COLUMNS": "200"})
     assert fitted.exit_code == 0, fitted.output
@@ -147,6 +156,9 @@ def test_forecast_commands_on_stores(tmp_path):
     assert simulated.output.count("compute to reach the whole grid's expected best: full 100%") == 2
     one = runner.invoke(app, ["forecast", "eval", stores[0]])
     assert one.exit_code == 2 and "two tasks or two stores" in one.output
+    grids = runner.invoke(app, ["forecast", "eval", *stores, "--study", "rte-grid", "--study", "mrpc-grid"],
+                          env={"COLUMNS": "200"})
+    assert grids.exit_code == 0 and "held-out forecasts over 16 trials" in grids.output, grids.output
 
 
 def test_replace_without_flags_is_plain_training_and_a_perfect_forecaster_saves_compute():

@@ -84,6 +84,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise AnalysisError(f"{path}: cannot read ({reason})") from None
 
 
+def is_export(source: Path | str) -> bool:
+    """Whether a source is a `steadytune export` table rather than a store."""
+    return not is_postgres(source) and Path(source).suffix.lower() in _TABLE_SUFFIXES
+
+
 def load_frames(source: Path | str, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Trials, curves and per-example predictions from a store file, or from a `steadytune export` set (trials
     file + curves file, and a predictions file if there is one).
@@ -93,7 +98,7 @@ def load_frames(source: Path | str, curves: Path | None = None) -> tuple[pd.Data
     """
     in_database = is_postgres(source)
     source = source if in_database else Path(source)
-    if in_database or source.suffix.lower() not in _TABLE_SUFFIXES:
+    if not is_export(source):
         if not in_database and not source.is_file():
             raise StoreError(f"{source}: store file does not exist")
         with Store(source, readonly=True) as store:

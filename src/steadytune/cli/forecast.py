@@ -17,6 +17,8 @@ forecast_app = typer.Typer(no_args_is_help=True, help="Forecast failing runs (fi
                            "majority baseline) from what they logged in their first steps.")
 Stores = Annotated[list[str], typer.Argument(help="Result stores (.db files or postgresql:// URLs) of finished "
                                              "trials; their trials are pooled.")]
+Studies = Annotated[Optional[list[str]], typer.Option(
+    "--study", help="Only the trials of this study (repeat for several): a store's grid without its other arms.")]
 
 
 @forecast_app.command("fit")
@@ -25,9 +27,10 @@ def fit_command(stores: Stores,
                 fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of training the forecaster "
                                                         "reads (Dodge et al. cut at 0.2-0.3).")] = 0.2,
                 out: Annotated[Path, typer.Option(help="Where to write the forecaster (JSON).")] = Path(
-                    "forecaster.json")) -> None:
+                    "forecaster.json"),
+                study: Studies = None) -> None:
     """Fit a forecaster (logistic regression on fixed features) on every finished trial of the stores."""
-    trials, curves = pooled(stores)
+    trials, curves = pooled(stores, study or ())
     forecaster = fit_on(trials, curves, fraction, f"{len(trials)} trials ({int(trials['failed'].sum())} failed) of "
                         f"{', '.join(sorted(trials['task'].unique()))} from {len(stores)} store(s)")
     forecaster.save(out)
@@ -44,9 +47,10 @@ def eval_command(stores: Stores,
                                                           "least this.")] = 0.5,
                  forecaster: Annotated[Optional[str], typer.Option(
                      help="Score this forecaster file ('default': the one that ships with steadytune) on each task of "
-                     "the stores, at its own fraction, instead of holding tasks out.")] = None) -> None:
+                     "the stores, at its own fraction, instead of holding tasks out.")] = None,
+                 study: Studies = None) -> None:
     """Hold each task (or, with one task, each store) out in turn: fit on the rest, score on it at 5/10/20/30%."""
-    trials, curves = pooled(stores)
+    trials, curves = pooled(stores, study or ())
     if forecaster is None:
         frame = evaluate(trials, curves, FRACTIONS, threshold)
         title = f"held-out forecasts over {len(trials)} trials"
@@ -77,13 +81,14 @@ def simulate_command(stores: Stores,
                      fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Where the forecaster (and "
                                                              "Dodge's cut) reads the runs.")] = 0.2,
                      threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) "
-                                                              "is at least this.")] = 0.5) -> None:
+                                                              "is at least this.")] = 0.5,
+                     study: Studies = None) -> None:
     """Replay full, Dodge, replace and Dodge+replace on recorded grids, without training.
 
     Each grid is held out from the forecaster it uses. Prints each policy's expected best dev score and failures
     for the budget, and the compute each needs to reach the whole grid's expected best.
     """
-    trials, curves = pooled(stores)
+    trials, curves = pooled(stores, study or ())
     for held, final, failed, early, flagged in held_out_grids(trials, curves, fraction, threshold):
         table = Table("policy", "expected best", "sd", "failures trained", "cost")
         for row in simulate(final, failed, early, flagged, fraction, budget).itertuples():

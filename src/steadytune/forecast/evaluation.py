@@ -9,13 +9,15 @@ it wrongly flags (counted as `good_stopped`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..analysis.failures import failed
-from ..analysis.results import load_results
+from ..analysis.results import is_export, load_results
+from ..store import Store
 from ..store_connections import shown_location
 from .features import feature_table
 from .model import ForecastError, Forecaster, fit
@@ -23,16 +25,29 @@ from .model import ForecastError, Forecaster, fit
 FRACTIONS = (0.05, 0.10, 0.20, 0.30)
 
 
-def pooled(stores: list[Path | str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Result trials (with `source` and `failed`) and their curves from several stores, with ids made unique."""
+def pooled(stores: list[Path | str], studies: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Result trials (with `source` and `failed`) and their curves from several stores, with ids made unique;
+    with `studies`, only the trials of the studies of those names (a store's other arms left out)."""
     trials, curves, offset = [], [], 0
     for store in stores:
         results = load_results(store)
         own = results.trials.assign(source=shown_location(store), failed=failed(results.trials))
+        if studies:
+            own = own[own["study_id"].map(_study_names(store)).isin(studies)]
         trials.append(own.assign(id=own["id"] + offset))
         curves.append(results.curves.assign(trial_id=results.curves["trial_id"] + offset))
         offset += int(results.all_trials["id"].max()) + 1
-    return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True)
+    trials = pd.concat(trials, ignore_index=True)
+    if trials.empty:
+        raise ForecastError(f"no finished trials of study {', '.join(studies)} in the store(s)")
+    return trials, pd.concat(curves, ignore_index=True)
+
+
+def _study_names(store: Path | str) -> dict[int, str]:
+    if is_export(store):
+        raise ForecastError(f"{store}: an export has no study names; choose studies in a store")
+    with Store(store, readonly=True) as opened:
+        return opened.study_names()
 
 
 def fit_on(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float, fitted_on: str) -> Forecaster:

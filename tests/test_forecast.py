@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -189,15 +190,17 @@ def replace_args(tiny_bert_dir, glue_dir, tmp_path, store: str, seeds: str, *ext
             "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra]
 
 
-def plain_runs(tiny_bert_dir, glue_dir, tmp_path, seeds: str) -> tuple[pd.DataFrame, pd.Series]:
-    """The seeds trained to the end without a policy (plain.db): their trials, and each WI seed's loss ratio at the
-    cut (half of training), which the policies decide on."""
-    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(tmp_path / "plain.db"), seeds))
+@pytest.fixture(scope="module")
+def plain_runs(tiny_bert_dir, glue_dir, tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.Series]:
+    """WI seeds 1-8 trained to the end without a policy: their store, their trials, and each seed's loss ratio
+    at the cut (half of training), which the policies decide on."""
+    folder = tmp_path_factory.mktemp("plain")
+    plain = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, folder, str(folder / "plain.db"), "1-8"))
     assert plain.exit_code == 0, plain.output
-    with Store(tmp_path / "plain.db", readonly=True) as store:
+    with Store(folder / "plain.db", readonly=True) as store:
         trials, curves = store.trials(), store.curves()
     table = feature_table(trials, curves, 0.5).assign(wi_seed=trials["wi_seed"].to_numpy())
-    return trials, table.set_index("wi_seed")["loss_ratio"]
+    return folder / "plain.db", trials, table.set_index("wi_seed")["loss_ratio"]
 
 
 def flagging_the_highest_loss_ratio(ratio: pd.Series, path) -> float:
@@ -211,9 +214,9 @@ def flagging_the_highest_loss_ratio(ratio: pd.Series, path) -> float:
 
 
 def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_forecaster_says(tiny_bert_dir, glue_dir,
-                                                                                        tmp_path):
+                                                                                        tmp_path, plain_runs):
     # The eight seeds trained plainly: their features at the cut give what the policy must decide.
-    trials, ratio = plain_runs(tiny_bert_dir, glue_dir, tmp_path, "1-8")
+    _, trials, ratio = plain_runs
     # A forecaster that flags the requested seed (of 1-3) with the highest loss ratio: P >= 0.5 iff ratio >= cut.
     cut = flagging_the_highest_loss_ratio(ratio.loc[[1, 2, 3]], tmp_path / "f.json")
     expected, stopped, pending, next_seed = [], [], [1, 2, 3], 4
@@ -267,9 +270,10 @@ def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_foreca
 
 
 def test_dodge_replace_never_continues_a_flagged_trial_and_keeps_the_best_of_the_others(tiny_bert_dir, glue_dir,
-                                                                                        tmp_path):
-    trials, ratio = plain_runs(tiny_bert_dir, glue_dir, tmp_path, "1-4")
-    with Store(tmp_path / "plain.db", readonly=True) as store:
+                                                                                        tmp_path, plain_runs):
+    plain, trials, ratio = plain_runs
+    trials, ratio = trials[trials["wi_seed"] <= 4], ratio.loc[[1, 2, 3, 4]]
+    with Store(plain, readonly=True) as store:
         at_cut = {int(row.wi_seed): store.dev_score_at(int(row.id), 20) for row in trials.itertuples()}
     flagging_the_highest_loss_ratio(ratio, tmp_path / "f.json")
     flagged = int(ratio.idxmax())

@@ -120,7 +120,7 @@ def busy_workers(driver: subprocess.Popen, count: int) -> list[int]:
 
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_killed_worker_costs_only_its_own_trial(tiny_bert_dir, glue_dir, tmp_path, retries):
-    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 1500, "1-2", "--workers", "2", "--retries", str(retries))
+    args = study_args(tiny_bert_dir, glue_dir, tmp_path, 600, "1-2", "--workers", "2", "--retries", str(retries))
     driver = start(args, tmp_path, "study")
     victim = busy_workers(driver, 2)[0]
     os.kill(victim, signal.SIGKILL)  # what the kernel's OOM killer does
@@ -140,7 +140,7 @@ def test_a_killed_worker_costs_only_its_own_trial(tiny_bert_dir, glue_dir, tmp_p
 
 
 def test_ctrl_c_stops_a_study_within_seconds_and_keeps_finished_trials(tiny_bert_dir, glue_dir, tmp_path):
-    driver = start(study_args(tiny_bert_dir, glue_dir, tmp_path, 1200, "1-6", "--workers", "2"), tmp_path, "study")
+    driver = start(study_args(tiny_bert_dir, glue_dir, tmp_path, 400, "1-6", "--workers", "2"), tmp_path, "study")
     store = tmp_path / "runs.db"
     wait_for(lambda: any(status == "complete" for _, status, _ in rows(store)), 240, "a finished trial")
     workers = workers_of(driver.pid)
@@ -174,7 +174,7 @@ def test_ctrl_c_in_train_records_the_trial_and_says_so(tiny_bert_dir, glue_dir, 
 
 def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp_path):
     args = ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32",
-            "--batch-size", "8", "--max-length", "48", "--max-steps", "1500", "--evals-per-epoch", "0",
+            "--batch-size", "8", "--max-length", "48", "--max-steps", "600", "--evals-per-epoch", "0",
             "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
     first, second = start(args, tmp_path, "a"), start(args, tmp_path, "b")
     codes = sorted([first.wait(300), second.wait(300)])
@@ -217,7 +217,7 @@ def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert
         return ["study", "run", "--name", "preempt", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir),
                 "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8", "--max-length", "48",
                 "--max-steps", "300", "--evals-per-epoch", "1", "--store", str(tmp_path / store), "--cache-dir",
-                str(tmp_path / "cache"), "--threads", "1", "--checkpoint-every", "0.005"]
+                str(tmp_path / "cache"), "--threads", "1", "--checkpoint-every", "0.02"]
 
     states = tmp_path / "killed-states"
     driver = start(args("killed.db"), tmp_path, "first")

@@ -141,7 +141,7 @@ def test_forecast_commands_on_stores(tmp_path):
     assert len(rte) == 8 and (rte["wi_seed"] % 3 != 0).all()  # the grid's runs only
     assert len(mrpc) == 4 and (mrpc["wi_seed"] % 3 == 0).all()  # the other arm's only
     assert set(chosen_curves["trial_id"]) >= set(chosen["id"])
-    with pytest.raises(ForecastError, match="no finished trials of study nothing"):
+    with pytest.raises(ForecastError, match="no store holds study nothing"):
         pooled(stores, ["nothing"])
     fitted = runner.invoke(app, ["forecast", "fit", *stores, "--fraction", "0.3", "--out", str(tmp_path / "f.json")],
                            env={"COLUMNS": "200"})

@@ -24,12 +24,12 @@ DEV_EXAMPLES = 60
 
 
 def add_trial(store: Store, task: str, recipe: str, wi: int, do: int, quality: float, status: str = "complete",
-              model: str = "minilm-l6", last_step: int = STEPS, stuck: bool = False) -> None:
+              model: str = "minilm-l6", last_step: int = STEPS, stuck: bool = False, study_id: int | None = None) -> None:
     """One trial whose dev score climbs to `quality` (floored at the baseline) and whose loss falls unless stuck."""
     metric, baseline = TASKS[task]
     config = {"task": task, "model": model, "recipe": recipe, "wi_seed": wi, "do_seed": do, "lr": 2e-5,
               "epochs": 3.0, "evals_per_epoch": 2, "glue_dir": "/data/glue"}
-    trial_id = store.start_trial(config, f"{task}-{recipe}-{wi}-{do}-{status}", dropout_seed=wi)
+    trial_id = store.start_trial(config, f"{task}-{recipe}-{wi}-{do}-{status}", dropout_seed=wi, study_id=study_id)
     points, values = [], []
     for step in range(1, last_step + 1):
         loss = math.log(2) if stuck else 0.2 + (math.log(2) - 0.2) * (1 - step / STEPS)
@@ -133,6 +133,29 @@ def test_markdown_via_cli_on_an_export_pair_with_sections_lacking_data(small_sto
     lonely.write_text("a,b\n1,2\n")
     result = runner.invoke(app, ["report", str(lonely)])
     assert result.exit_code == 2 and "--curves" in result.output
+
+
+def test_a_report_of_chosen_studies_reads_only_their_trials(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as store:
+        grid, other = store.study_id("grid", {}), store.study_id("other", {})
+        for wi in SEEDS:
+            add_trial(store, "rte", "mosbach2021", wi, 1, 0.75, study_id=other)
+            for do in SEEDS:
+                add_trial(store, "rte", "devlin2019", wi, do, 0.7, study_id=grid)
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(path), "--study", "grid", "--out", str(tmp_path / "r"), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "(studies grid)" in text and "Recipes / arms: devlin2019\n" in text.replace("  \n", "\n")
+    assert "16 complete" in text and "mosbach2021" not in text
+    unknown = runner.invoke(app, ["report", str(path), "--study", "nope"])
+    assert unknown.exit_code == 2 and "has no study nope (its studies: grid, other)" in unknown.output
+    with Store(path) as store:
+        export(store, "trials", "csv", tmp_path / "trials.csv")
+        export(store, "curves", "csv", tmp_path / "curves.csv")
+    exported = runner.invoke(app, ["report", str(tmp_path / "trials.csv"), "--study", "grid"])
+    assert exported.exit_code == 2 and "an export keeps no study names" in exported.output
 
 
 def test_bad_inputs_raise_one_line_errors(tmp_path):

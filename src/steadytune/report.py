@@ -11,7 +11,7 @@ import html
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -528,13 +528,16 @@ def render_markdown(sections: list[Section], header: list[str], out_dir: Path, t
 
 
 def build_report(source: Path | str, out_dir: Path, fmt: Literal["html", "md"], curves: Path | None = None,
-                 settings: ReportSettings = ReportSettings(), progress: Callable[[str], None] | None = None) -> Path:
-    """Analyse a store (or a trials/curves export pair) and write report.html or report.md into out_dir."""
+                 settings: ReportSettings = ReportSettings(), progress: Callable[[str], None] | None = None,
+                 studies: Sequence[str] = ()) -> Path:
+    """Analyse a store (or a trials/curves export pair) and write report.html or report.md into out_dir; with
+    `studies`, only the trials of those studies of the store."""
     if fmt not in ("html", "md"):
         raise AnalysisError(f"unknown report format {fmt!r}; use html or md")
-    results = load_results(source, curves)
+    results = load_results(source, curves, studies)
     sections = build_sections(results, settings, progress)
-    header = header_lines(results, shown_location(source)) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
+    where = shown_location(source) + (f" (studies {', '.join(studies)})" if studies else "")
+    header = header_lines(results, where) + [f"Generated: {time.strftime('%Y-%m-%d %H:%M')}"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if progress is not None:

@@ -19,6 +19,7 @@ counted in the report's header.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import Store, StoreError
-from ..store_connections import is_postgres
+from ..store_connections import is_postgres, shown_location
 
 RESULT_STATUSES = ("complete", "diverged")
 # Dodge et al. evaluate once at the end, once per epoch, or many times per epoch; a trial's score at a
@@ -89,20 +90,28 @@ def is_export(source: Path | str) -> bool:
     return not is_postgres(source) and Path(source).suffix.lower() in _TABLE_SUFFIXES
 
 
-def load_frames(source: Path | str, curves: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def load_frames(source: Path | str, curves: Path | None = None,
+                studies: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Trials, curves and per-example predictions from a store file, or from a `steadytune export` set (trials
-    file + curves file, and a predictions file if there is one).
+    file + curves file, and a predictions file if there is one). With `studies`, only the trials of the studies
+    of those names (a store only: an export keeps no study names).
 
     For an export, `curves` defaults to the trials file's sibling with 'trials' replaced by 'curves', and the
     predictions are read from the sibling named with 'predictions' when it exists.
     """
     in_database = is_postgres(source)
     source = source if in_database else Path(source)
+    if studies and is_export(source):
+        raise AnalysisError(f"{source}: an export keeps no study names; choose studies in a store")
     if not is_export(source):
         if not in_database and not source.is_file():
             raise StoreError(f"{source}: store file does not exist")
         with Store(source, readonly=True) as store:
             trials, curve_frame, predictions = store.trials(), store.curves(), store.predictions()
+            if studies:
+                trials = _of_studies(trials, store.study_names(), studies, source)
+                curve_frame = curve_frame[curve_frame["trial_id"].isin(trials["id"])].reset_index(drop=True)
+                predictions = predictions[predictions["trial_id"].isin(trials["id"])].reset_index(drop=True)
     else:
         if curves is None:
             guess = source.with_name(source.name.replace("trials", "curves"))
@@ -120,6 +129,14 @@ def load_frames(source: Path | str, curves: Path | None = None) -> tuple[pd.Data
             raise AnalysisError(f"{what} table lacks column(s) {', '.join(sorted(missing))}; "
                                 f"is it a steadytune {what} export?")
     return trials, curve_frame, predictions
+
+
+def _of_studies(trials: pd.DataFrame, names: dict[int, str], studies: Sequence[str], source) -> pd.DataFrame:
+    unknown = sorted(set(studies) - set(names.values()))
+    if unknown:
+        known = ", ".join(sorted(names.values())) or "none"
+        raise AnalysisError(f"{shown_location(source)} has no study {', '.join(unknown)} (its studies: {known})")
+    return trials[trials["study_id"].map(names).isin(studies)].reset_index(drop=True)
 
 
 def arm_labels(trials: pd.DataFrame) -> pd.Series:
@@ -233,9 +250,9 @@ def build_results(trials: pd.DataFrame, curves: pd.DataFrame, predictions: pd.Da
                    predictions=predictions[predictions["trial_id"].isin(done["id"])].reset_index(drop=True))
 
 
-def load_results(source: Path | str, curves: Path | None = None) -> Results:
-    """`build_results` on a store file or an export set."""
-    return build_results(*load_frames(source, curves))
+def load_results(source: Path | str, curves: Path | None = None, studies: Sequence[str] = ()) -> Results:
+    """`build_results` on a store file or an export set (with `studies`: those studies' trials only)."""
+    return build_results(*load_frames(source, curves, studies))
 
 
 def score_array(frame: pd.DataFrame, score: str) -> np.ndarray:

@@ -35,11 +35,15 @@ def report(
                                                       "from draws without replacement: unbiased for n <= N (Tang et "
                                                       "al. 2020), but noisier; the default, with replacement, ranks "
                                                       "models wrongly less often (Dodge et al. 2021).")] = False,
+    study: Annotated[Optional[list[str]], typer.Option("--study", help="Only the trials of this study of the store "
+                                                       "(repeat for several), e.g. its seed grids without its other "
+                                                       "arms.")] = None,
 ) -> None:
     """Write an HTML (or Markdown) report: expected performance, seed variance, failures, early stopping, recipes."""
     settings = ReportSettings(budget, correction, interval, confidence, seed, not without_replacement)
     with Progress(SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("loading", total=None)
-        path = build_report(source, out, fmt, curves, settings, progress=lambda title: bar.update(task, description=title))
+        path = build_report(source, out, fmt, curves, settings, progress=lambda title: bar.update(task, description=title),
+                            studies=study or ())
     console.print(f"report written to {path}")

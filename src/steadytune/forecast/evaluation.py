@@ -27,27 +27,29 @@ FRACTIONS = (0.05, 0.10, 0.20, 0.30)
 
 def pooled(stores: list[Path | str], studies: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Result trials (with `source` and `failed`) and their curves from several stores, with ids made unique;
-    with `studies`, only the trials of the studies of those names (a store's other arms left out)."""
+    with `studies`, only the trials of the studies of those names (in the stores that have them)."""
+    names = {store: _study_names(store) for store in stores} if studies else {}
+    missing = sorted(set(studies).difference(*names.values()))
+    if missing:
+        raise ForecastError(f"no store holds study {', '.join(missing)}")
     trials, curves, offset = [], [], 0
     for store in stores:
-        results = load_results(store)
+        chosen = [name for name in studies if name in names[store]]
+        if studies and not chosen:
+            continue
+        results = load_results(store, studies=chosen)
         own = results.trials.assign(source=shown_location(store), failed=failed(results.trials))
-        if studies:
-            own = own[own["study_id"].map(_study_names(store)).isin(studies)]
         trials.append(own.assign(id=own["id"] + offset))
         curves.append(results.curves.assign(trial_id=results.curves["trial_id"] + offset))
         offset += int(results.all_trials["id"].max()) + 1
-    trials = pd.concat(trials, ignore_index=True)
-    if trials.empty:
-        raise ForecastError(f"no finished trials of study {', '.join(studies)} in the store(s)")
-    return trials, pd.concat(curves, ignore_index=True)
+    return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True)
 
 
-def _study_names(store: Path | str) -> dict[int, str]:
+def _study_names(store: Path | str) -> set[str]:
     if is_export(store):
-        raise ForecastError(f"{store}: an export has no study names; choose studies in a store")
+        return set()
     with Store(store, readonly=True) as opened:
-        return opened.study_names()
+        return set(opened.study_names().values())
 
 
 def fit_on(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float, fitted_on: str) -> Forecaster:

@@ -22,14 +22,21 @@ def _glue_dir() -> Path:
     return Path(os.environ.get("STEADYTUNE_GLUE_DIR", REPO_ROOT.parent / "shared" / "data" / "glue"))
 
 
+_TORCH_THREADS = None
+
+
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
-    """A trial run with --threads sets torch's process-wide thread count; later tests start from the usual one."""
+    """A trial run with --threads sets torch's process-wide thread count, in a test or in a module fixture set up
+    before it: every test starts and ends at the count the session started with."""
     import torch
 
-    threads = torch.get_num_threads()
+    global _TORCH_THREADS
+    if _TORCH_THREADS is None:
+        _TORCH_THREADS = torch.get_num_threads()
+    torch.set_num_threads(_TORCH_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(_TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

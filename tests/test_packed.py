@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from steadytune.packed.model import NotPackable
 from steadytune.packed.trial import PackedTrial
@@ -44,7 +43,6 @@ def seeds(tiny_bert_dir, glue_dir, tmp_path_factory):
     seed."""
     from steadytune.config import RunOptions, TrialConfig
 
-    torch_threads = torch.get_num_threads()
     options = RunOptions(device="cpu", cache_dir=tmp_path_factory.mktemp("cache"), threads=1, log_grads_every=1)
 
     def config(wi: int, do: int, **overrides) -> TrialConfig:
@@ -61,8 +59,7 @@ def seeds(tiny_bert_dir, glue_dir, tmp_path_factory):
         alone.append((outcome, curve(points + pending)))
     stopped_points: list = []
     stopped, pending = Trial(configs[1], options).run(stopped_points.extend, stop_at=4)
-    yield configs, options, alone, (stopped, curve(stopped_points + pending)), config
-    torch.set_num_threads(torch_threads)
+    return configs, options, alone, (stopped, curve(stopped_points + pending)), config
 
 
 def run_pack(configs, options, stop_at=None):

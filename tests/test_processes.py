@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table from /proc")
 
@@ -268,11 +267,7 @@ def uninterrupted_study(tiny_bert_dir, glue_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("uninterrupted")
     args = chaos_module().study_command(str(tiny_bert_dir), str(glue_dir), folder, str(folder / "reference.db"),
                                         CHAOS_TRIALS, 40)
-    threads = torch.get_num_threads()  # --threads 1 is process-wide; a module fixture outlives conftest's reset
-    try:
-        result = CliRunner().invoke(app, args)
-    finally:
-        torch.set_num_threads(threads)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return folder / "reference.db"
 

@@ -24,16 +24,10 @@ def _reproduce(*args):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, tiny_model, glue_dir):
-    import torch
-
     root = tmp_path_factory.mktemp("reproduce")
     args = ["--model", tiny_model, "--tasks", "rte,mrpc", "--scale", "smoke", "--settings", "published",
             "--glue-dir", glue_dir, "--store", root / "store.db", "--out", root / "out", "--threads", 1]
-    threads = torch.get_num_threads()
-    try:  # --threads sets torch's process-wide count; the per-test fixture that restores it runs after this one
-        result = _reproduce(*args)
-    finally:
-        torch.set_num_threads(threads)
+    result = _reproduce(*args)
     assert result.exit_code == 0, result.output
     return root, args, result
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from steadytune.data import TextDataset, load_glue, subsample
+from steadytune import encoding
 from steadytune.encoding import EncodedDataset, collate, encode, tokenizer_fingerprint
 from steadytune.tasks import get_task
 
@@ -91,6 +92,8 @@ def test_fingerprint_is_stable_and_distinguishes(tokenizer, minilm_path, rte, tm
     encode(rte, tokenizer, max_length=16, cache_dir=None)  # changes the backend's truncation state
     assert tokenizer_fingerprint(tokenizer) == before
     assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(minilm_path)) == before
+    encoding._FINGERPRINTS.clear()  # memoized by serialization: computing afresh gives the same value
+    assert tokenizer_fingerprint(tokenizer) == before
     cased = AutoTokenizer.from_pretrained(minilm_path)
     cased.add_tokens(["steadytune"])
     assert tokenizer_fingerprint(cased) != before

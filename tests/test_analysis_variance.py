@@ -1,6 +1,8 @@
 """Seed variance: ANOVA against the closed-form balanced decomposition, replicates, seed means and transfer."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,6 +152,21 @@ def test_variance_components_on_a_balanced_grid_equal_statsmodels_reml():
         assert table.loc[component, "variance"] == pytest.approx(reml[component], rel=2e-3)
     assert table["share"].sum() == pytest.approx(1.0)
     assert table.loc["WI", "variance"] > table.loc["DO", "variance"] > table.loc["residual", "variance"]
+
+
+def test_a_grid_of_failed_runs_has_no_variance_and_says_so_without_a_warning():
+    from steadytune.analysis.variance import variance_components
+
+    # Every run at RTE's majority baseline: computed, the seed means' rounding gave WI and DO about 1e-32 each (half
+    # of the total each, which the WI-vs-DO claim's bootstrap read as "comparable") and the residual about -1e-17
+    frame = pd.DataFrame([dict(wi_seed=i, do_seed=j, final=0.5270758122743683) for i in range(5) for j in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = variance_components(frame).set_index("component")
+    assert (table["variance"] == 0).all() and (table["sd"] == 0).all() and table["share"].isna().all()
+    from steadytune.reproduce.claims.dodge import _wi_share
+
+    assert np.isnan(_wi_share(np.full((5, 3), 0.5270758122743683)))
 
 
 def test_variance_components_of_an_unbalanced_grid_come_from_reml_and_find_the_planted_seed():

@@ -103,7 +103,11 @@ def variance_components(frame: pd.DataFrame, score: str = "final") -> pd.DataFra
         raise NotEnoughData("no seed grid: both seeds need at least two values")
     cells = data.groupby(["wi_seed", "do_seed"]).size()
     n_wi, n_do = data["wi_seed"].nunique(), data["do_seed"].nunique()
-    if len(cells) == n_wi * n_do and cells.nunique() == 1:
+    if data[score].nunique() == 1:
+        # Every run scored the same (e.g. all at the majority baseline): no variance at all. Computed, the group
+        # means' rounding would give each seed kind about 1e-32 and so half of a zero total.
+        variances, method = {"WI": 0.0, "DO": 0.0, "residual": 0.0}, "constant scores"
+    elif len(cells) == n_wi * n_do and cells.nunique() == 1:
         variances, method = _anova_components(data, score, n_wi, n_do, int(cells.iloc[0])), "ANOVA (balanced grid)"
     else:
         variances, method = _reml_components(data, score), "REML (statsmodels MixedLM)"
@@ -124,8 +128,9 @@ def _anova_components(data: pd.DataFrame, score: str, n_wi: int, n_do: int, per_
     if df_res < 1:
         raise NotEnoughData("no residual degrees of freedom: the grid needs more trials than cells + 1")
     ms_wi, ms_do, ms_res = ss_wi / (n_wi - 1), ss_do / (n_do - 1), ss_res / df_res
+    # ss_res is a difference of sums, which rounding can take below 0
     return {"WI": max(0.0, (ms_wi - ms_res) / (n_do * per_cell)), "DO": max(0.0, (ms_do - ms_res) / (n_wi * per_cell)),
-            "residual": ms_res}
+            "residual": max(0.0, ms_res)}
 
 
 def _reml_components(data: pd.DataFrame, score: str) -> dict[str, float]:

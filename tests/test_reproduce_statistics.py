@@ -155,6 +155,15 @@ def test_planted_failures_hold_and_identical_arms_do_not():
     assert same.loc["zhang-bertadam-scores", "effect"] == pytest.approx(0.0)
 
 
+def test_failure_rates_are_pooled_over_the_tasks_both_arms_ran():
+    # BERTAdam fails every RTE run and no MRPC run; AdamW, so far run on RTE only, fails every one too
+    arms = {"grid": _results(pd.concat([_arm([0.5] * 5), _arm([0.7] * 5, "mrpc", start_id=100)])),
+            "adamw": _results(_arm([0.5] * 5, start_id=200))}
+    row = verdict_table([CLAIMS["zhang-bertadam-failures"]],
+                        {"published": ClaimData("published", ["rte", "mrpc"], arms)}).iloc[0]
+    assert row["ours"] == "failed 5/5 with BERTAdam vs 5/5 with AdamW" and row["effect"] == 0.0
+
+
 def test_a_claim_without_its_data_gets_a_one_line_reason():
     table = verdict_table([CLAIMS["zhang-reinit-mean"], CLAIMS["mosbach-optimization"]],
                           _planted([0.7] * 5, [0.7] * 5))

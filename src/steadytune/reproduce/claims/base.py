@@ -85,10 +85,15 @@ def scores_by_task(frame: pd.DataFrame, score: str = "final") -> str:
     return "; ".join(parts)
 
 
+def on_shared_tasks(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of two arms on the tasks both have: a task one arm lacks would tilt a pooled comparison."""
+    shared = set(a["task"]) & set(b["task"])
+    return a[a["task"].isin(shared)], b[b["task"].isin(shared)]
+
+
 def stacked(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """values, in_b, strata (task) of two arms, for the two-arm tests; tasks that lack either arm are left out."""
-    shared = sorted(set(a["task"]) & set(b["task"]))
-    a, b = a[a["task"].isin(shared)], b[b["task"].isin(shared)]
+    a, b = on_shared_tasks(a, b)
     if a.empty or b.empty or min(a.groupby("task").size().min(), b.groupby("task").size().min()) < 2:
         raise NotEnoughData("each arm needs two or more finished runs on a shared task")
     values = np.concatenate([a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)])

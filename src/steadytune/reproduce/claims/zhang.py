@@ -7,7 +7,7 @@ import pandas as pd
 from ...analysis.failures import failed
 from ...analysis.results import NotEnoughData
 from ..statistics import risk_difference, spread_reduction, two_arm
-from .base import Claim, Evidence, require_learning, scores_by_task, stacked
+from .base import Claim, Evidence, on_shared_tasks, require_learning, scores_by_task, stacked
 
 
 def failure_counts(frame: pd.DataFrame) -> tuple[int, int]:
@@ -16,13 +16,14 @@ def failure_counts(frame: pd.DataFrame) -> tuple[int, int]:
 
 
 def more_failures(worse: pd.DataFrame, better: pd.DataFrame, worse_name: str, better_name: str) -> Evidence:
-    """The failure rate of `worse` above that of `better`."""
+    """The failure rate of `worse` above that of `better`, pooled over the tasks both arms ran."""
+    worse, better = on_shared_tasks(worse, better)
     (events_w, runs_w), (events_b, runs_b) = failure_counts(worse), failure_counts(better)
     if min(runs_w, runs_b) < 2:
         raise NotEnoughData("each arm needs two or more finished runs")
     estimate = risk_difference(events_w, runs_w, events_b, runs_b)
     return Evidence(estimate, "failure-rate difference: Fisher's exact test (one-sided), Newcombe interval; tasks "
-                    "pooled", f"failed {events_w}/{runs_w} with {worse_name} vs {events_b}/{runs_b} with {better_name}")
+                    "pooled (those both arms ran)", f"failed {events_w}/{runs_w} with {worse_name} vs {events_b}/{runs_b} with {better_name}")
 
 
 def higher_mean(better: pd.DataFrame, worse: pd.DataFrame, better_name: str, worse_name: str) -> Evidence:

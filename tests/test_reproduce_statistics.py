@@ -164,6 +164,24 @@ def test_failure_rates_are_pooled_over_the_tasks_both_arms_ran():
     assert row["ours"] == "failed 5/5 with BERTAdam vs 5/5 with AdamW" and row["effect"] == 0.0
 
 
+def _widths(pretrained: list[float], scratch: list[float]) -> dict[str, ClaimData]:
+    measures = pd.DataFrame([{"arm": arm, "task": "rte", "wi_seed": i, "width": w}
+                             for arm, widths in (("pretrained", pretrained), ("scratch", scratch))
+                             for i, w in enumerate(widths)])
+    return {"learning": ClaimData("learning", ["rte"], {}, measures)}
+
+
+def test_flatter_optima_need_widths_the_probed_line_can_tell_apart():
+    wider = verdict_table([CLAIMS["hao-flatter"]], _widths([1.2, 1.3, 1.25, 1.4, 1.35], [0.6, 0.7, 0.65, 0.5, 0.8]))
+    assert wider.iloc[0]["verdict"] == HOLDS and wider.iloc[0]["effect"] == pytest.approx(1.3 - 0.65)
+    # Flat over all of a in [-1, 1]: the line says only "at least 2", whichever arm is flatter
+    saturated = verdict_table([CLAIMS["hao-flatter"]], _widths([2.0, 2.0, 1.9], [2.0, 2.0, 2.0])).iloc[0]
+    assert saturated["verdict"] == ("no answer: widths saturate: 2 of 3 pretrained and 3 of 3 from-scratch runs stay "
+                                    "within 0.1 nats over the whole probed line, a in [-1, 1]")
+    one_flat = verdict_table([CLAIMS["hao-flatter"]], _widths([2.0, 1.3, 1.25, 1.4, 1.35], [0.6, 0.7, 0.65, 0.5, 0.8]))
+    assert one_flat.iloc[0]["ours"].endswith("; 1 pretrained run(s) flat over the whole line")
+
+
 def test_a_claim_without_its_data_gets_a_one_line_reason():
     table = verdict_table([CLAIMS["zhang-reinit-mean"], CLAIMS["mosbach-optimization"]],
                           _planted([0.7] * 5, [0.7] * 5))

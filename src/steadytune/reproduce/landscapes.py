@@ -29,6 +29,7 @@ from ..store import Store
 from .design import Scale
 
 WIDTH_DELTA = 0.1  # nats of training loss above the end's
+PROBED_WIDTH = 2.0  # the line and the surface span a, b in [-1, 1]
 DIRECTION_SEED = 0
 MEASURES = ("width", *(f"rollback_{group}" for group in THIRDS), "alignment")
 
@@ -78,13 +79,13 @@ def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
     if found is not None:
         return found
     settings = settings_for(scale, options)
-    line = np.round(np.linspace(-1.0, 1.0, scale.line_points), 10)
+    line = np.round(np.linspace(-PROBED_WIDTH / 2, PROBED_WIDTH / 2, scale.line_points), 10)
     cells = surface(store, snapshots, "random", None, DIRECTION_SEED, line, np.array([0.0]), settings, progress).cells
     values = {"width": width(cells["a"].to_numpy(), cells["train_loss"].to_numpy())}
     _, table = layer_curves(store, snapshots, np.array([0.0, 1.0]), settings, progress)
     drops = table.set_index("group")["delta_dev_metric"]
     values.update({f"rollback_{group}": float(-drops[group]) for group in THIRDS})
-    grid = np.round(np.linspace(-1.0, 1.0, scale.surface_points), 10)
+    grid = np.round(np.linspace(-PROBED_WIDTH / 2, PROBED_WIDTH / 2, scale.surface_points), 10)
     plane = surface(store, snapshots, "random", None, DIRECTION_SEED, grid, grid, settings, progress).cells
     values["alignment"] = alignment(plane)
     landscape_id = store.landscape(key, "reproduce-hao", {"trial": snapshots.key, "scale": scale.name})

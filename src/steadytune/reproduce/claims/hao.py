@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ...analysis.results import NotEnoughData
-from ..landscapes import WIDTH_DELTA
+from ..landscapes import PROBED_WIDTH, WIDTH_DELTA
 from ..statistics import Estimate, one_sample_t, two_arm
 from .base import Claim, ClaimData, Evidence, stacked
 
@@ -20,11 +20,20 @@ def _measured(data: ClaimData, arm: str, least: int = 2) -> pd.DataFrame:
 
 def flatter(data: ClaimData) -> Evidence:
     pretrained, scratch = _measured(data, "pretrained"), _measured(data, "scratch")
+    # The line spans a in [-1, 1]: a run flat over all of it has a width of at least 2, not 2. Where most runs of
+    # an arm are, the line cannot order the arms.
+    flat = {name: int((frame["width"] >= PROBED_WIDTH - 1e-9).sum()) for name, frame in
+            (("pretrained", pretrained), ("from-scratch", scratch))}
+    if any(2 * flat[name] > len(frame) for name, frame in (("pretrained", pretrained), ("from-scratch", scratch))):
+        raise NotEnoughData(f"widths saturate: {flat['pretrained']} of {len(pretrained)} pretrained and "
+                            f"{flat['from-scratch']} of {len(scratch)} from-scratch runs stay within {WIDTH_DELTA} "
+                            f"nats over the whole probed line, a in [-1, 1]")
     estimate = two_arm(*stacked(scratch, pretrained, "width"))
+    saturated = "; ".join(f"{n} {name} run(s) flat over the whole line" for name, n in flat.items() if n)
     return Evidence(estimate, f"width of the region within {WIDTH_DELTA} nats of the end's training loss along a "
                     "filter-normalized random direction, pretrained - from scratch; permutation test within tasks",
                     f"width {pretrained['width'].mean():.2f} pretrained vs {scratch['width'].mean():.2f} from scratch "
-                    f"(n={len(pretrained)}, {len(scratch)})")
+                    f"(n={len(pretrained)}, {len(scratch)})" + (f"; {saturated}" if saturated else ""))
 
 
 def high_layers(data: ClaimData) -> Evidence:

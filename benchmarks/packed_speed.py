@@ -6,7 +6,8 @@ full dev set at the end, model loading and data preparation included (as a study
 seeds 1..K of one DO seed, a column of a WI x DO grid, as `study run --pack` groups them (--mixed-orders: each its
 own DO seed too). For each K in --k it prints the wall time and trials per hour of each way, the pack's
 speedup over separate trials and over workers, and the share of the device's matmul peak the pack's training
-reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention).
+reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention). A pack is trained as a
+study trains it: on a CPU in passes of at most 4 seeds, one after another (--one-pass: all K at once).
 
 Packing must not cost accuracy: with --check-seeds N (default 8 on a GPU, 0 on a CPU, where each seed's curve is
 already tested to equal its single run's within float rounding) it trains N seeds for --check-steps steps alone
@@ -31,7 +32,7 @@ import torch
 
 from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
-from steadytune.packed.trial import PackedTrial
+from steadytune.packed.trial import CPU_PASS_SEEDS, PackedTrial, seeds_per_pass
 from steadytune.study import Executor, Job
 from steadytune.trial import Trial, pick_device
 from trial_speed import benchmark_parser, flops_per_example, model_shape, same_within_noise
@@ -79,8 +80,13 @@ def workers(trials: list[TrialConfig], options: RunOptions, count: int) -> float
     return seconds
 
 
-def packed(trials: list[TrialConfig], options: RunOptions) -> tuple[float, float]:
-    """Wall time of the whole pack, and of its training steps alone."""
+def packed(trials: list[TrialConfig], options: RunOptions, one_pass: bool = False) -> tuple[float, float]:
+    """Wall time of the whole pack, and of its training steps alone: trained as a study trains it (on a CPU in passes
+    of at most CPU_PASS_SEEDS seeds, one after another), or with `one_pass` all K seeds at once."""
+    size = None if one_pass else seeds_per_pass(pick_device(options.device))
+    if size and len(trials) > size:
+        times = [packed(trials[start:start + size], options, True) for start in range(0, len(trials), size)]
+        return sum(wall for wall, _ in times), sum(training for _, training in times)
     start = time.perf_counter()
     pack = PackedTrial.from_configs(trials, options)
     steps = pack._train_step
@@ -143,6 +149,8 @@ def main() -> None:
     parser.add_argument("--check-seeds", type=int, default=None, help="Seeds of the accuracy check (default: 8 on a "
                         "GPU, 0 on a CPU).")
     parser.add_argument("--check-steps", type=int, default=150, help="Training steps of each seed in the check.")
+    parser.add_argument("--one-pass", action="store_true", help=f"Train each pack in one pass of all K seeds, also "
+                        f"on a CPU (where a study trains it in passes of at most {CPU_PASS_SEEDS}).")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -156,8 +164,11 @@ def main() -> None:
     Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
     peak = peak_gflops(device)
     orders = "each seed its own DO seed" if args.mixed_orders else "WI seeds 1..K of DO seed 1"
+    passes = ("one pass of all K seeds" if args.one_pass or not seeds_per_pass(device) else
+              f"passes of at most {seeds_per_pass(device)} seeds, as a study trains it")
     print(f"device {name}, fp32 matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
-          f"batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes")
+          f"batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes; "
+          f"a pack trains in {passes}")
     print(f"{'K':>3} {'separate s':>11} {'workers s':>10} {'packed s':>9} {'trials/h sep':>13} {'trials/h wrk':>13} "
           f"{'trials/h pack':>14} {'vs sep':>7} {'vs wrk':>7} {'pack peak share':>16}")
     speedup = float("nan")
@@ -165,7 +176,7 @@ def main() -> None:
         trials = configs(base, k, not args.mixed_orders)
         alone = separate(trials, options)
         shared = workers(trials, options, min(count, k))
-        pack_wall, pack_training = packed(trials, options)
+        pack_wall, pack_training = packed(trials, options, args.one_pass)
         share = training_flops(trials, options) / pack_training / (peak * 1e9)
         per_hour = [k * 3600 / seconds for seconds in (alone, shared, pack_wall)]
         speedup = alone / pack_wall

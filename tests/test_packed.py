@@ -147,6 +147,13 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     assert np.allclose(losses[1].reindex(losses[0].index), losses[0], rtol=1e-5, atol=1e-7)
     again = study(str(tmp_path / "packed.db"), "--pack", "4")
     assert again.exit_code == 0 and "ran 0 now" in again.output
+    # One pack of six on a CPU trains in passes of four and two, and says so.
+    passes = study(str(tmp_path / "passes.db"), "--pack", "6")
+    assert passes.exit_code == 0 and "passes of at most 4 seeds" in passes.output, passes.output
+    with Store(tmp_path / "passes.db", readonly=True) as c:
+        in_passes = c.trials().set_index("trial_key")
+    assert in_passes["device"].to_dict() == together["device"].to_dict()
+    assert (in_passes["final_metric"] == together["final_metric"]).all()
 
     # Killed (kill -9) once its first pack is recorded, then run again: the same packs, the same results, bit for bit.
     command = [sys.executable, "-m", "steadytune", *study_args(str(tmp_path / "killed.db"), "--pack", "4")]

@@ -249,8 +249,8 @@ class RunOptions(BaseModel):
     pack: int = Field(1, ge=1, description="In a study, train up to K trials that differ only in their seeds as one "
                       "pack: their parameters stacked, every matrix product batched over K (BERT-family sequence "
                       "classifiers; others run unpacked). Each seed's results equal its single run's to float "
-                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs: on a CPU, padding "
-                      "the seeds' batches to the longest costs more than batching saves.")
+                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs: a CPU trains a pack "
+                      "in passes of at most 4 seeds and about breaks even.")
     track: str | None = Field(None, description="Log each trial's config, seeds and curves as it runs to experiment "
                               "trackers: mlflow[=TRACKING_URI] and/or tensorboard[=LOG_DIR], comma-separated (default "
                               "URI: MLflow's own, $MLFLOW_TRACKING_URI; default folder: ./tensorboard). The store "

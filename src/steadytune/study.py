@@ -335,17 +335,27 @@ def execute(job: Job) -> JobResult | list[JobResult]:
 
 def execute_pack(job: Job) -> list[JobResult]:
     """Train a pack job's trials as one pack (packed/), each from its saved state where it has one, to its cut or
-    its end; a stopped one's state is saved for its continuation. A pack that cannot be built (the model is not a
-    BERT, or the states stand at different steps) runs its jobs one after another instead."""
+    its end; a stopped one's state is saved for its continuation. On a CPU the pack trains in passes of at most
+    CPU_PASS_SEEDS seeds, one after another. A pack that cannot be built (the model is not a BERT, or the states
+    stand at different steps) runs its jobs one after another instead."""
     from .packed.model import NotPackable
-    from .packed.trial import PackedTrial, pack_refusal
+    from .packed.trial import PackedTrial, pack_refusal, seeds_per_pass
     from .state_file import StateFileError
     from .trackers import trial_trackers
-    from .trial import Trial
+    from .trial import Trial, pick_device
 
     started_at = time.time()
     jobs = [replace(job, pack=()), *job.pack]
     options = RunOptions(**job.options)
+    try:
+        size = seeds_per_pass(pick_device(options.device)) or len(jobs)
+    except ConfigError:  # no such device: each trial reports it as its failure
+        size = len(jobs)
+    if size < len(jobs):  # passes of at most `size` seeds, one after another; a lone seed trains as a single trial
+        passes = [jobs[start:start + size] for start in range(0, len(jobs), size)]
+        return [result for part in passes
+                for result in (execute_pack(replace(part[0], pack=tuple(part[1:]))) if len(part) > 1
+                               else [execute(part[0])])]
     try:
         if pack_refusal([TrialConfig(**j.config) for j in jobs], options):  # before any model is loaded
             raise NotPackable("refused")

@@ -186,7 +186,7 @@ def test_replace_without_flags_is_plain_training_and_a_perfect_forecaster_saves_
 def replace_args(tiny_bert_dir, glue_dir, tmp_path, store: str, seeds: str, *extra: str) -> list[str]:
     return ["study", "run", "--name", "replacing", "--tasks", "rte", "--wi-seeds", seeds, "--do-seeds", "1",
             "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8",
-            "--max-length", "48", "--max-steps", "40", "--evals-per-epoch", "2", "--lr", "1e-3", "--threads", "1",
+            "--max-length", "48", "--max-steps", "40", "--evals-per-epoch", "1", "--lr", "1e-3", "--threads", "1",
             "--store", store, "--cache-dir", str(tmp_path / "cache"), *extra]
 
 

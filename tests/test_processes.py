@@ -189,12 +189,12 @@ def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp
 def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny_bert_dir, glue_dir, tmp_path):
     def args(name: str) -> list[str]:
         return ["reproduce", "--model", str(tiny_bert_dir), "--tasks", "rte", "--scale", "smoke", "--settings",
-                "published", "--claims", "zhang-bertadam-failures,hao-high-layers", "--glue-dir", str(glue_dir),
+                "published", "--claims", "hao-high-layers", "--glue-dir", str(glue_dir),
                 "--store", str(tmp_path / f"{name}.db"), "--out", str(tmp_path / name), "--threads", "1"]
 
     store = tmp_path / "killed.db"
     first = start(args("killed"), tmp_path, "first")
-    wait_for(lambda: sum(status == "complete" for _, status, _ in rows(store)) >= 4, 240, "four finished trials")
+    wait_for(lambda: sum(status == "complete" for _, status, _ in rows(store)) >= 1, 240, "a finished trial")
     os.killpg(first.pid, signal.SIGKILL)  # mid-study
     first.wait()
     second = start(args("killed"), tmp_path, "second")
@@ -209,7 +209,7 @@ def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny
     killed, uninterrupted = (tmp_path / "killed" / "verdicts.csv").read_text(), (tmp_path / "clean" / "verdicts.csv")
     assert killed == uninterrupted.read_text()
     finished = rows(store, "SELECT study_id, trial_key FROM trials WHERE status = 'complete'")
-    assert len(finished) == len(set(finished)) == 6 + 3 + 2  # grid, adamw, pretrained: each once
+    assert len(finished) == len(set(finished)) == 2  # the pretrained arm's runs, each once
     measured = rows(store, "SELECT COUNT(*) FROM landscapes WHERE kind = 'reproduce-hao'")[0][0]
     assert measured == 2
 
@@ -218,7 +218,7 @@ def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert
     def args(store: str) -> list[str]:
         return ["study", "run", "--name", "preempt", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir),
                 "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8", "--max-length", "48",
-                "--max-steps", "300", "--evals-per-epoch", "1", "--store", str(tmp_path / store), "--cache-dir",
+                "--max-steps", "200", "--evals-per-epoch", "1", "--store", str(tmp_path / store), "--cache-dir",
                 str(tmp_path / "cache"), "--threads", "1", "--checkpoint-every", "0.02"]
 
     states = tmp_path / "killed-states"
@@ -234,7 +234,7 @@ def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert
     assert whole.exit_code == 0, whole.output
     query = "SELECT step, split, metric, value FROM curves ORDER BY split, metric, step"
     assert rows(tmp_path / "killed.db", query) == rows(tmp_path / "whole.db", query)
-    assert len(rows(tmp_path / "killed.db", query)) > 300
+    assert len(rows(tmp_path / "killed.db", query)) > 200
     assert not any(states.glob("*.safetensors"))  # removed once the trial finished
 
 

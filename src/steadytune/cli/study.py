@@ -182,15 +182,16 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     if changed:
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
     if options.pack > 1:
-        from ..packed.trial import CPU_PASS_SEEDS, pack_refusal
+        from ..packed.trial import pack_refusal, seeds_per_pass
         from ..trial import pick_device
 
         reason = pack_refusal([expand(study)[0].config], options)
+        per_pass = None if ray_address else seeds_per_pass(pick_device(options.device))  # Ray's workers decide
         if reason:
             console.print(f"--pack {options.pack}: {reason}", soft_wrap=True)
-        elif options.pack > CPU_PASS_SEEDS and not ray_address and pick_device(options.device).type == "cpu":
-            console.print(f"--pack {options.pack}: on a CPU a pack trains in passes of at most {CPU_PASS_SEEDS} "
-                          "seeds, one after another (one pass over 8 took 35% longer than two over 4)", soft_wrap=True)
+        elif per_pass and options.pack > per_pass:
+            console.print(f"--pack {options.pack}: on a CPU a pack trains in passes of at most {per_pass} seeds, "
+                          "one after another (one pass over 8 took 35% longer than two over 4)", soft_wrap=True)
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)

@@ -16,6 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # tests that vary COLUMNS see each width, whatever terminal runs the suite.
 os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
+# pytest-xdist runs the suite in one process per core: each takes its share of the cores (and passes it on to the
+# processes its tests start), since torch's default of every core per process would oversubscribe them, and
+# OpenMP's waiting threads then slow small operations many-fold.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
 
 
 def _glue_dir() -> Path:

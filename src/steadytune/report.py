@@ -349,14 +349,14 @@ def policies_section(results: Results, fraction: float = 0.2) -> Section:
             for task, final, failures, early, flagged in held_out_grids(trials, results.curves, fraction):
                 budgets = sorted({b for b in (1, 2, 3, 5, 8, 13, 21, 34, len(final)) if b <= len(final)})
                 curves[task] = budget_curve(final, failures, early, flagged, fraction, budgets)
-                shares = compute_to_reach(final, failures, early, flagged, fraction, n_sim=300)
+                shares = compute_to_reach(final, failures, early, flagged, fraction)  # as `forecast simulate`
                 reach.append({"held out": task, "runs": len(final), "failed": int(failures.sum()),
                               "flagged": int(flagged.sum()),
                               **{p: s for p, s in zip(shares["policy"], shares["compute_share"])}})
         except ForecastError as err:
             raise NotEnoughData(str(err)) from None
         return [Table(pd.DataFrame(reach), "share of the grid's compute each policy needs to reach the whole "
-                                           "grid's expected best (NaN: never)"),
+                                           "grid's expected best (a dash: not within the grid's compute)"),
                 Plot("policies", plots.policies_figure(curves, _metric(results, sorted(curves)[0])),
                      "expected best against compute, per policy")]
 

@@ -6,8 +6,10 @@ full dev set at the end, model loading and data preparation included (as a study
 seeds 1..K of one DO seed, a column of a WI x DO grid, as `study run --pack` groups them (--mixed-orders: each its
 own DO seed too). For each K in --k it prints the wall time and trials per hour of each way, the pack's
 speedup over separate trials and over workers, and the share of the device's matmul peak the pack's training
-reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention). A pack is trained as a
-study trains it: on a CPU in passes of at most 4 seeds, one after another (--one-pass: all K at once).
+reached on real tokens (FLOPs: 6 x non-embedding parameters per token, plus attention). The pack trains as a
+study on this device trains it by default: on a GPU all K seeds in one pass, on a CPU one seed at a time, since
+every wider pass measured slower there. --pack-pass N trains passes of N seeds, one after another: --pack-pass 8
+on a CPU measures what batching the seeds would bring.
 
 Packing must not cost accuracy: with --check-seeds N (default 8 on a GPU, 0 on a CPU, where each seed's curve is
 already tested to equal its single run's within float rounding) it trains N seeds for --check-steps steps alone
@@ -32,7 +34,7 @@ import torch
 
 from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
-from steadytune.packed.trial import CPU_PASS_SEEDS, PackedTrial, seeds_per_pass
+from steadytune.packed.trial import PackedTrial, seeds_per_pass
 from steadytune.study import Executor, Job
 from steadytune.trial import Trial, pick_device
 from trial_speed import benchmark_parser, flops_per_example, model_shape, same_within_noise
@@ -80,30 +82,29 @@ def workers(trials: list[TrialConfig], options: RunOptions, count: int) -> float
     return seconds
 
 
-def packed(trials: list[TrialConfig], options: RunOptions, one_pass: bool = False) -> tuple[float, float]:
-    """Wall time of the whole pack, and of its training steps alone: trained as a study trains it (on a CPU in passes
-    of at most CPU_PASS_SEEDS seeds, one after another), or with `one_pass` all K seeds at once."""
-    size = None if one_pass else seeds_per_pass(pick_device(options.device))
+def packed(trials: list[TrialConfig], options: RunOptions, size: int | None = None) -> tuple[float, float]:
+    """Wall time of the whole pack, and of its training steps alone, trained as a study trains it: in one pass of all
+    its seeds, or in passes of `size` seeds, one after another, where a lone seed trains as a single trial."""
     if size and len(trials) > size:
-        times = [packed(trials[start:start + size], options, True) for start in range(0, len(trials), size)]
+        times = [packed(trials[start:start + size], options, size) for start in range(0, len(trials), size)]
         return sum(wall for wall, _ in times), sum(training for _, training in times)
     start = time.perf_counter()
-    pack = PackedTrial.from_configs(trials, options)
-    steps = pack._train_step
+    trial = Trial(trials[0], options) if size and len(trials) == 1 else PackedTrial.from_configs(trials, options)
+    steps = trial._train_step
     trained = [0.0]
 
-    def timed_step():
-        if pack.device.type == "cuda":
+    def timed_step(*args):
+        if trial.device.type == "cuda":
             torch.cuda.synchronize()
         begin = time.perf_counter()
-        out = steps()
-        if pack.device.type == "cuda":
+        out = steps(*args)
+        if trial.device.type == "cuda":
             torch.cuda.synchronize()
         trained[0] += time.perf_counter() - begin
         return out
 
-    pack._train_step = timed_step
-    pack.run(lambda k, points: None)
+    trial._train_step = timed_step
+    trial.run(lambda *points: None)
     return time.perf_counter() - start, trained[0]
 
 
@@ -149,9 +150,11 @@ def main() -> None:
     parser.add_argument("--check-seeds", type=int, default=None, help="Seeds of the accuracy check (default: 8 on a "
                         "GPU, 0 on a CPU).")
     parser.add_argument("--check-steps", type=int, default=150, help="Training steps of each seed in the check.")
-    parser.add_argument("--one-pass", action="store_true", help=f"Train each pack in one pass of all K seeds, also "
-                        f"on a CPU (where a study trains it in passes of at most {CPU_PASS_SEEDS}).")
+    parser.add_argument("--pack-pass", type=int, default=None, help="Train each pack in passes of this many seeds, "
+                        "one after another (default: as a study on this device does: on a CPU 1, on a GPU all K).")
     args = parser.parse_args()
+    if args.pack_pass is not None and args.pack_pass < 1:
+        parser.error("--pack-pass must be at least 1")
 
     device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{os.cpu_count()}-cores"
@@ -164,8 +167,11 @@ def main() -> None:
     Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
     peak = peak_gflops(device)
     orders = "each seed its own DO seed" if args.mixed_orders else "WI seeds 1..K of DO seed 1"
-    passes = ("one pass of all K seeds" if args.one_pass or not seeds_per_pass(device) else
-              f"passes of at most {seeds_per_pass(device)} seeds, as a study trains it")
+    size = args.pack_pass or seeds_per_pass(device)
+    passes = ("one pass of all K seeds" if not size else "one seed at a time, each as a single trial" if size == 1
+              else f"passes of at most {size} seeds, one after another")
+    if size == seeds_per_pass(device):
+        passes += ", as a study on this device trains it by default"
     print(f"device {name}, fp32 matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
           f"batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes; "
           f"a pack trains in {passes}")
@@ -176,12 +182,13 @@ def main() -> None:
         trials = configs(base, k, not args.mixed_orders)
         alone = separate(trials, options)
         shared = workers(trials, options, min(count, k))
-        pack_wall, pack_training = packed(trials, options, args.one_pass)
+        pack_wall, pack_training = packed(trials, options, size)
         share = training_flops(trials, options) / pack_training / (peak * 1e9)
         per_hour = [k * 3600 / seconds for seconds in (alone, shared, pack_wall)]
-        speedup = alone / pack_wall
+        if k == max(sizes):
+            speedup = alone / pack_wall
         print(f"{k:>3} {alone:>11.1f} {shared:>10.1f} {pack_wall:>9.1f} {per_hour[0]:>13.0f} {per_hour[1]:>13.0f} "
-              f"{per_hour[2]:>14.0f} {speedup:>6.2f}x {shared / pack_wall:>6.2f}x {share:>15.1%}")
+              f"{per_hour[2]:>14.0f} {alone / pack_wall:>6.2f}x {shared / pack_wall:>6.2f}x {share:>15.1%}")
     seeds = args.check_seeds if args.check_seeds is not None else (0 if device.type == "cpu" else 8)
     if seeds:
         check_seeds(base, options, seeds, args.check_steps)

@@ -130,7 +130,13 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
             return 0
 
     plain = study(str(tmp_path / "plain.db"))
-    packed = study(str(tmp_path / "packed.db"), "--pack", "4")
+    # A CPU trains a pack's seeds one at a time unless --pack-pass says otherwise: as the plain study, and says so.
+    one_at_a_time = study(str(tmp_path / "one-at-a-time.db"), "--pack", "4")
+    assert one_at_a_time.exit_code == 0 and "on a CPU the seeds train one at a time" in one_at_a_time.output
+    with Store(tmp_path / "one-at-a-time.db", readonly=True) as db:
+        assert set(db.trials()["device"]) == {"cpu"}
+    assert "--pack-pass splits a pack" in study(str(tmp_path / "x.db"), "--pack-pass", "2").output
+    packed = study(str(tmp_path / "packed.db"), "--pack", "4", "--pack-pass", "4")
     assert plain.exit_code == 0 and packed.exit_code == 0, packed.output
     assert "6 complete" in packed.output and "ran 6 now" in packed.output
     with Store(tmp_path / "plain.db", readonly=True) as a, Store(tmp_path / "packed.db", readonly=True) as b:
@@ -145,10 +151,10 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
               for curves, trials in ((curves_alone, alone), (curves_together, together))]
     assert losses[0].index.equals(losses[1].sort_index().reindex(losses[0].index).index)
     assert np.allclose(losses[1].reindex(losses[0].index), losses[0], rtol=1e-5, atol=1e-7)
-    again = study(str(tmp_path / "packed.db"), "--pack", "4")
+    again = study(str(tmp_path / "packed.db"), "--pack", "4", "--pack-pass", "4")
     assert again.exit_code == 0 and "ran 0 now" in again.output
-    # One pack of six on a CPU trains in passes of four and two, and says so.
-    passes = study(str(tmp_path / "passes.db"), "--pack", "6")
+    # One pack of six in passes of at most four: passes of four and two, and it says so.
+    passes = study(str(tmp_path / "passes.db"), "--pack", "6", "--pack-pass", "4")
     assert passes.exit_code == 0 and "passes of at most 4 seeds" in passes.output, passes.output
     with Store(tmp_path / "passes.db", readonly=True) as c:
         in_passes = c.trials().set_index("trial_key")
@@ -156,7 +162,8 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     assert (in_passes["final_metric"] == together["final_metric"]).all()
 
     # Killed (kill -9) once its first pack is recorded, then run again: the same packs, the same results, bit for bit.
-    command = [sys.executable, "-m", "steadytune", *study_args(str(tmp_path / "killed.db"), "--pack", "4")]
+    command = [sys.executable, "-m", "steadytune",
+               *study_args(str(tmp_path / "killed.db"), "--pack", "4", "--pack-pass", "4")]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and driver.poll() is None and complete(tmp_path / "killed.db") < 4:
@@ -174,7 +181,7 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     # Dodge's rule: the first pass to the cut and the survivors' continuation from saved states run packed too.
     cut = ("--early-stop", "start=6,fraction=0.5,keep=2")
     plain_cut, packed_cut = study(str(tmp_path / "plain-cut.db"), *cut), study(str(tmp_path / "cut.db"), *cut,
-                                                                               "--pack", "3")
+                                                                               "--pack", "3", "--pack-pass", "3")
     assert plain_cut.exit_code == 0 and packed_cut.exit_code == 0, packed_cut.output
     assert "2 complete, 4 stopped" in packed_cut.output
     with Store(tmp_path / "plain-cut.db", readonly=True) as a, Store(tmp_path / "cut.db", readonly=True) as b:
@@ -226,8 +233,8 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
     pack = PackedTrial.from_configs(configs[:2], options)
     pack.run(lambda k, points: None, [4, 4], on_stop=lambda k: pack.save_member_state(k, paths[k]))
     paths[1].write_bytes(b"not a state file")
-    jobs = [Job(c.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(path))
-            for c, path in zip(configs[:2], paths)]
+    in_one_pass = options.model_copy(update={"pack": 2, "pack_pass": 2}).model_dump(mode="json")
+    jobs = [Job(c.model_dump(mode="json"), in_one_pass, state_in=str(path)) for c, path in zip(configs[:2], paths)]
     results = execute_pack(replace(jobs[0], pack=(jobs[1],)))
     assert [r.outcome.status for r in results] == ["complete", "complete"]
     assert [r.resumed_at for r in results] == [4, 0]

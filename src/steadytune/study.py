@@ -335,9 +335,9 @@ def execute(job: Job) -> JobResult | list[JobResult]:
 
 def execute_pack(job: Job) -> list[JobResult]:
     """Train a pack job's trials as one pack (packed/), each from its saved state where it has one, to its cut or
-    its end; a stopped one's state is saved for its continuation. On a CPU the pack trains in passes of at most
-    CPU_PASS_SEEDS seeds, one after another. A pack that cannot be built (the model is not a BERT, or the states
-    stand at different steps) runs its jobs one after another instead."""
+    its end; a stopped one's state is saved for its continuation. It trains in passes of --pack-pass seeds, one after
+    another (on a CPU by default one seed at a time, see CPU_PASS_SEEDS). A pack that cannot be built (the model is not
+    a BERT, or the states stand at different steps) runs its jobs one after another instead."""
     from .packed.model import NotPackable
     from .packed.trial import PackedTrial, pack_refusal, seeds_per_pass
     from .state_file import StateFileError
@@ -348,7 +348,7 @@ def execute_pack(job: Job) -> list[JobResult]:
     jobs = [replace(job, pack=()), *job.pack]
     options = RunOptions(**job.options)
     try:
-        size = seeds_per_pass(pick_device(options.device)) or len(jobs)
+        size = seeds_per_pass(pick_device(options.device), options.pack_pass) or len(jobs)
     except ConfigError:  # no such device: each trial reports it as its failure
         size = len(jobs)
     if size < len(jobs):  # passes of at most `size` seeds, one after another; a lone seed trains as a single trial

@@ -186,12 +186,16 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         from ..trial import pick_device
 
         reason = pack_refusal([expand(study)[0].config], options)
-        per_pass = None if ray_address else seeds_per_pass(pick_device(options.device))  # Ray's workers decide
+        # Ray's workers decide their device, and so their passes.
+        per_pass = None if ray_address else seeds_per_pass(pick_device(options.device), options.pack_pass)
         if reason:
             console.print(f"--pack {options.pack}: {reason}", soft_wrap=True)
+        elif per_pass == 1 and options.pack_pass is None:
+            console.print(f"--pack {options.pack}: on a CPU the seeds train one at a time, as separate trials (every "
+                          "wider pass measured slower here); --pack-pass N batches N at once", soft_wrap=True)
         elif per_pass and options.pack > per_pass:
-            console.print(f"--pack {options.pack}: on a CPU a pack trains in passes of at most {per_pass} seeds, "
-                          "one after another (one pass over 8 took 35% longer than two over 4)", soft_wrap=True)
+            console.print(f"--pack {options.pack}: the pack trains in passes of at most {per_pass} seeds, one after "
+                          "another", soft_wrap=True)
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)

@@ -41,13 +41,16 @@ PACKABLE_STABILIZERS = ("ReInit", "NoisyTune")
 PackedFlush = Callable[[int, list[CurvePoint]], None]
 
 
-# On a CPU one pass over 8 MiniLM-L6 seeds took 35% longer per step than two passes over 4 (the stacked activations
-# outgrow the caches; 2 x 4 and 4 x 2 took the same), so there a pack trains in passes of at most 4 seeds.
-CPU_PASS_SEEDS = 4
+# On the 2-core CPU every pass wider than one seed trained slower than the same seeds alone (one pass of 2: 0.90x, 4:
+# 0.83-0.88x, 8 in passes of 4: 0.72-0.84x), since one seed's products already keep a CPU busy; so there a pack's seeds
+# train one at a time unless --pack-pass says otherwise.
+CPU_PASS_SEEDS = 1
 
 
-def seeds_per_pass(device: torch.device) -> int | None:
-    """How many seeds of a pack train in one pass on this device (None: all of them)."""
+def seeds_per_pass(device: torch.device, pack_pass: int | None = None) -> int | None:
+    """How many seeds of a pack train in one pass on this device (None: all of them): --pack-pass if given."""
+    if pack_pass is not None:
+        return pack_pass
     return CPU_PASS_SEEDS if device.type == "cpu" else None
 
 

@@ -16,11 +16,13 @@ already tested to equal its single run's within float rounding) it trains N seed
 and as one pack, prints each seed's final dev score both ways and the largest difference, and tests whether the
 two sets differ beyond seed noise (Welch t-test, Mann-Whitney U). On a GPU the dropout masks differ between the
 two (CUDA's fused dropout draws them its own way), so there the check is about distributions, not seeds.
-The last line is machine-readable (X: the pack of the largest K against separate trials):
+--train-precision bf16 trains every way under bf16 autocast (for GPUs with bf16 tensor cores), and the peak is
+then measured in bf16. The last line is machine-readable (X: the pack of the largest K against separate trials):
 
     packed_speedup=X device=NAME
 
 Usage: python benchmarks/packed_speed.py --glue-dir ../shared/data/glue [--k 1,4,8] [--steps 10] [--device auto]
+       [--train-precision bf16]
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from steadytune.trial import Trial, pick_device
 from trial_speed import benchmark_parser, flops_per_example, model_shape, same_within_noise
 
 
-def peak_gflops(device: torch.device, size: int = 4096, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 4096, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--check-seeds", type=int, default=None, help="Seeds of the accuracy check (default: 8 on a "
                         "GPU, 0 on a CPU).")
     parser.add_argument("--check-steps", type=int, default=150, help="Training steps of each seed in the check.")
+    parser.add_argument("--train-precision", choices=("fp32", "bf16"), default="fp32", help="Numerics of training "
+                        "(as steadytune train --train-precision); the peak is measured in the same dtype.")
     parser.add_argument("--pack-pass", type=int, default=None, help="Train each pack in passes of this many seeds, "
                         "one after another (default: as a study on this device does: on a CPU 1, on a GPU all K).")
     args = parser.parse_args()
@@ -163,16 +167,16 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="packed-speed-"))
     options = RunOptions(device=args.device, cache_dir=cache, log_grads_every=0)
     base = dict(task=args.task, model=args.model, glue_dir=args.glue_dir, max_train=args.train, max_steps=args.steps,
-                evals_per_epoch=0, lr=args.lr)
+                evals_per_epoch=0, lr=args.lr, train_precision=args.train_precision)
     Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
-    peak = peak_gflops(device)
+    peak = peak_gflops(device, torch.bfloat16 if args.train_precision == "bf16" else torch.float32)
     orders = "each seed its own DO seed" if args.mixed_orders else "WI seeds 1..K of DO seed 1"
     size = args.pack_pass or seeds_per_pass(device)
     passes = ("one pass of all K seeds" if not size else "one seed at a time, each as a single trial" if size == 1
               else f"passes of at most {size} seeds, one after another")
     if size == seeds_per_pass(device):
         passes += ", as a study on this device trains it by default"
-    print(f"device {name}, fp32 matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
+    print(f"device {name}, {args.train_precision} matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: {args.steps} steps at "
           f"batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes; "
           f"a pack trains in {passes}")
     print(f"{'K':>3} {'separate s':>11} {'workers s':>10} {'packed s':>9} {'trials/h sep':>13} {'trials/h wrk':>13} "

@@ -105,6 +105,12 @@ class TrialConfig(BaseModel):
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient L2 norm to this value; 0 or none disables.")
+    train_precision: Literal["fp32", "bf16"] = Field("fp32", description="Numerics of training; bf16 changes every "
+                                                     "result. bf16: the forward and backward run under bfloat16 "
+                                                     "autocast (matrix products in bf16; weights, gradients, optimizer "
+                                                     "and LayerNorm stay fp32), for GPUs with bf16 tensor cores. On a "
+                                                     "CPU without bf16 instructions it runs, slower. Evaluation "
+                                                     "follows --eval-precision.")
 
     # --- stabilizers (Zhang et al. 2021, Mosbach et al. 2021, Lee et al. 2020) --------------
     reinit_pooler: bool = Field(False, description="Re-initialize the pooler before fine-tuning (from the wi_seed stream).")
@@ -220,7 +226,7 @@ class TrialConfig(BaseModel):
 
 _ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
 KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune",
-                           "r3f", "r3f_eps", "r3f_noise", "average", "ema_decay", "swa_start")
+                           "r3f", "r3f_eps", "r3f_noise", "average", "ema_decay", "swa_start", "train_precision")
 
 
 class RunOptions(BaseModel):
@@ -356,7 +362,7 @@ SECTIONS = {
     "Model": ["model", "from_scratch", "head", "bio_constraints", "recipe"],
     "Seeds": ["wi_seed", "do_seed", "dropout_seed"],
     "Optimization": ["optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup", "lr_schedule", "weight_decay",
-                     "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm"],
+                     "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm", "train_precision"],
     "Stabilizers": ["reinit_pooler", "reinit_layers", "llrd", "mixout", "pretrained_wd", "noisytune", "r3f", "r3f_eps",
                     "r3f_noise", "average", "ema_decay", "swa_start", "init_from"],
     "Adapters": ["adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed"],

@@ -69,6 +69,12 @@ def optimizer_and_schedule(config: TrialConfig, groups: list[dict], total_steps:
     return optimizer, get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
+def training_autocast(config: TrialConfig, device: torch.device) -> torch.autocast:
+    """The training forward's numerics: bf16 autocast under --train-precision bf16, else plain fp32. The backward
+    runs outside it, as autocast wants, and follows the forward's dtypes."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train_precision == "bf16")
+
+
 def configure_torch(options: RunOptions) -> None:
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -327,17 +333,19 @@ class Trial:
         every = self.options.log_grads_every
         diagnose = every > 0 and self.step % every == 0  # steps 1, K+1, 2K+1, ...: the first step is always seen
         self.pooler_probe.armed = diagnose
-        if self.task.tagging:
-            batch = {k: v.to(self.device) for k, v in collate_tags(self.inputs.train, indices, self.pad_token_id).items()}
-            loss, logits = tagging_forward(self.model, batch)
-        else:
-            batch = {k: v.to(self.device)
-                     for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
-            out = self.model(**batch)
-            loss, logits = out.loss, out.logits
-        self.last_loss = loss.item()  # the task's loss; a stabilizer may add terms to what is minimized
-        for method in self.stabilizers:
-            loss = method.change_loss(self.model, batch, loss, logits)
+        with training_autocast(c, self.device):
+            if self.task.tagging:
+                batch = {k: v.to(self.device)
+                         for k, v in collate_tags(self.inputs.train, indices, self.pad_token_id).items()}
+                loss, logits = tagging_forward(self.model, batch)
+            else:
+                batch = {k: v.to(self.device)
+                         for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
+                out = self.model(**batch)
+                loss, logits = out.loss, out.logits
+            self.last_loss = loss.item()  # the task's loss; a stabilizer may add terms to what is minimized
+            for method in self.stabilizers:
+                loss = method.change_loss(self.model, batch, loss, logits)
         self.step += 1
         epoch = self.step / self.per_epoch
         if not math.isfinite(self.last_loss):

@@ -30,7 +30,7 @@ from ..encoding import collate, length_sorted_batches
 from ..metrics import compute_metrics
 from ..stabilizers.llrd import no_weight_decay
 from ..store import CurvePoint, TrialOutcome
-from ..trial import Trial, configure_torch, optimizer_and_schedule
+from ..trial import Trial, configure_torch, optimizer_and_schedule, training_autocast
 from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
@@ -252,7 +252,8 @@ class PackedTrial:
         diagnose = every > 0 and step % every == 0
         batch, shapes = self._batch()
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        out = self.model(**batch, generators=[self.generators[k] for k in self.active], shapes=shapes)
+        with training_autocast(c, self.device):
+            out = self.model(**batch, generators=[self.generators[k] for k in self.active], shapes=shapes)
         losses = out.loss.detach().cpu().tolist()
         lr = self.scheduler.get_last_lr()[0]
         out.loss.sum().backward()

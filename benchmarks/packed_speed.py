@@ -177,8 +177,8 @@ def main() -> None:
     if size == seeds_per_pass(device):
         passes += ", as a study on this device trains it by default"
     print(f"device {name}, {args.train_precision} matmul peak {peak:.0f} GFLOP/s; {args.model} on {args.task}: "
-          f"{args.steps} steps at batch 16 per trial, one dev evaluation, model loading included; {orders}; workers: {count} processes; "
-          f"a pack trains in {passes}")
+          f"{args.steps} steps at batch 16 per trial, one dev evaluation, model loading included; {orders}; "
+          f"workers: {count} processes; a pack trains in {passes}")
     print(f"{'K':>3} {'separate s':>11} {'workers s':>10} {'packed s':>9} {'trials/h sep':>13} {'trials/h wrk':>13} "
           f"{'trials/h pack':>14} {'vs sep':>7} {'vs wrk':>7} {'pack peak share':>16}")
     speedup = float("nan")

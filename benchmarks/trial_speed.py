@@ -28,7 +28,12 @@ machine-readable (T: the ratio of the median wall times of the whole trials):
 
 R is steadytune's training time per real token over the HF Trainer's (dynamic padding).
 
+With --train-precision bf16 both sides train and evaluate under bfloat16 autocast (steadytune's --train-precision
+bf16 and --eval-precision bf16, the HF Trainer's bf16=True), the dev evaluation is also timed in bf16, and the peak
+is measured in bf16.
+
 Usage: python benchmarks/trial_speed.py --glue-dir ../shared/data/glue [--steps 30] [--seeds 3] [--whole-train 1000]
+       [--train-precision bf16]
 """
 from __future__ import annotations
 
@@ -52,13 +57,13 @@ from steadytune.metrics import compute_metrics
 from steadytune.models import load_tokenizer
 from steadytune.quantization import Int8Twin
 from steadytune.store import Store
-from steadytune.trial import Trial, run_stored
+from steadytune.trial import Trial, bf16_autocast, run_stored
 
 WARMUP_STEPS = 3  # excluded from timing: first steps pay for allocation and kernel selection
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
@@ -132,6 +137,7 @@ def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, 
                              weight_decay=config.weight_decay, adam_epsilon=config.adam_eps,
                              adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
                              max_grad_norm=config.max_grad_norm, use_cpu=True, report_to="none",
+                             bf16=config.train_precision == "bf16",
                              save_strategy="no", eval_strategy="steps" if eval_at else "no", eval_steps=steps,
                              logging_strategy="no", disable_tqdm=True, seed=config.wi_seed)
     if eval_at:
@@ -196,13 +202,15 @@ def dev_eval(trial: Trial, model, batch_size: int) -> dict[str, float]:
 def timed_dev_eval(trial: Trial, batch_size: int, precision: str, repeats: int) -> tuple[float, dict[str, float]]:
     """Median seconds of `repeats` whole dev evaluations, and the metrics.
 
-    int8 builds the twin once, as a trial does, and each timed evaluation refreshes it from the model first.
+    int8 builds the twin once, as a trial does, and each timed evaluation refreshes it from the model first; bf16
+    evaluates under bfloat16 autocast.
     """
     twin = Int8Twin(trial.model) if precision == "int8" else None
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        metrics = dev_eval(trial, twin.refresh() if twin else trial.model, batch_size)
+        with bf16_autocast(trial.device, precision == "bf16"):
+            metrics = dev_eval(trial, twin.refresh() if twin else trial.model, batch_size)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), metrics
 
@@ -260,7 +268,7 @@ def fresh_process_eval_seconds(folder: str, config_json: str, repeats: int) -> f
     """Median seconds of a dev evaluation of the classifier saved in `folder`."""
     trial = Trial(TrialConfig.model_validate_json(config_json).model_copy(update={"model": folder}),
                   RunOptions(device="cpu"))
-    return timed_dev_eval(trial, trial.config.eval_batch_size, "fp32", repeats)[0]
+    return timed_dev_eval(trial, trial.config.eval_batch_size, trial.config.eval_precision, repeats)[0]
 
 
 def steadytune_whole_trial(config_json: str, folder: str) -> dict:
@@ -379,6 +387,9 @@ def main() -> None:
                         help="Dev evaluations per epoch in the whole-trial comparison (Dodge et al.: 10).")
     parser.add_argument("--whole-repeats", type=int, default=1,
                         help="Whole trials per side (the ratio is of the median wall times).")
+    parser.add_argument("--train-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="Numerics of training on both sides (steadytune's --train-precision; the HF Trainer's "
+                        "bf16=True).")
     args = parser.parse_args()
     if args.steps <= WARMUP_STEPS:
         parser.error(f"--steps must be at least {WARMUP_STEPS + 1}")
@@ -388,10 +399,11 @@ def main() -> None:
         parser.error("--whole-evals and --whole-repeats: the whole-trial comparison needs at least 1 of each")
 
     config = TrialConfig(task=args.task, model=args.model, glue_dir=args.glue_dir, batch_size=args.batch_size,
-                         eval_batch_size=args.eval_batch_size)
+                         eval_batch_size=args.eval_batch_size, train_precision=args.train_precision,
+                         eval_precision="bf16" if args.train_precision == "bf16" else "fp32")
     options = RunOptions(device="cpu")
-    peak = matmul_peak_gflops()
-    print(f"threads={torch.get_num_threads()} fp32 matmul peak {peak:.1f} GFLOP/s")
+    peak = matmul_peak_gflops(torch.bfloat16 if args.train_precision == "bf16" else torch.float32)
+    print(f"threads={torch.get_num_threads()} {args.train_precision} matmul peak {peak:.1f} GFLOP/s")
 
     ours, trial = run_steadytune(config, options, args.steps)
     non_embedding, layers, hidden = model_shape(trial.model)
@@ -401,6 +413,9 @@ def main() -> None:
     # which leave their allocations behind, the same evaluations ran 10-20% slower.
     eval_seconds, fp32 = timed_dev_eval(trial, config.eval_batch_size, "fp32", args.eval_repeats)
     int8_seconds, int8 = timed_dev_eval(trial, config.eval_batch_size, "int8", args.eval_repeats)
+    # Compared with HF's evaluation in the precision both sides evaluate in (HF's bf16=True evaluates under autocast).
+    peer_seconds = (eval_seconds if config.eval_precision == "fp32" else
+                    timed_dev_eval(trial, config.eval_batch_size, config.eval_precision, args.eval_repeats)[0])
     twin = Int8Twin(trial.model)
     refresh_seconds = min(_timed(twin.refresh) for _ in range(args.eval_repeats))
 
@@ -426,8 +441,10 @@ def main() -> None:
         print(f"{name:<12} {seconds:>8.3f} {tokens / seconds:>11.0f} {step_flops / seconds / 1e9 / peak:>11.1%}")
     print(f"dev evaluation ({len(trial.inputs.dev)} examples, batch {config.eval_batch_size}, median of "
           f"{args.eval_repeats}): fp32 {eval_seconds:.2f} s, int8 {int8_seconds:.2f} s "
-          f"(includes re-quantizing the weights: {refresh_seconds:.3f} s); HF Trainer.evaluate {hf_eval_seconds:.2f} s "
-          f"(fp32, ratio fp32/HF {eval_seconds / hf_eval_seconds:.2f})")
+          f"(includes re-quantizing the weights: {refresh_seconds:.3f} s)"
+          f"{f', bf16 {peer_seconds:.2f} s' if config.eval_precision == 'bf16' else ''}; HF Trainer.evaluate "
+          f"{hf_eval_seconds:.2f} s ({config.eval_precision}, ratio {config.eval_precision}/HF "
+          f"{peer_seconds / hf_eval_seconds:.2f})")
     print("int8 - fp32 on the steadytune model above: "
           + ", ".join(f"{name} {int8[name] - fp32[name]:+.4f} ({fp32[name]:.4f} -> {int8[name]:.4f})" for name in fp32))
     if args.seeds:

@@ -156,11 +156,14 @@ class TrialConfig(BaseModel):
     eval_batch_size: int = Field(32, ge=1, description="Batch size for evaluation. Batches are sorted by length; "
                                  "larger ones pad more (on RTE 128 pads 30% of tokens and evaluates 1.5x slower on "
                                  "CPU than 32).")
-    eval_precision: Literal["fp32", "int8"] = Field("fp32", description="Numerics of dev/test evaluation; changes the "
-                                                    "recorded metrics. int8: evaluate a copy whose Linear layers are "
-                                                    "PyTorch dynamically quantized to int8 (faster on CPU; metrics "
-                                                    "differ slightly from fp32, on RTE by up to ~2 accuracy points). "
-                                                    "Evaluation only: training stays fp32. CPU only.")
+    eval_precision: Literal["fp32", "int8", "bf16"] = Field("fp32", description="Numerics of dev/test evaluation; "
+                                                            "changes the recorded metrics. int8: evaluate a copy "
+                                                            "whose Linear layers are PyTorch dynamically quantized to "
+                                                            "int8 (faster on CPU; metrics differ slightly from fp32, "
+                                                            "on RTE by up to ~2 accuracy points; CPU only). bf16: "
+                                                            "evaluate under bfloat16 autocast (GPUs, and CPUs with "
+                                                            "bf16 instructions). Evaluation only: training follows "
+                                                            "--train-precision.")
 
     @field_validator("task")
     @classmethod

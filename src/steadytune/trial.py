@@ -69,10 +69,10 @@ def optimizer_and_schedule(config: TrialConfig, groups: list[dict], total_steps:
     return optimizer, get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def training_autocast(config: TrialConfig, device: torch.device) -> torch.autocast:
-    """The training forward's numerics: bf16 autocast under --train-precision bf16, else plain fp32. The backward
-    runs outside it, as autocast wants, and follows the forward's dtypes."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train_precision == "bf16")
+def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on this device (--train-precision / --eval-precision bf16), or plain fp32 when not enabled.
+    A training backward runs outside it, as autocast wants, and follows the forward's dtypes."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def configure_torch(options: RunOptions) -> None:
@@ -167,20 +167,22 @@ class Trial:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
         c, epoch = self.config, step / self.per_epoch
         model = self.int8_twin.refresh() if self.int8_twin else self.model
-        dev, dev_predictions = evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
-                                                         self.device, self.pad_token_id)
-        points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
-        for method in self.stabilizers:
-            for suffix, extra in method.evaluated_models().items():
-                scores, _ = evaluate_with_predictions(extra, self.inputs.dev, self.task, c.eval_batch_size,
-                                                      self.device, self.pad_token_id)
-                points += [CurvePoint(step, epoch, "dev", f"{name}.{suffix}", value) for name, value in scores.items()]
-        tracked, predictions = dict(dev), {"dev": dev_predictions}
-        if self.inputs.test is not None:
-            test, predictions["test"] = evaluate_with_predictions(model, self.inputs.test, self.task,
-                                                                  c.eval_batch_size, self.device, self.pad_token_id)
-            points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
-            tracked.update({f"test_{name}": value for name, value in test.items()})
+        with bf16_autocast(self.device, c.eval_precision == "bf16"):
+            dev, dev_predictions = evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
+                                                             self.device, self.pad_token_id)
+            points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
+            for method in self.stabilizers:
+                for suffix, extra in method.evaluated_models().items():
+                    scores, _ = evaluate_with_predictions(extra, self.inputs.dev, self.task, c.eval_batch_size,
+                                                          self.device, self.pad_token_id)
+                    points += [CurvePoint(step, epoch, "dev", f"{name}.{suffix}", value)
+                               for name, value in scores.items()]
+            tracked, predictions = dict(dev), {"dev": dev_predictions}
+            if self.inputs.test is not None:
+                test, predictions["test"] = evaluate_with_predictions(model, self.inputs.test, self.task,
+                                                                      c.eval_batch_size, self.device, self.pad_token_id)
+                points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
+                tracked.update({f"test_{name}": value for name, value in test.items()})
         self.state.observe(step, tracked, predictions)
         return points
 
@@ -333,7 +335,7 @@ class Trial:
         every = self.options.log_grads_every
         diagnose = every > 0 and self.step % every == 0  # steps 1, K+1, 2K+1, ...: the first step is always seen
         self.pooler_probe.armed = diagnose
-        with training_autocast(c, self.device):
+        with bf16_autocast(self.device, c.train_precision == "bf16"):
             if self.task.tagging:
                 batch = {k: v.to(self.device)
                          for k, v in collate_tags(self.inputs.train, indices, self.pad_token_id).items()}

@@ -30,7 +30,7 @@ from ..encoding import collate, length_sorted_batches
 from ..metrics import compute_metrics
 from ..stabilizers.llrd import no_weight_decay
 from ..store import CurvePoint, TrialOutcome
-from ..trial import Trial, configure_torch, optimizer_and_schedule, training_autocast
+from ..trial import Trial, bf16_autocast, configure_torch, optimizer_and_schedule
 from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
@@ -73,7 +73,7 @@ def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
     others = [type(m).__name__ for m in active_stabilizers(config) if type(m).__name__ not in PACKABLE_STABILIZERS]
     if others:
         return f"{', '.join(others)} changes training step by step: runs unpacked"
-    if config.eval_precision != "fp32":
+    if config.eval_precision == "int8":
         return "--eval-precision int8 runs unpacked"
     if options.save_checkpoints or options.keep_weights or options.checkpoint_every is not None:
         return "snapshots, kept weights and autosaves run unpacked"
@@ -252,7 +252,7 @@ class PackedTrial:
         diagnose = every > 0 and step % every == 0
         batch, shapes = self._batch()
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        with training_autocast(c, self.device):
+        with bf16_autocast(self.device, c.train_precision == "bf16"):
             out = self.model(**batch, generators=[self.generators[k] for k in self.active], shapes=shapes)
         losses = out.loss.detach().cpu().tolist()
         lr = self.scheduler.get_last_lr()[0]
@@ -315,7 +315,8 @@ class PackedTrial:
             for indices in length_sorted_batches(data, self.config.eval_batch_size):
                 one = collate(data, indices, self.pad_token_id, self.task.is_regression)
                 batch = {name: tensor.to(self.device).expand(K, *tensor.shape) for name, tensor in one.items()}
-                out = self.model(**batch)
+                with bf16_autocast(self.device, self.config.eval_precision == "bf16"):
+                    out = self.model(**batch)
                 loss += out.loss.double().cpu().numpy() * len(indices)
                 logits = out.logits.float()
                 predictions[:, indices] = (logits.squeeze(-1) if self.task.is_regression

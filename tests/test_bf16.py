@@ -1,7 +1,11 @@
-"""--train-precision bf16: another computation (its own trial key, other numbers), and as resumable as fp32."""
+"""bf16 training and evaluation: each another computation (its own trial key, other numbers), as resumable and as
+packable as fp32."""
 from __future__ import annotations
 
+import math
+
 from steadytune.config import TrialConfig
+from steadytune.packed.trial import PackedTrial
 from steadytune.trial import Trial
 
 
@@ -34,3 +38,30 @@ def test_a_paused_bf16_trial_continues_bit_identically(tiny_trial_config, option
     resumed_curve = [(p.step, p.split, p.metric, p.value) for p in first_points + second_points + second_pending]
     assert resumed.final_metrics == straight.final_metrics
     assert sorted(resumed_curve) == sorted(straight_curve)
+
+
+def by_key(points) -> dict[tuple, float]:
+    return {(p.step, p.split, p.metric): p.value for p in points}
+
+
+def test_bf16_evaluation_moves_dev_scores_a_little_leaves_training_alone_and_packs(tiny_trial_config, options):
+    configs = [tiny_trial_config(evals_per_epoch=2, eval_precision=precision, wi_seed=seed)
+               for precision in ("fp32", "bf16") for seed in (1, 2)]
+    curves = []
+    for config in configs:
+        points: list = []
+        _, pending = Trial(config, options).run(points.extend)
+        curves.append(by_key(points + pending))
+    fp32, bf16 = curves[0], curves[2]
+    train = [key for key in fp32 if key[1] == "train"]
+    assert [fp32[key] for key in train] == [bf16[key] for key in train]  # training is fp32 in both: bit for bit
+    dev_losses = [key for key in fp32 if key[1:] == ("dev", "loss")]
+    moved = [abs(fp32[key] - bf16[key]) for key in dev_losses]
+    assert 0 < max(moved) < 1e-2
+    got: dict[int, list] = {0: [], 1: []}
+    results = PackedTrial.from_configs(configs[2:], options).run(lambda k, points: got[k].extend(points))
+    for k, single in enumerate(curves[2:]):
+        packed = by_key(got[k] + results[k][1])
+        assert set(packed) == set(single)
+        for key, value in single.items():
+            assert math.isclose(packed[key], value, rel_tol=1e-2, abs_tol=1e-2), (key, packed[key], value)

@@ -39,22 +39,7 @@ from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial, seeds_per_pass
 from steadytune.study import Executor, Job
 from steadytune.trial import Trial, pick_device
-from trial_speed import benchmark_parser, flops_per_example, model_shape, same_within_noise
-
-
-def peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 4096, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+from trial_speed import benchmark_parser, flops_per_example, matmul_peak_gflops, model_shape, same_within_noise
 
 
 def configs(base: dict, k: int, one_order: bool = True) -> list[TrialConfig]:
@@ -169,7 +154,8 @@ def main() -> None:
     base = dict(task=args.task, model=args.model, glue_dir=args.glue_dir, max_train=args.train, max_steps=args.steps,
                 evals_per_epoch=0, lr=args.lr, train_precision=args.train_precision)
     Trial(configs(base, 1)[0], options)  # fills the tokenization cache, so no way pays for it
-    peak = peak_gflops(device, torch.bfloat16 if args.train_precision == "bf16" else torch.float32)
+    # 4096: a GPU needs products this large to reach its peak.
+    peak = matmul_peak_gflops(torch.bfloat16 if args.train_precision == "bf16" else torch.float32, 4096, device=device)
     orders = "each seed its own DO seed" if args.mixed_orders else "WI seeds 1..K of DO seed 1"
     size = args.pack_pass or seeds_per_pass(device)
     passes = ("one pass of all K seeds" if not size else "one seed at a time, each as a single trial" if size == 1

@@ -62,10 +62,18 @@ from steadytune.trial import Trial, bf16_autocast, run_stored
 WARMUP_STEPS = 3  # excluded from timing: first steps pay for allocation and kernel selection
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10,
+                       device: torch.device = torch.device("cpu")) -> float:
+    """The best of `repeats` square matrix products of `size` in `dtype` on `device`, in GFLOP/s."""
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+
+    def product() -> None:
+        torch.mm(a, b)
+        if device.type == "cuda":  # kernels run asynchronously: wait for this one
+            torch.cuda.synchronize(device)
+
+    product()
+    best = min(_timed(product) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 

@@ -42,6 +42,7 @@ def test_smoke_fills_every_row_with_a_verdict_or_a_one_line_reason(smoke):
     # Failure rates compare whatever the runs did; score claims need a run above the majority baseline, which the
     # tiny random model at lr 2e-5 does not give, and say so.
     assert {"zhang-bertadam-failures", "mosbach-baseline-failures"} <= set(answered["key"])
+    assert "hao-flatter" in set(answered["key"])  # curvatures order the arms even where every width saturates
     reasons = table.loc[~table["verdict"].isin(VERDICTS), "verdict"]
     assert reasons.str.contains("nothing learned|measured|undefined|needs|no ").all()
     assert answered["p holm"].between(0, 1).all() and (answered["ci low"] <= answered["ci high"]).all()

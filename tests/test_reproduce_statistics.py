@@ -12,7 +12,7 @@ from scipy import stats
 
 from steadytune.analysis.results import Results
 from steadytune.reproduce.claims import CLAIMS, ClaimData
-from steadytune.reproduce.landscapes import width
+from steadytune.reproduce.landscapes import curvature, width
 from steadytune.reproduce.statistics import (bootstrap_interval, mean_difference, median_deviations, one_sample_t,
                                              permutation_p, pooled_spearman, risk_difference, spread_reduction,
                                              two_arm)
@@ -164,22 +164,57 @@ def test_failure_rates_are_pooled_over_the_tasks_both_arms_ran():
     assert row["ours"] == "failed 5/5 with BERTAdam vs 5/5 with AdamW" and row["effect"] == 0.0
 
 
-def _widths(pretrained: list[float], scratch: list[float]) -> dict[str, ClaimData]:
-    measures = pd.DataFrame([{"arm": arm, "task": "rte", "wi_seed": i, "width": w}
-                             for arm, widths in (("pretrained", pretrained), ("scratch", scratch))
-                             for i, w in enumerate(widths)])
+def test_curvature_is_the_second_derivative_of_the_central_fit():
+    a = np.round(np.linspace(-1, 1, 11), 10)
+    assert curvature(a, 1.5 * a**2 + 0.2 * a + 0.7) == pytest.approx(3.0)  # exact on a quadratic
+    loss = 0.69 + 0.4 * a**2 + 0.3 * a**4 - 0.1 * a**3
+    central = np.abs(a) <= 0.4 + 1e-9
+    assert curvature(a, loss) == pytest.approx(2 * np.polyfit(a[central], loss[central], 2)[0])
+    # On three points it is the central difference
+    assert curvature(a, loss, points=3) == pytest.approx((loss[6] - 2 * loss[5] + loss[4]) / 0.2**2)
+    assert curvature(a, np.full(11, 0.69)) == pytest.approx(0.0, abs=1e-12)  # flat: 0, not "at least"
+    assert np.isnan(curvature(a[:2], loss[:2]))
+
+
+def _lines(pretrained: list[float], scratch: list[float], widths=(1.0, 1.0)) -> dict[str, ClaimData]:
+    measures = pd.DataFrame([{"arm": arm, "task": "rte", "wi_seed": i, "curvature": c, "width": width}
+                             for (arm, values), width in zip((("pretrained", pretrained), ("scratch", scratch)), widths)
+                             for i, c in enumerate(values)])
     return {"learning": ClaimData("learning", ["rte"], {}, measures)}
 
 
-def test_flatter_optima_need_widths_the_probed_line_can_tell_apart():
-    wider = verdict_table([CLAIMS["hao-flatter"]], _widths([1.2, 1.3, 1.25, 1.4, 1.35], [0.6, 0.7, 0.65, 0.5, 0.8]))
-    assert wider.iloc[0]["verdict"] == HOLDS and wider.iloc[0]["effect"] == pytest.approx(1.3 - 0.65)
-    # Flat over all of a in [-1, 1]: the line says only "at least 2", whichever arm is flatter
-    saturated = verdict_table([CLAIMS["hao-flatter"]], _widths([2.0, 2.0, 1.9], [2.0, 2.0, 2.0])).iloc[0]
-    assert saturated["verdict"] == ("no answer: widths saturate: 2 of 3 pretrained and 3 of 3 from-scratch runs stay "
-                                    "within 0.1 nats over the whole probed line, a in [-1, 1]")
-    one_flat = verdict_table([CLAIMS["hao-flatter"]], _widths([2.0, 1.3, 1.25, 1.4, 1.35], [0.6, 0.7, 0.65, 0.5, 0.8]))
-    assert one_flat.iloc[0]["ours"].endswith("; 1 pretrained run(s) flat over the whole line")
+def test_flatter_optima_are_tested_on_the_curvature_even_where_widths_saturate():
+    flatter = verdict_table([CLAIMS["hao-flatter"]], _lines([0.1, 0.15, 0.12, 0.08, 0.11], [0.9, 1.1, 1.0, 0.8, 1.2],
+                                                              widths=(2.0, 0.6))).iloc[0]
+    assert flatter["verdict"] == HOLDS and flatter["effect"] == pytest.approx(1.0 - 0.112)
+    assert flatter["ours"].endswith("; 5 pretrained run(s) within 0.1 nats over the whole line")
+    sharper = verdict_table([CLAIMS["hao-flatter"]], _lines([0.9, 1.1, 1.0, 0.8, 1.2], [0.1, 0.15, 0.12, 0.08, 0.11]))
+    assert sharper.iloc[0]["verdict"] == DOES_NOT_HOLD
+    unmeasured = verdict_table([CLAIMS["hao-flatter"]], _lines([0.1, float("nan")], [0.9, 1.0])).iloc[0]
+    assert unmeasured["verdict"] == "no answer: 1 pretrained run(s) with a measured line; needs 2"
+
+
+def test_curvature_is_read_back_from_the_stored_line(tmp_path):
+    from steadytune.config import RunOptions
+    from steadytune.reproduce.design import SCALES
+    from steadytune.reproduce.landscapes import _line_curvature, settings_for
+    from steadytune.store import Store
+
+    scale = SCALES["small"]
+    a = np.round(np.linspace(-1, 1, scale.line_points), 10)
+    spec = {"kind": "surface", "directions": "random", "trial": "k1", "seed": 0, "a": a.tolist(), "b": [0.0],
+            "other": None, **settings_for(scale, RunOptions()).spec()}
+    with Store(tmp_path / "s.db") as store:
+        line = store.landscape("line-key", "surface", spec)
+        store.add_landscape_cells(line, [(i, 0, float(x), 0.0, {"train_loss": 0.5 + 2.0 * x * x})
+                                         for i, x in enumerate(a)])
+        assert _line_curvature(store, "k1", scale) == pytest.approx(4.0)
+        assert np.isnan(_line_curvature(store, "other-trial", scale))
+        other = store.landscape("coarser", "surface", {**spec, "trial": "k2", "a": [-1.0, 0.0, 1.0]})
+        store.add_landscape_cells(other, [(i, 0, x, 0.0, {"train_loss": 0.5}) for i, x in enumerate([-1.0, 0.0, 1.0])])
+        assert np.isnan(_line_curvature(store, "k2", scale))  # another line is not this scale's
+        store.add_landscape_cells(line, [(3, 0, float(a[3]), 0.0, {"train_loss": float("nan")})])
+        assert np.isnan(_line_curvature(store, "k1", scale))  # damaged cells are refused
 
 
 def test_a_claim_without_its_data_gets_a_one_line_reason():

@@ -557,6 +557,21 @@ class Store:
             row = self._conn.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    def landscape_specs(self, kind: str) -> list[tuple[int, dict]]:
+        """(id, spec) of every landscape of a kind, oldest first; a spec that is not a JSON object is left out."""
+        with self._reading():
+            rows = self._conn.execute("SELECT id, spec_json FROM landscapes WHERE kind = ? ORDER BY id",
+                                      (kind,)).fetchall()
+        specs = []
+        for landscape_id, text in rows:
+            try:
+                spec = json.loads(text)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(spec, dict):
+                specs.append((landscape_id, spec))
+        return specs
+
     def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
         with self._transaction("writing landscape cells") as db:
             db.executemany("INSERT INTO landscape_cells (landscape_id, i, j, a, b, name, value)"

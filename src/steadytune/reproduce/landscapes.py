@@ -3,13 +3,17 @@
 - width: along one filter-normalized random direction around the end (Li et al., so runs of different
   models are on one scale), the length of the interval around a = 0 where the training loss stays within
   WIDTH_DELTA of its value at the end; a in [-1, 1], crossings linearly interpolated;
+- curvature: along the same line, the second derivative of the training loss at the end, from a quadratic
+  fitted to the CURVATURE_POINTS points nearest a = 0. Unlike the width it cannot saturate: a run flat over
+  the whole line has a width of "at least 2", which orders nothing, and a curvature near 0, which does;
 - rollback: the drop in dev metric when the low, middle or high third of the layers is put back to its
   start values, the rest fine-tuned;
 - alignment: Spearman's rho between training loss and dev error over a 2-D random-direction surface.
 
 The cells are cached by the landscape machinery (keyed by the snapshots' hashes); the three numbers are
 written once more under a key of the trial and settings alone, so the verdicts can be recomputed after
-the snapshots, which are large, are deleted.
+the snapshots, which are large, are deleted. The curvature is read from the line's own cells, which
+outlive the snapshots too, so runs measured before it existed have it as well.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from .design import Scale
 WIDTH_DELTA = 0.1  # nats of training loss above the end's
 PROBED_WIDTH = 2.0  # the line and the surface span a, b in [-1, 1]
 DIRECTION_SEED = 0
+CURVATURE_POINTS = 5  # at the small scale a in [-0.4, 0.4], where the width's crossings of pretrained runs lie
 MEASURES = ("width", *(f"rollback_{group}" for group in THIRDS), "alignment")
 
 
@@ -63,6 +68,39 @@ def width(a_values: np.ndarray, losses: np.ndarray, delta: float = WIDTH_DELTA) 
     return edge(1) - edge(-1)
 
 
+def curvature(a_values: np.ndarray, losses: np.ndarray, points: int = CURVATURE_POINTS) -> float:
+    """d2 loss / da2 at a = 0: twice the leading coefficient of the least-squares quadratic through the `points`
+    points nearest a = 0 (NaN with fewer than 3)."""
+    a, loss = np.asarray(a_values, dtype=float), np.asarray(losses, dtype=float)
+    nearest = np.argsort(np.abs(a), kind="stable")[:points]
+    if len(nearest) < 3:
+        return float("nan")
+    coefficients, *_ = np.linalg.lstsq(np.vander(a[nearest], 3), loss[nearest], rcond=None)
+    return float(2.0 * coefficients[0])
+
+
+def _line(scale: Scale) -> np.ndarray:
+    return np.round(np.linspace(-PROBED_WIDTH / 2, PROBED_WIDTH / 2, scale.line_points), 10)
+
+
+def _line_curvature(store: Store, trial_key: str, scale: Scale) -> float:
+    """The curvature from the stored cells of a trial's measured line; NaN when they are missing or damaged."""
+    line = _line(scale)
+    wanted = {"kind": "surface", "directions": "random", "trial": trial_key, "seed": DIRECTION_SEED,
+              "a": line.tolist(), "b": [0.0], **settings_for(scale, RunOptions()).spec()}
+    found = [landscape_id for landscape_id, spec in store.landscape_specs("surface")
+             if all(spec.get(name) == value for name, value in wanted.items())]
+    if not found:
+        return float("nan")
+    cells = store.landscape_cells(found[-1])
+    if "train_loss" not in cells or len(cells) != len(line):
+        return float("nan")
+    losses = cells["train_loss"].to_numpy(dtype=float)
+    if not np.isfinite(losses).all() or (losses < 0).any():
+        return float("nan")
+    return curvature(cells["a"].to_numpy(dtype=float), losses)
+
+
 def alignment(cells: pd.DataFrame) -> float:
     """Spearman's rho between training loss and dev error over the surface's cells."""
     if cells["train_loss"].nunique() < 2 or cells["dev_error"].nunique() < 2:
@@ -79,8 +117,8 @@ def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
     if found is not None:
         return found
     settings = settings_for(scale, options)
-    line = np.round(np.linspace(-PROBED_WIDTH / 2, PROBED_WIDTH / 2, scale.line_points), 10)
-    cells = surface(store, snapshots, "random", None, DIRECTION_SEED, line, np.array([0.0]), settings, progress).cells
+    cells = surface(store, snapshots, "random", None, DIRECTION_SEED, _line(scale), np.array([0.0]), settings,
+                    progress).cells
     values = {"width": width(cells["a"].to_numpy(), cells["train_loss"].to_numpy())}
     _, table = layer_curves(store, snapshots, np.array([0.0, 1.0]), settings, progress)
     drops = table.set_index("group")["delta_dev_metric"]
@@ -92,11 +130,12 @@ def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
     # An undefined value (the rank correlation of a flat surface) is left out and reads back as NaN.
     store.add_landscape_cells(landscape_id, [(0, 0, 0.0, 0.0, {"measured": 1.0, **{
         name: value for name, value in values.items() if np.isfinite(value)}})])
-    return values
+    return {**values, "curvature": curvature(cells["a"].to_numpy(), cells["train_loss"].to_numpy())}
 
 
 def recorded(store: Store, trial_key: str, scale: Scale) -> dict[str, float] | None:
-    """The measurements stored for a trial key, or None; values outside their ranges are refused as damaged."""
+    """The measurements stored for a trial key, or None; values outside their ranges are refused as damaged.
+    The curvature comes from the line's cells."""
     landscape_id = store.find_landscape(_record_key(trial_key, scale))
     if landscape_id is None:
         return None
@@ -107,4 +146,4 @@ def recorded(store: Store, trial_key: str, scale: Scale) -> dict[str, float] | N
     limits = {"width": (0.0, 2.0), "alignment": (-1.0, 1.0), **{f"rollback_{g}": (-2.0, 2.0) for g in THIRDS}}
     if any(not low <= values[name] <= high for name, (low, high) in limits.items() if np.isfinite(values[name])):
         return None
-    return values
+    return {**values, "curvature": _line_curvature(store, trial_key, scale)}

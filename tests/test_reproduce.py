@@ -48,6 +48,7 @@ def test_smoke_fills_every_row_with_a_verdict_or_a_one_line_reason(smoke):
     assert answered["p holm"].between(0, 1).all() and (answered["ci low"] <= answered["ci high"]).all()
     page = (root / "out" / "verdicts.html").read_text()
     assert "How each verdict is decided" in page and "Holm" in page
+    assert "Revised after data was seen, hao-flatter: first tested on widths" in page  # said where the rules are
     markdown = (root / "out" / "verdicts.md").read_text()
     assert "| claim |" in markdown
     assert "reproduce plan" in result.output and "per claim" in result.output

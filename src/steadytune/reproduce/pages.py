@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..report import Section, Table, model_note, render_html, render_markdown
 from . import verdicts
+from .claims import CLAIMS
 from .runner import LrChoice, Reproduction
 
 TITLE = "steadytune reproduce: the papers' claims re-tested"
@@ -43,6 +44,7 @@ def header(reproduction: Reproduction, choices: dict[str, LrChoice], store: Path
 
 def sections(table: pd.DataFrame) -> list[Section]:
     rules = table.drop_duplicates("key")[["claim", "effect measures", "test", "rule"]]
+    rules_keys = table.drop_duplicates("key")["key"]
     counts = table["verdict"].str.split(":").str[0].value_counts()
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     return [
@@ -52,7 +54,9 @@ def sections(table: pd.DataFrame) -> list[Section]:
             "Effects are oriented so that a positive value agrees with the paper. Two-arm comparisons permute arm "
             "labels within each task and average the per-task effects, so that a task with higher scores cannot "
             "fake a difference between arms.",
-            Table(rules, "The test and the rule of each claim, fixed in the code before any run")]),
+            Table(rules, "The test and the rule of each claim, fixed in the code before any run unless revised below"),
+            *(f"Revised after data was seen, {key}: {CLAIMS[key].revised}." for key in rules_keys
+              if CLAIMS[key].revised)]),
     ]
 
 

@@ -56,6 +56,7 @@ class Claim:
     null: float = 0.0      # p tests effect <= null
     smallest: float | None = 0.0  # does not hold when the interval lies below this
     margin: tuple[float, float] | None = None  # equivalence claims: holds inside, does not hold wholly outside
+    revised: str = ""      # a rule changed after data was seen: what changed, and why
 
     def rule(self) -> str:
         if self.margin is not None:

@@ -81,6 +81,11 @@ TINY_SIZES = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, in
                   max_position_embeddings=64)
 
 
+def curve_by_key(points) -> dict[tuple, float]:
+    """A trial's curve points as {(step, split, metric): value}, for comparing two runs point by point."""
+    return {(p.step, p.split, p.metric): p.value for p in points}
+
+
 def tiny_classifier(model_type: str, **overrides):
     """A randomly initialized *ForSequenceClassification of `model_type`; keyword arguments override the config."""
     import transformers

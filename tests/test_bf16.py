@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from conftest import curve_by_key
 from steadytune.config import TrialConfig
 from steadytune.packed.trial import PackedTrial
 from steadytune.trial import Trial
@@ -40,10 +41,6 @@ def test_a_paused_bf16_trial_continues_bit_identically(tiny_trial_config, option
     assert sorted(resumed_curve) == sorted(straight_curve)
 
 
-def by_key(points) -> dict[tuple, float]:
-    return {(p.step, p.split, p.metric): p.value for p in points}
-
-
 def test_bf16_evaluation_moves_dev_scores_a_little_leaves_training_alone_and_packs(tiny_trial_config, options):
     configs = [tiny_trial_config(evals_per_epoch=2, eval_precision=precision, wi_seed=seed)
                for precision in ("fp32", "bf16") for seed in (1, 2)]
@@ -51,7 +48,7 @@ def test_bf16_evaluation_moves_dev_scores_a_little_leaves_training_alone_and_pac
     for config in configs:
         points: list = []
         _, pending = Trial(config, options).run(points.extend)
-        curves.append(by_key(points + pending))
+        curves.append(curve_by_key(points + pending))
     fp32, bf16 = curves[0], curves[2]
     train = [key for key in fp32 if key[1] == "train"]
     assert [fp32[key] for key in train] == [bf16[key] for key in train]  # training is fp32 in both: bit for bit
@@ -61,7 +58,7 @@ def test_bf16_evaluation_moves_dev_scores_a_little_leaves_training_alone_and_pac
     got: dict[int, list] = {0: [], 1: []}
     results = PackedTrial.from_configs(configs[2:], options).run(lambda k, points: got[k].extend(points))
     for k, single in enumerate(curves[2:]):
-        packed = by_key(got[k] + results[k][1])
+        packed = curve_by_key(got[k] + results[k][1])
         assert set(packed) == set(single)
         for key, value in single.items():
             assert math.isclose(packed[key], value, rel_tol=1e-2, abs_tol=1e-2), (key, packed[key], value)

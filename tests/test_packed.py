@@ -15,16 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import curve_by_key
 from steadytune.packed.model import NotPackable
 from steadytune.packed.trial import PackedTrial
 from steadytune.trial import Trial
 
 # Batched products sum in another order than single ones: curves agree to float rounding, not bitwise.
 RELATIVE, ABSOLUTE = 1e-5, 1e-7
-
-
-def curve(points) -> dict[tuple, float]:
-    return {(p.step, p.split, p.metric): p.value for p in points}
 
 
 def assert_same_curve(packed: dict[tuple, float], alone: dict[tuple, float]) -> float:
@@ -56,16 +53,16 @@ def seeds(tiny_bert_dir, glue_dir, tmp_path_factory):
     for c in configs:
         points: list = []
         outcome, pending = Trial(c, options).run(points.extend)
-        alone.append((outcome, curve(points + pending)))
+        alone.append((outcome, curve_by_key(points + pending)))
     stopped_points: list = []
     stopped, pending = Trial(configs[1], options).run(stopped_points.extend, stop_at=4)
-    return configs, options, alone, (stopped, curve(stopped_points + pending)), config
+    return configs, options, alone, (stopped, curve_by_key(stopped_points + pending)), config
 
 
 def run_pack(configs, options, stop_at=None):
     got: dict[int, list] = {k: [] for k in range(len(configs))}
     results = PackedTrial.from_configs(configs, options).run(lambda k, points: got[k].extend(points), stop_at)
-    return [(outcome, curve(got[k] + pending)) for k, (outcome, pending) in enumerate(results)]
+    return [(outcome, curve_by_key(got[k] + pending)) for k, (outcome, pending) in enumerate(results)]
 
 
 def test_each_seed_of_a_pack_trains_as_it_trains_alone(seeds):
@@ -104,7 +101,7 @@ def test_bf16_training_moves_results_a_little_and_a_pack_trains_as_alone(seeds):
         points: list = []
         outcome, pending = Trial(c, options).run(points.extend)
         assert outcome.status == "complete"
-        singles.append(curve(points + pending))
+        singles.append(curve_by_key(points + pending))
     # bf16 products round to 8 significant bits: the losses move, a little.
     moved = [abs(singles[0][key] - value) for key, value in alone[0][1].items() if key[1:] == ("train", "loss")]
     assert 0 < max(moved) < 0.01
@@ -234,7 +231,7 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
     rest: list = []
     outcome, pending = single.run(rest.extend)
     assert outcome.status == "complete"
-    assert_same_curve(curve(got[0] + first[0][1] + rest + pending), alone[0][1])
+    assert_same_curve(curve_by_key(got[0] + first[0][1] + rest + pending), alone[0][1])
     members = []
     for k in (1, 2):
         member = Trial(configs[k], options)
@@ -244,7 +241,7 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
     continued = PackedTrial(members, options).run(lambda k, points: again[k].extend(points))
     for slot, k in enumerate((1, 2)):
         assert continued[slot][0].status == "complete"
-        assert_same_curve(curve(got[k] + first[k][1] + again[slot] + continued[slot][1]), alone[k][1])
+        assert_same_curve(curve_by_key(got[k] + first[k][1] + again[slot] + continued[slot][1]), alone[k][1])
 
     # A damaged state file is untrusted input: that seed starts again from scratch, the pack cannot stand at one
     # step, and the study's pack job runs its trials one by one, each to the result it would have had.
@@ -273,7 +270,7 @@ def test_regression_and_divergence_pack_as_they_run_alone(seeds, overrides):
         single: list = []
         alone, pending = Trial(c, options).run(single.extend)
         assert (outcome.status, outcome.steps_done) == (alone.status, alone.steps_done)
-        expected = curve(single + pending)
+        expected = curve_by_key(single + pending)
         if alone.status == "diverged":
             assert not math.isfinite(points[(alone.steps_done, "train", "loss")]) and set(points) == set(expected)
             continue

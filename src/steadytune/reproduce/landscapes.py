@@ -109,13 +109,12 @@ def alignment(cells: pd.DataFrame) -> float:
 
 
 def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    """The three measurements of a trial with snapshots; computed once, then read from the store."""
+            progress: Callable[[int, int], None] | None = None) -> None:
+    """Measures a trial with snapshots once and keeps the numbers in the store, where `recorded` reads them."""
     snapshots = TrialSnapshots.load(store, trial_id)
     key = _record_key(snapshots.key, scale)
-    found = recorded(store, snapshots.key, scale)
-    if found is not None:
-        return found
+    if recorded(store, snapshots.key, scale) is not None:
+        return
     settings = settings_for(scale, options)
     cells = surface(store, snapshots, "random", None, DIRECTION_SEED, _line(scale), np.array([0.0]), settings,
                     progress).cells
@@ -130,7 +129,6 @@ def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
     # An undefined value (the rank correlation of a flat surface) is left out and reads back as NaN.
     store.add_landscape_cells(landscape_id, [(0, 0, 0.0, 0.0, {"measured": 1.0, **{
         name: value for name, value in values.items() if np.isfinite(value)}})])
-    return {**values, "curvature": curvature(cells["a"].to_numpy(), cells["train_loss"].to_numpy())}
 
 
 def recorded(store: Store, trial_key: str, scale: Scale) -> dict[str, float] | None:

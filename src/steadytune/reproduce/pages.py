@@ -43,8 +43,7 @@ def header(reproduction: Reproduction, choices: dict[str, LrChoice], store: Path
 
 
 def sections(table: pd.DataFrame) -> list[Section]:
-    rules = table.drop_duplicates("key")[["claim", "effect measures", "test", "rule"]]
-    rules_keys = table.drop_duplicates("key")["key"]
+    claims = table.drop_duplicates("key")
     counts = table["verdict"].str.split(":").str[0].value_counts()
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     return [
@@ -54,8 +53,9 @@ def sections(table: pd.DataFrame) -> list[Section]:
             "Effects are oriented so that a positive value agrees with the paper. Two-arm comparisons permute arm "
             "labels within each task and average the per-task effects, so that a task with higher scores cannot "
             "fake a difference between arms.",
-            Table(rules, "The test and the rule of each claim, fixed in the code before any run unless revised below"),
-            *(f"Revised after data was seen, {key}: {CLAIMS[key].revised}." for key in rules_keys
+            Table(claims[["claim", "effect measures", "test", "rule"]],
+                  "The test and the rule of each claim, fixed in the code before any run unless revised below"),
+            *(f"Revised after data was seen, {key}: {CLAIMS[key].revised}." for key in claims["key"]
               if CLAIMS[key].revised)]),
     ]
 

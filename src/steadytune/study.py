@@ -46,8 +46,8 @@ from .recipes import recipe_overrides
 from .store import CurvePoint, Lease, Store, TrialOutcome, new_owner
 from .tasks import canonical_task_name
 
-STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "early_stop", "policy", "forecaster",
-              "forecast_threshold")
+STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",
+              "forecaster", "forecast_threshold")
 POLICY_KEYS = ("policy", "forecaster", "forecast_threshold")
 
 
@@ -89,6 +89,8 @@ class StudySpec(BaseModel):
     do_seeds: list[int] = Field([1], description="Data-order seeds.")
     adapter_seeds: list[int] | None = Field(None, description="Adapter seeds (with --adapter lora), a third grid "
                                             "factor; default: each trial's WI seed.")
+    seed_pairs: bool = Field(False, description="Pair the WI and DO seeds in order, (wi[0], do[0]), (wi[1], do[1]), "
+                             "...: independent seed pairs instead of the crossed grid.")
     early_stop: str | None = Field(None, description="start=T,fraction=F,keep=P (Dodge et al.), per task x recipe.")
     policy: Literal["full", "dodge", "replace", "dodge+replace"] = Field(
         "full", description="full: every trial to the end. dodge: Dodge et al.'s cut (--early-stop). replace: each "
@@ -145,6 +147,19 @@ class StudySpec(BaseModel):
         return values
 
     @model_validator(mode="after")
+    def _pairs_match(self) -> StudySpec:
+        if self.seed_pairs and len(self.wi_seeds) != len(self.do_seeds):
+            raise ValueError(f"seed_pairs needs as many WI seeds as DO seeds ({len(self.wi_seeds)} vs "
+                             f"{len(self.do_seeds)})")
+        return self
+
+    def seed_cells(self) -> list[tuple[int, int]]:
+        """(WI, DO) of each trial per task and recipe: the pairs, or the crossed grid."""
+        if self.seed_pairs:
+            return list(zip(self.wi_seeds, self.do_seeds))
+        return [(wi, do) for wi in self.wi_seeds for do in self.do_seeds]
+
+    @model_validator(mode="after")
     def _policy_needs(self) -> StudySpec:
         if self.policy in ("dodge", "dodge+replace") and not self.early_stop:
             raise ValueError(f"--policy {self.policy} needs --early-stop start=T,fraction=F,keep=P")
@@ -168,6 +183,8 @@ class StudySpec(BaseModel):
         values = self.model_dump(mode="json")
         if values["adapter_seeds"] is None:  # specs written before adapters keep their names
             del values["adapter_seeds"]
+        if not values["seed_pairs"]:  # and so do crossed specs written before seed pairs
+            del values["seed_pairs"]
         if values["policy"] in ("full", "dodge"):  # and so do specs written before policies
             for key in POLICY_KEYS:
                 del values[key]
@@ -224,11 +241,11 @@ def planned_trial(spec: StudySpec, task: str, recipe: str | None, wi_seed: int, 
 def expand(spec: StudySpec) -> list[PlannedTrial]:
     """Every trial of the grid."""
     trials = [planned_trial(spec, task, recipe, wi_seed, do_seed, adapter_seed) for task in spec.tasks
-              for recipe in spec.recipes for wi_seed in spec.wi_seeds for do_seed in spec.do_seeds
+              for recipe in spec.recipes for wi_seed, do_seed in spec.seed_cells()
               for adapter_seed in spec.adapter_seeds or [None]]
     stop = spec.early_stopping()
     if stop is not None:
-        group_size = len(spec.wi_seeds) * len(spec.do_seeds) * len(spec.adapter_seeds or [None])
+        group_size = len(spec.seed_cells()) * len(spec.adapter_seeds or [None])
         if stop.start > group_size:
             raise ConfigError(f"--early-stop start={stop.start} but each task x recipe has only {group_size} "
                               f"seed pairs; add seeds or lower start")

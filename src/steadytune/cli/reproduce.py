@@ -11,9 +11,10 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..reproduce.claims import CLAIMS
-from ..reproduce.design import PUBLISHED_LR, SCALES
+from ..reproduce.design import PUBLISHED_LR, SCALES, trial_keys
 from ..reproduce.pages import write
-from ..reproduce.runner import SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run
+from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run,
+                                untrained_reasons)
 from ..reproduce.verdicts import verdict_table
 from ..store import Store
 from ..study import Executor, StudyEvents
@@ -31,23 +32,33 @@ def _names(value: str, known, what: str) -> list[str]:
 
 
 def print_plan(reproduction: Reproduction, store: Path) -> None:
-    """Trials and steps per arm, and the estimated CPU time of each claim (the arms it reads)."""
+    """Trials and steps per arm (and how many the store still lacks), and the estimated CPU time of each claim."""
     with Store(store, readonly=True) if store.exists() else nullcontext() as db:
         lrs = learning_rates(db, reproduction)
-    # Before the lr check has run, the learning setting's arms are counted as the published ones: same sizes.
-    planned = {setting: {task: lr or PUBLISHED_LR for task, lr in by_task.items()} for setting, by_task in lrs.items()}
+        reasons = untrained_reasons(db, reproduction)
+        finished = set(db.trials().query("status in ('complete', 'diverged')")["trial_key"]) if db else set()
+    # Before an lr check has finished, its arms are counted at the published lr: same sizes. A finished check where
+    # no candidate learned trains nothing for that task.
+    planned = {setting: {task: lr or (None if task in reasons.get(setting, {}) and "not finished" not in
+                                      reasons[setting][task] else PUBLISHED_LR) for task, lr in by_task.items()}
+               for setting, by_task in lrs.items()}
     steps: dict[str, int] = {}
     table = Table()
-    for column in ("lr setting", "task", "arm", "trials", "steps"):
-        table.add_column(column, justify="right" if column in ("trials", "steps") else "left")
+    for column in ("lr setting", "task", "arm", "lr", "trials", "to train", "steps"):
+        table.add_column(column, justify="left" if column in ("lr setting", "task", "arm") else "right")
     for spec in reproduction.lr_checks():
         steps["lr check"] = steps.get("lr check", 0) + plan_steps(spec)
     for setting, task, arm, spec in reproduction.studies(planned):
         n = plan_steps(spec)
         steps[arm.name] = steps.get(arm.name, 0) + n
-        table.add_row(setting, task, arm.name, str(len(spec.wi_seeds) * len(spec.do_seeds)), str(n))
+        keys = trial_keys(spec)
+        table.add_row(setting, task, arm.name, f"{spec.config['lr']:g}", str(len(keys)),
+                      str(sum(key not in finished for key in keys)), str(n))
     print_table(table, f"reproduce plan: scale {reproduction.scale.name}, {len(reproduction.claims)} claim(s), "
                        f"settings {', '.join(reproduction.settings)}")
+    for setting, by_task in reasons.items():
+        for task, reason in by_task.items():
+            console.print(f"{setting}, {task}: {reason}")
     seconds = seconds_per_step(store, reproduction.model)
     unit = (f"at {seconds:.2f} s/step (median of this model's finished trials in {store})" if seconds
             else "(CPU time unknown until the store holds a finished trial of this model)")

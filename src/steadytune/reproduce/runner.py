@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -18,7 +19,7 @@ from ..ordering import total_steps
 from ..store import Store
 from ..study import Executor, StudyEvents, StudyRunner, StudySpec, expand
 from .claims import CLAIMS, ClaimData
-from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_check_spec, trial_keys
+from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_candidates_for, lr_check_spec, trial_keys
 from .landscapes import measure, recorded
 
 SETTINGS = ("published", "learning")
@@ -27,17 +28,45 @@ LEARNS_MARGIN = 0.05  # a run learns when its final dev score beats the majority
 
 @dataclass(frozen=True)
 class LrChoice:
+    """The lr check of one task: the smallest candidate whose run learned; None while unfinished or when none did."""
+
     task: str
     lr: float | None
     learned: bool
     tried: tuple[tuple[float, float | None, float | None], ...]  # (lr, final dev score, majority baseline)
 
+    @property
+    def finished(self) -> bool:
+        return all(score is not None for _, score, _ in self.tried)
+
     def describe(self) -> str:
         tried = ", ".join(f"{lr:g}: {'-' if score is None else f'{score:.3f}'}" for lr, score, _ in self.tried)
-        if self.lr is None:
+        if not self.finished:
             return f"{self.task}: lr check not finished ({tried})"
-        verdict = "learns" if self.learned else "no candidate learned; the best is used"
-        return f"{self.task}: lr {self.lr:g} ({verdict}; final dev score at each lr: {tried})"
+        if not self.learned:
+            return f"{self.task}: no candidate lr learns, so this task gives no answer (final dev score at each lr: {tried})"
+        return f"{self.task}: lr {self.lr:g} (final dev score at each lr: {tried})"
+
+    def reason(self, what: str = "the model") -> str | None:
+        """Why an arm at this choice is not trained, or None when it is."""
+        if not self.finished:
+            return f"{what} lr check on {self.task} is not finished"
+        if not self.learned:
+            return f"{what} does not learn {self.task} at any candidate lr"
+        return None
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    layers: int
+    hidden_size: int
+    parameters: int
+
+    def describe(self) -> str:
+        return f"{self.layers} layers, hidden size {self.hidden_size}, {self.parameters / 1e6:.1f}M parameters"
+
+
+Lrs = dict[str, dict[str, float | None]]  # setting (or "scratch") -> task -> lr, None where no arm is trained
 
 
 @dataclass
@@ -49,48 +78,64 @@ class Reproduction:
     settings: list[str]
     common: dict[str, Any] = field(default_factory=dict)  # trial config shared by every run (glue_dir, ...)
 
-    def num_layers(self) -> int:
-        from transformers import AutoConfig
+    @cached_property
+    def facts(self) -> ModelFacts:
+        import torch
+        from transformers import AutoConfig, AutoModel
 
         from ..models import resolve_model
 
-        return int(AutoConfig.from_pretrained(resolve_model(self.model)).num_hidden_layers)
+        config = AutoConfig.from_pretrained(resolve_model(self.model))
+        with torch.device("meta"):  # counts parameters without allocating or loading them
+            parameters = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+        return ModelFacts(int(config.num_hidden_layers), int(config.hidden_size), int(parameters))
 
     def arms(self) -> dict[str, Arm]:
         needed = {arm for key in self.claims for arm in CLAIMS[key].arms}
-        return {name: arm for name, arm in arms(self.scale, self.num_layers()).items() if name in needed}
+        return {name: arm for name, arm in arms(self.scale, self.facts.layers).items() if name in needed}
 
     def base(self) -> dict[str, Any]:
         return {**self.common, "model": self.model}
 
-    def lr_checks(self) -> list[StudySpec]:
-        if "learning" not in self.settings:
-            return []
-        return [lr_check_spec(self.scale, task, lr, self.base()) for task in self.tasks
-                for lr in self.scale.lr_candidates]
+    def lr_candidates(self) -> tuple[float, ...]:
+        return lr_candidates_for(self.scale, self.facts.hidden_size)
 
-    def studies(self, lrs: dict[str, dict[str, float | None]]) -> list[tuple[str, str, Arm, StudySpec]]:
-        """(setting, task, arm, spec) of every arm whose lr is known."""
+    def needs_scratch(self) -> bool:
+        return any(arm.own_lr for arm in self.arms().values())
+
+    def lr_checks(self) -> list[StudySpec]:
+        """The fine-tuning lr check (learning setting) and the from-scratch one (when a claim reads that arm)."""
+        checks = []
+        if "learning" in self.settings:
+            checks += [lr_check_spec(self.scale, task, lr, self.base()) for task in self.tasks
+                       for lr in self.lr_candidates()]
+        if self.needs_scratch():
+            checks += [lr_check_spec(self.scale, task, lr, self.base(), scratch=True) for task in self.tasks
+                       for lr in self.scale.scratch_lr_candidates]
+        return checks
+
+    def studies(self, lrs: Lrs) -> list[tuple[str, str, Arm, StudySpec]]:
+        """(setting, task, arm, spec) of every arm whose lr is known; the from-scratch arm at its own lr."""
         out = []
         for setting in self.settings:
             for task in self.tasks:
-                lr = lrs.get(setting, {}).get(task)
-                if lr is None:
-                    continue
                 for arm in self.arms().values():
-                    out.append((setting, task, arm, arm_spec(arm, self.scale, task, lr, setting, self.base())))
+                    lr = lrs.get("scratch" if arm.own_lr else setting, {}).get(task)
+                    if lr is not None:
+                        out.append((setting, task, arm, arm_spec(arm, self.scale, task, lr, setting, self.base())))
         return out
 
 
-def lr_choices(store: Store | None, reproduction: Reproduction) -> dict[str, LrChoice]:
-    """Per task, the smallest candidate lr whose lr-check run learns (or the best one when none does)."""
+
+def _choices(store: Store | None, reproduction: Reproduction, candidates: tuple[float, ...],
+             scratch: bool) -> dict[str, LrChoice]:
     trials = store.trials() if store is not None else pd.DataFrame(columns=["trial_key", "status"])
     done = trials[trials["status"].isin(("complete", "diverged"))].drop_duplicates("trial_key").set_index("trial_key")
     choices = {}
     for task in reproduction.tasks:
         tried = []
-        for lr in reproduction.scale.lr_candidates:
-            key = trial_keys(lr_check_spec(reproduction.scale, task, lr, reproduction.base()))[0]
+        for lr in candidates:
+            key = trial_keys(lr_check_spec(reproduction.scale, task, lr, reproduction.base(), scratch))[0]
             row = done.loc[key] if key in done.index else None
             if row is None:
                 tried.append((lr, None, None))
@@ -100,22 +145,43 @@ def lr_choices(store: Store | None, reproduction: Reproduction) -> dict[str, LrC
             score = float(row["final_metric"]) if row["status"] == "complete" and pd.notna(row["final_metric"]) \
                 else baseline
             tried.append((lr, score, baseline))
-        if any(score is None for _, score, _ in tried):
-            choices[task] = LrChoice(task, None, False, tuple(tried))
-            continue
-        learning = [lr for lr, score, baseline in tried if score >= baseline + LEARNS_MARGIN]
-        best = max(tried, key=lambda t: t[1])[0]
-        choices[task] = LrChoice(task, learning[0] if learning else best, bool(learning), tuple(tried))
+        learning = [lr for lr, score, baseline in tried if score is not None and score >= baseline + LEARNS_MARGIN]
+        finished = all(score is not None for _, score, _ in tried)
+        choices[task] = LrChoice(task, learning[0] if finished and learning else None, bool(learning), tuple(tried))
     return choices
 
 
-def learning_rates(store: Store | None, reproduction: Reproduction) -> dict[str, dict[str, float | None]]:
-    lrs: dict[str, dict[str, float | None]] = {}
+def lr_choices(store: Store | None, reproduction: Reproduction) -> dict[str, LrChoice]:
+    """Per task, the smallest candidate lr whose fine-tuning lr-check run learns; none when no candidate does."""
+    return _choices(store, reproduction, reproduction.lr_candidates(), scratch=False)
+
+
+def scratch_lr_choices(store: Store | None, reproduction: Reproduction) -> dict[str, LrChoice]:
+    """Per task, the smallest candidate lr at which a run from random weights learns within the scratch budget."""
+    return _choices(store, reproduction, reproduction.scale.scratch_lr_candidates, scratch=True)
+
+
+def learning_rates(store: Store | None, reproduction: Reproduction) -> Lrs:
+    lrs: Lrs = {}
     if "published" in reproduction.settings:
         lrs["published"] = {task: PUBLISHED_LR for task in reproduction.tasks}
     if "learning" in reproduction.settings:
         lrs["learning"] = {task: choice.lr for task, choice in lr_choices(store, reproduction).items()}
+    if reproduction.needs_scratch():
+        lrs["scratch"] = {task: choice.lr for task, choice in scratch_lr_choices(store, reproduction).items()}
     return lrs
+
+
+def untrained_reasons(store: Store | None, reproduction: Reproduction) -> dict[str, dict[str, str]]:
+    """Per setting (and "scratch"), the tasks whose arms are not trained, with the reason in words."""
+    reasons: dict[str, dict[str, str]] = {}
+    if "learning" in reproduction.settings:
+        reasons["learning"] = {task: reason for task, choice in lr_choices(store, reproduction).items()
+                               if (reason := choice.reason()) is not None}
+    if reproduction.needs_scratch():
+        reasons["scratch"] = {task: reason for task, choice in scratch_lr_choices(store, reproduction).items()
+                              if (reason := choice.reason("the from-scratch model")) is not None}
+    return reasons
 
 
 def plan_steps(spec: StudySpec) -> int:
@@ -170,7 +236,7 @@ def _measure_arm(store: Store, spec: StudySpec, scale: Scale, options: RunOption
 def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]:
     """Per setting, the finished trials of each arm (found by their trial keys) and the Hao measurements."""
     trials, lrs = store.trials(), learning_rates(store, reproduction)
-    curves = store.curves()
+    curves, reasons = store.curves(), untrained_reasons(store, reproduction)
     data = {}
     for setting in reproduction.settings:
         per_arm: dict[str, list[str]] = {}
@@ -189,5 +255,7 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
             chosen = trials[trials["trial_key"].isin(keys)]
             if chosen["status"].isin(("complete", "diverged")).any():
                 arms_results[name] = build_results(chosen, curves[curves["trial_id"].isin(chosen["id"])])
-        data[setting] = ClaimData(setting, reproduction.tasks, arms_results, pd.DataFrame(measures))
+        untrained = {arm: reasons.get("scratch" if spec_arm.own_lr else setting, {})
+                     for arm, spec_arm in reproduction.arms().items()}
+        data[setting] = ClaimData(setting, reproduction.tasks, arms_results, pd.DataFrame(measures), untrained)
     return data

@@ -32,16 +32,20 @@ class ClaimData:
     tasks: list[str]
     arms: dict[str, Results]
     measures: pd.DataFrame = field(default_factory=pd.DataFrame)  # arm, task, wi_seed and landscapes.MEASURES
+    untrained: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> task -> why it was not trained
 
     def trials(self, arm: str) -> pd.DataFrame:
         if arm not in self.arms:
-            raise NotEnoughData(f"no finished runs of the {arm} arm")
+            raise NotEnoughData(f"no finished runs of the {arm} arm" + self.why_untrained(arm))
         return self.arms[arm].trials
 
     def devlin(self) -> pd.DataFrame:
-        """Devlin's recipe with WI seeds and DO 1: the grid's first data-order column."""
-        grid = self.trials("grid")
-        return grid[grid["do_seed"] == grid["do_seed"].min()]
+        return self.trials("devlin")
+
+    def why_untrained(self, *arms: str) -> str:
+        """'; rte: the model does not learn rte at any candidate lr' for the tasks these arms were not trained on."""
+        reasons = {task: reason for arm in arms for task, reason in self.untrained.get(arm, {}).items()}
+        return "".join(f" ({reason})" for _, reason in sorted(reasons.items()))
 
 
 @dataclass(frozen=True)

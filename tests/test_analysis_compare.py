@@ -71,6 +71,13 @@ def test_random_permutations_beyond_the_exact_case_agree_with_scipy_within_noise
     assert permutation_test(a, b) == pytest.approx(reference, abs=4 * np.sqrt(reference * (1 - reference) / 9999) + 1e-3)
 
 
+def test_p_values_outside_the_unit_interval_are_refused():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        adjust_pvalues([0.2, 1.3])
+    with pytest.raises(ValueError):
+        adjust_pvalues([-0.01])
+
+
 def test_corrections_are_statsmodels_multipletests():
     raw = [0.01, 0.04, 0.03, 0.2, np.nan]
     for method in ("holm", "fdr_bh"):
@@ -131,9 +138,9 @@ def test_seeds_needed():
 def test_compare_pairs_names_the_better_recipe():
     table, power = compare_pairs(two_recipe_results())
     row = table.iloc[0]
-    assert (row["A (better mean)"], row["B"]) == ("mosbach2021", "devlin2019")
-    assert row["mean A - B"] > 0 and row["permutation p"] < 0.01 and row["Levene p"] < 0.01
-    assert row["ASO eps_min"] < 0.2 and row["A better by ASO"] == "yes"
+    assert (row["A"], row["B"]) == ("devlin2019", "mosbach2021")  # by name, never by which mean is higher
+    assert row["mean A - B"] < 0 and row["permutation p"] < 0.01 and row["Levene p"] < 0.01
+    assert row["ASO eps_min B>A"] < 0.2 and row["ASO eps_min A>B"] > 0.5 and row["better"] == "B"
     assert row["permutation p (Holm)"] == row["permutation p"]  # one pair: nothing to correct
     assert isinstance(row["seeds for power 0.8"], (int, np.integer))
     assert set(power.columns) == {"n", "power", "task", "pair"}

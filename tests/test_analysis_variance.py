@@ -179,3 +179,63 @@ def test_variance_components_of_an_unbalanced_grid_come_from_reml_and_find_the_p
     assert table.loc["WI", "share"] > 0.8 and table.loc["DO", "share"] < 0.05  # the grid plants WI only
     with pytest.raises(NotEnoughData):
         variance_components(trials[trials["do_seed"] == 1])
+
+
+def test_replicated_grids_give_the_interaction_its_own_component_in_both_fits():
+    from steadytune.analysis.variance import variance_components
+
+    rng = np.random.default_rng(4)
+    wi, do, inter = rng.normal(0, 0.04, 5), rng.normal(0, 0.02, 4), rng.normal(0, 0.03, (5, 4))
+    frame = pd.DataFrame([dict(wi_seed=i, do_seed=j, final=0.7 + wi[i] + do[j] + inter[i, j] + rng.normal(0, 0.005))
+                          for i in range(5) for j in range(4) for _ in range(3)])
+    balanced = variance_components(frame).set_index("component")
+    assert balanced["method"].iloc[0].startswith("ANOVA")
+    # the expected mean squares of the two-way random model with interaction, by hand
+    grand = frame["final"].mean()
+    cell = frame.groupby(["wi_seed", "do_seed"])["final"].mean()
+    ms_res = ((frame["final"] - frame.groupby(["wi_seed", "do_seed"])["final"].transform("mean")) ** 2).sum() / (60 - 20)
+    ms_wi = 12 * ((frame.groupby("wi_seed")["final"].mean() - grand) ** 2).sum() / 4
+    ms_inter = (3 * ((cell - grand) ** 2).sum() - 12 * ((frame.groupby("wi_seed")["final"].mean() - grand) ** 2).sum()
+                - 15 * ((frame.groupby("do_seed")["final"].mean() - grand) ** 2).sum()) / 12
+    assert balanced.loc["WI x DO", "variance"] == pytest.approx((ms_inter - ms_res) / 3)
+    assert balanced.loc["WI", "variance"] == pytest.approx(max(0.0, (ms_wi - ms_inter) / 12))
+    assert balanced.loc["residual", "variance"] == pytest.approx(ms_res)
+    # the planted interaction is found, not left in the residual (an additive fit put it there)
+    assert balanced.loc["WI x DO", "variance"] > 5 * balanced.loc["residual", "variance"]
+    unbalanced = variance_components(frame.drop(index=[0, 1, 2])).set_index("component")  # one cell missing
+    assert unbalanced["method"].iloc[0].startswith("REML")
+    assert unbalanced.loc["WI x DO", "variance"] > 5 * unbalanced.loc["residual", "variance"]
+    assert unbalanced.loc["WI x DO", "variance"] == pytest.approx(balanced.loc["WI x DO", "variance"], rel=0.5)
+
+
+def test_the_reml_fit_is_the_best_converged_one_of_every_optimizer():
+    import statsmodels.formula.api as smf
+
+    from steadytune.analysis.variance import REML_METHODS, variance_components
+
+    rng = np.random.default_rng(7)
+    wi, do = rng.normal(0, 0.5, 4), rng.normal(0, 0.3, 4)
+    frame = pd.DataFrame([dict(wi_seed=i, do_seed=j, final=wi[i] + do[j] + rng.normal(0, 0.3))
+                          for i in range(4) for j in range(4) for _ in range(2)]).drop(index=[0, 1])
+    ours = variance_components(frame).set_index("component")["variance"]
+    data = frame.rename(columns={"final": "y"}).assign(group=1, cell=frame["wi_seed"].astype(str) + ":"
+                                                        + frame["do_seed"].astype(str))
+    model = smf.mixedlm("y ~ 1", data, groups="group", re_formula="0",
+                        vc_formula={"WI": "0 + C(wi_seed)", "DO": "0 + C(do_seed)", "WI x DO": "0 + C(cell)"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = [model.fit(reml=True, method=method) for method in REML_METHODS]
+    best = max((f for f in fits if f.converged), key=lambda f: f.llf)
+    assert ours["WI"] == pytest.approx(dict(zip(model.exog_vc.names, best.vcomp))["WI"], rel=1e-3)
+
+
+def test_a_degenerate_design_is_one_line_not_a_linear_algebra_error():
+    from steadytune.analysis.variance import variance_components
+
+    # Each raised numpy's LinAlgError ("Singular matrix") from inside MixedLM.
+    for design in (dict(wi_seed=[1, 1, 2, 2], do_seed=[1, 1, 2, 2], final=[0.1, 0.12, 0.3, 0.31]),
+                   dict(wi_seed=[1, 2, 3], do_seed=[1, 2, 3], final=[0.1, 0.2, 0.3]),
+                   dict(wi_seed=[1, 2], do_seed=[1, 2], final=[0.1, 0.2])):
+        with pytest.raises(NotEnoughData) as err:
+            variance_components(pd.DataFrame(design))
+        assert "\n" not in str(err.value) and "confounded" in str(err.value)

@@ -1,8 +1,7 @@
-"""The reproduce tests against their references (scipy.stats, statsmodels) on the same data, and the verdict rules
-on planted effects."""
+"""The reproduce estimates against their references (scipy.stats, statsmodels, Newcombe 1998) on the same data, and
+the verdict rules on planted effects."""
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -13,62 +12,56 @@ from scipy import stats
 from steadytune.analysis.results import Results
 from steadytune.reproduce.claims import CLAIMS, ClaimData
 from steadytune.reproduce.landscapes import curvature, width
-from steadytune.reproduce.statistics import (bootstrap_interval, mean_difference, median_deviations, one_sample_t,
-                                             permutation_p, pooled_spearman, risk_difference, spread_reduction,
-                                             two_arm)
+from steadytune.reproduce.statistics import (median_deviations, one_sample_t, pooled_spearman, risk_difference,
+                                             spread_reduction, two_way_indices, welch, wilson_interval)
 from steadytune.reproduce.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, verdict_table
 
 
 def _two_groups(seed: int, n_a: int = 5, n_b: int = 6, shift: float = 0.3):
     rng = np.random.default_rng(seed)
-    a, b = rng.normal(0, 1, n_a), rng.normal(shift, 1, n_b)
+    a, b = rng.normal(0, 1, n_a), rng.normal(shift, 1.5, n_b)
     values = np.concatenate([a, b])
     in_b = np.r_[np.zeros(n_a, bool), np.ones(n_b, bool)]
     return a, b, values, in_b, np.zeros(len(values), dtype=int)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_exact_permutation_p_equals_scipy_on_one_stratum(seed):
+def test_welch_on_one_stratum_is_scipys_interval_and_p_at_any_threshold(seed):
     a, b, values, in_b, strata = _two_groups(seed)
-    ours = permutation_p(values, in_b, strata, mean_difference, n_perm=9999)
-    reference = stats.permutation_test((b, a), lambda x, y: np.mean(x) - np.mean(y), permutation_type="independent",
-                                       alternative="greater", n_resamples=np.inf).pvalue
-    assert ours == pytest.approx(reference, abs=1e-12)
+    estimate = welch(values, in_b, strata)
+    reference = stats.ttest_ind(b, a, equal_var=False)
+    interval = reference.confidence_interval(0.95)
+    assert (estimate.low, estimate.high) == pytest.approx((interval.low, interval.high), abs=1e-10)
+    for threshold in (-0.5, 0.0, 0.4):
+        greater = stats.ttest_ind(b - threshold, a, equal_var=False, alternative="greater").pvalue
+        less = stats.ttest_ind(b - threshold, a, equal_var=False, alternative="less").pvalue
+        assert estimate.p_greater(threshold) == pytest.approx(greater, abs=1e-9)
+        assert estimate.p_less(threshold) == pytest.approx(less, abs=1e-9)
 
 
-def test_stratified_permutation_p_equals_brute_force_and_monte_carlo_agrees():
+def test_welch_pools_strata_with_fixed_weights_and_satterthwaite_df():
     rng = np.random.default_rng(3)
-    strata = np.repeat([0, 1], 7)
-    in_b = np.tile(np.r_[np.zeros(3, bool), np.ones(4, bool)], 2)
-    values = rng.normal(0, 1, 14) + 0.8 * in_b + 5 * strata  # a task with higher scores, and an arm effect
-    observed = mean_difference(values, in_b, strata)
-    # Independent enumeration: every choice of 4 B's within each stratum of 7.
-    null = []
-    for first in itertools.combinations(range(7), 4):
-        for second in itertools.combinations(range(7, 14), 4):
-            labels = np.zeros(14, bool)
-            labels[list(first) + list(second)] = True
-            null.append(mean_difference(values, labels, strata))
-    brute = np.mean(np.array(null) >= observed - 1e-12)
-    assert permutation_p(values, in_b, strata, mean_difference, n_perm=10_000) == pytest.approx(brute, abs=1e-12)
-    assert permutation_p(values, in_b, strata, mean_difference, n_perm=4000, seed=1) == pytest.approx(brute, abs=0.02)
-
-
-def test_a_task_offset_alone_gives_no_effect_within_strata():
-    strata = np.repeat(["rte", "mrpc"], 6)
-    in_b = np.tile(np.r_[np.zeros(3, bool), np.ones(3, bool)], 2)
-    values = np.where(strata == "rte", 0.6, 0.8) + np.tile([0.01, 0.02, 0.03], 4)
-    assert mean_difference(values, in_b, strata) == pytest.approx(0.0, abs=1e-12)
-    assert permutation_p(values, in_b, strata, mean_difference) > 0.4
-
-
-def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
-    a, b, values, in_b, strata = _two_groups(4, 12, 12, 0.5)
-    low, high = bootstrap_interval(values, in_b, strata, mean_difference, n_boot=20_000)
-    reference = stats.bootstrap((b, a), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-                                method="percentile", n_resamples=20_000, random_state=0).confidence_interval
-    assert low == pytest.approx(reference.low, abs=0.03)
-    assert high == pytest.approx(reference.high, abs=0.03)
+    sizes = {"rte": (5, 5), "sst2": (4, 6)}
+    values, in_b, strata, parts = [], [], [], []
+    for task, (n_a, n_b) in sizes.items():
+        a, b = rng.normal(0.6, 0.03, n_a) + (0.2 if task == "sst2" else 0), rng.normal(0.63, 0.05, n_b)
+        values += [a, b]
+        in_b += [np.zeros(n_a, bool), np.ones(n_b, bool)]
+        strata += [np.repeat(task, n_a + n_b)]
+        parts.append((n_a * n_b / (n_a + n_b), b.mean() - a.mean(), a.var(ddof=1) / n_a, b.var(ddof=1) / n_b, n_a, n_b))
+    estimate = welch(np.concatenate(values), np.concatenate(in_b), np.concatenate(strata))
+    w = np.array([p[0] for p in parts]) / sum(p[0] for p in parts)
+    pooled = float(np.dot(w, [p[1] for p in parts]))
+    terms = [(wi ** 2 * va, na - 1) for wi, p in zip(w, parts) for va, na in ((p[2], p[4]), (p[3], p[5]))]
+    variance = sum(t for t, _ in terms)
+    df = variance ** 2 / sum(t ** 2 / d for t, d in terms)
+    half = stats.t.ppf(0.975, df) * math.sqrt(variance)
+    assert estimate.effect == pytest.approx(pooled)
+    assert (estimate.low, estimate.high) == pytest.approx((pooled - half, pooled + half))
+    assert [t.task for t in estimate.per_task] == ["rte", "sst2"]
+    # A task offset alone is no effect: strata are compared within.
+    offset = np.concatenate(values) + np.where(np.concatenate(strata) == "sst2", 5.0, 0.0)
+    assert welch(offset, np.concatenate(in_b), np.concatenate(strata)).effect == pytest.approx(pooled)
 
 
 def test_median_deviations_give_levenes_median_centred_statistic():
@@ -77,8 +70,11 @@ def test_median_deviations_give_levenes_median_centred_statistic():
     values = np.concatenate([a, b])
     z = median_deviations(values, in_b, strata)
     assert stats.f_oneway(z[~in_b], z[in_b]).statistic == pytest.approx(stats.levene(a, b, center="median").statistic)
-    # B is three times wider: its spread is not reduced.
-    assert spread_reduction(values, in_b, strata) < 0
+    # B is three times wider: its spread is not reduced, and the reduction is Welch's t on the deviations.
+    reduction = spread_reduction(values, in_b, strata)
+    assert reduction.effect < 0
+    assert reduction.p_less(0) == pytest.approx(stats.ttest_ind(z[~in_b], z[in_b], equal_var=False,
+                                                                alternative="less").pvalue)
 
 
 def test_pooled_spearman_per_stratum_rho_is_scipys_and_pooling_is_fisher_z():
@@ -94,25 +90,54 @@ def test_pooled_spearman_per_stratum_rho_is_scipys_and_pooling_is_fisher_z():
     big_x = rng.normal(size=400)
     big_y = 0.1 * big_x + rng.normal(size=400)
     single, _ = pooled_spearman(big_x, big_y, np.zeros(400))
-    assert single.p == pytest.approx(stats.spearmanr(big_x, big_y, alternative="greater").pvalue, abs=0.01)
+    assert single.p_greater(0) == pytest.approx(stats.spearmanr(big_x, big_y, alternative="greater").pvalue, abs=0.01)
 
 
-def test_risk_difference_uses_fisher_and_newcombe():
-    from statsmodels.stats.proportion import confint_proportions_2indep
+def test_wilson_bounds_are_statsmodels_and_newcombes_corrected_ones():
+    from statsmodels.stats.proportion import proportion_confint
 
-    estimate = risk_difference(8, 10, 2, 10)
-    assert estimate.effect == pytest.approx(0.6)
-    assert estimate.p == pytest.approx(stats.fisher_exact([[8, 2], [2, 8]], alternative="greater").pvalue)
-    low, high = confint_proportions_2indep(8, 10, 2, 10, method="newcomb", compare="diff")
-    assert (estimate.low, estimate.high) == pytest.approx((low, high))
+    for events, runs in ((15, 148), (0, 20), (1, 29), (81, 263)):
+        assert wilson_interval(events, runs, 0.025, continuity=False) == pytest.approx(
+            proportion_confint(events, runs, 0.05, "wilson"))
+    # Newcombe (1998), Table I, method 4 (score interval with continuity correction), to his four digits.
+    assert wilson_interval(15, 148, 0.025) == pytest.approx((0.0598, 0.1644), abs=6e-5)
+    assert wilson_interval(0, 20, 0.025) == pytest.approx((0.0, 0.2005), abs=6e-5)
+    assert wilson_interval(1, 29, 0.025) == pytest.approx((0.0018, 0.1963), abs=6e-5)
+
+
+def test_risk_difference_is_mover_of_the_rates_bounds_with_mantel_haenszel_weights():
+    estimate = risk_difference([("rte", 8, 10, 2, 10), ("sst2", 0, 5, 0, 5)])
+    weights = np.array([5.0, 2.5]) / 7.5
+    assert estimate.effect == pytest.approx(weights[0] * 0.6)
+    bounds = {key: wilson_interval(*key, 0.025) for key in ((8, 10), (2, 10), (0, 5))}
+    below = math.sqrt(weights[0] ** 2 * ((0.8 - bounds[8, 10][0]) ** 2 + (bounds[2, 10][1] - 0.2) ** 2)
+                      + weights[1] ** 2 * (0 + bounds[0, 5][1] ** 2))
+    assert estimate.low == pytest.approx(estimate.effect - below)
+    rte = estimate.per_task[0]
+    assert rte.effect == pytest.approx(0.6) and rte.low < 0.6 < rte.high
+    # p is the level at which the bound reaches the threshold
+    p = estimate.p_greater(0.0)
+    assert 0 < p < 0.05 and estimate.bounds(p)[0] == pytest.approx(0.0, abs=1e-8)
 
 
 def test_one_sample_t_is_scipys():
     values = np.array([0.02, 0.05, -0.01, 0.04, 0.03])
     estimate = one_sample_t(values)
-    assert estimate.p == pytest.approx(stats.ttest_1samp(values, 0, alternative="greater").pvalue)
+    assert estimate.p_greater(0) == pytest.approx(stats.ttest_1samp(values, 0, alternative="greater").pvalue)
+    assert estimate.p_less(0.05) == pytest.approx(stats.ttest_1samp(values, 0.05, alternative="less").pvalue)
     interval = stats.ttest_1samp(values, 0).confidence_interval(0.95)
     assert (estimate.low, estimate.high) == pytest.approx((interval.low, interval.high))
+
+
+def test_two_way_bootstrap_draws_whole_seed_levels():
+    wi, do = np.repeat(np.arange(4), 3), np.tile(np.arange(3), 4)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        index = two_way_indices(wi, do, rng)
+        drawn = pd.DataFrame({"wi": wi[index], "do": do[index]})
+        # every drawn WI level appears with every drawn DO level, equally often: a crossed grid again
+        counts = drawn.value_counts()
+        assert len(counts) == drawn["wi"].nunique() * drawn["do"].nunique()
 
 
 def test_width_interpolates_the_crossings():
@@ -138,7 +163,7 @@ def _arm(scores, task="rte", baseline=0.5, start_id=0):
 
 
 def _planted(devlin_scores, adamw_scores) -> dict[str, ClaimData]:
-    arms = {"grid": _results(pd.concat([_arm(devlin_scores), _arm(devlin_scores, "mrpc", start_id=100)])),
+    arms = {"devlin": _results(pd.concat([_arm(devlin_scores), _arm(devlin_scores, "mrpc", start_id=100)])),
             "adamw": _results(pd.concat([_arm(adamw_scores, start_id=200), _arm(adamw_scores, "mrpc", start_id=300)]))}
     return {"published": ClaimData("published", ["rte", "mrpc"], arms)}
 
@@ -157,11 +182,11 @@ def test_planted_failures_hold_and_identical_arms_do_not():
 
 def test_failure_rates_are_pooled_over_the_tasks_both_arms_ran():
     # BERTAdam fails every RTE run and no MRPC run; AdamW, so far run on RTE only, fails every one too
-    arms = {"grid": _results(pd.concat([_arm([0.5] * 5), _arm([0.7] * 5, "mrpc", start_id=100)])),
-            "adamw": _results(_arm([0.5] * 5, start_id=200))}
+    arms = {"devlin": _results(pd.concat([_arm([0.5] * 5), _arm([0.7] * 5, "mrpc", start_id=100)])),
+            "adamw": _results(_arm([0.5, 0.5, 0.5, 0.5, 0.7], start_id=200))}
     row = verdict_table([CLAIMS["zhang-bertadam-failures"]],
                         {"published": ClaimData("published", ["rte", "mrpc"], arms)}).iloc[0]
-    assert row["ours"] == "failed 5/5 with BERTAdam vs 5/5 with AdamW" and row["effect"] == 0.0
+    assert row["ours"] == "failed with BERTAdam vs AdamW: rte 5/5 vs 4/5" and row["effect"] == pytest.approx(0.2)
 
 
 def test_curvature_is_the_second_derivative_of_the_central_fit():
@@ -224,17 +249,74 @@ def test_a_claim_without_its_data_gets_a_one_line_reason():
     assert not table["verdict"].str.contains("\n").any()
 
 
-def test_holm_runs_across_the_whole_table():
-    data = _planted([0.5] * 8 + [0.70, 0.72], list(np.linspace(0.66, 0.74, 10)))
-    data["learning"] = data["published"]
-    table = verdict_table([CLAIMS["zhang-bertadam-failures"], CLAIMS["zhang-bertadam-scores"]], data)
+def test_holm_runs_within_each_setting_for_both_tests():
     from statsmodels.stats.multitest import multipletests
 
-    assert table["p holm"].to_numpy() == pytest.approx(multipletests(table["p"].to_numpy(), method="holm")[1])
+    data = _planted([0.5] * 8 + [0.70, 0.72], list(np.linspace(0.66, 0.74, 10)))
+    data["learning"] = _planted([0.5] * 3 + [0.70] * 7, list(np.linspace(0.66, 0.74, 10)))["published"]
+    table = verdict_table([CLAIMS["zhang-bertadam-failures"], CLAIMS["zhang-bertadam-scores"]], data)
+    for _, rows in table.groupby("setting"):
+        for test in ("p holds", "p does not hold"):
+            assert rows[f"{test} (Holm)"].to_numpy() == pytest.approx(
+                multipletests(rows[test].to_numpy(), method="holm")[1])
 
 
-def test_two_arm_orientation_is_b_over_a():
-    a, b, values, in_b, strata = _two_groups(7, 6, 6, 2.0)
-    estimate = two_arm(values, in_b, strata, n_boot=500)
-    assert estimate.effect == pytest.approx(b.mean() - a.mean())
-    assert estimate.low < estimate.effect < estimate.high and estimate.p < 0.05
+def test_does_not_hold_is_a_test_against_the_sesoi_and_a_small_real_effect_says_so():
+    claim = CLAIMS["zhang-reinit-mean"]  # null 0, SESOI 0.01
+    base = list(np.linspace(0.70, 0.72, 10))
+
+    def row(shift):
+        arms = {"adamw": _results(pd.concat([_arm(base), _arm(base, "mrpc", start_id=100)])),
+                "reinit": _results(pd.concat([_arm([x + shift for x in base], start_id=200),
+                                              _arm([x + shift for x in base], "mrpc", start_id=300)]))}
+        return verdict_table([claim], {"published": ClaimData("published", ["rte", "mrpc"], arms)}).iloc[0]
+
+    assert row(-0.02)["verdict"] == DOES_NOT_HOLD
+    assert row(0.05)["verdict"] == HOLDS
+    assert row(0.005)["verdict"].startswith(f"{DOES_NOT_HOLD}: the effect is real but smaller")
+    undecided = row(0.0)
+    assert undecided["verdict"] in (INCONCLUSIVE, DOES_NOT_HOLD)
+    assert claim.smallest_source
+
+
+def test_every_claim_names_the_source_of_its_sesoi():
+    assert all(claim.smallest_source for claim in CLAIMS.values())
+
+
+def test_an_arm_that_did_not_learn_gives_no_answer_with_the_reason():
+    # The from-scratch arm of SST-2 at the published lr: 3 of 3 runs exactly at the majority baseline.
+    measures = pd.DataFrame([{"arm": arm, "task": "sst2", "wi_seed": i, "curvature": c, "width": 1.0}
+                             for arm, values in (("pretrained", [0.1, 0.12, 0.11]), ("scratch", [0.9, 1.0, 1.1]))
+                             for i, c in enumerate(values)])
+    arms = {"pretrained": _results(_arm([0.80, 0.81, 0.79], "sst2", baseline=0.509)),
+            "scratch": _results(_arm([0.509] * 3, "sst2", baseline=0.509, start_id=10))}
+    row = verdict_table([CLAIMS["hao-flatter"]], {"published": ClaimData("published", ["sst2"], arms, measures)}).iloc[0]
+    assert row["verdict"].startswith("no answer: ") and "scratch did not learn" in row["verdict"]
+    # Before this check the same runs gave a verdict
+    learned = {**arms, "scratch": _results(_arm([0.62, 0.509, 0.509], "sst2", baseline=0.509, start_id=10))}
+    row = verdict_table([CLAIMS["hao-flatter"]], {"published": ClaimData("published", ["sst2"], learned,
+                                                                         measures)}).iloc[0]
+    assert row["verdict"] == HOLDS
+    # Score comparisons drop the task where an arm did not learn, and say so
+    data = _planted([0.5] * 10, list(np.linspace(0.66, 0.74, 10)))
+    scores = verdict_table([CLAIMS["zhang-bertadam-scores"]], data).iloc[0]
+    assert scores["verdict"].startswith("no answer: ") and "devlin" not in scores["verdict"]
+    assert "BERTAdam did not learn" in scores["verdict"]
+    # A failure comparison keeps a task where one arm learned
+    failures = verdict_table([CLAIMS["zhang-bertadam-failures"]], data).iloc[0]
+    assert failures["verdict"] == HOLDS
+
+
+def test_inconclusive_rows_give_the_runs_needed_for_power():
+    base = [0.70, 0.74, 0.66, 0.72, 0.68]
+    arms = {"adamw": _results(_arm(base)), "reinit": _results(_arm([x + 0.01 for x in base], start_id=10))}
+    row = verdict_table([CLAIMS["zhang-reinit-mean"]], {"published": ClaimData("published", ["rte"], arms)}).iloc[0]
+    assert row["verdict"] == INCONCLUSIVE
+    note = row["runs per arm for 80% power"]
+    assert note.startswith("observed +0.01: ") and "paper's: the paper gives no figure" in note
+    runs = int(note.split(": ")[1].split(";")[0])
+    # The normal approximation against statsmodels' power of a t test at that size: close to 0.8
+    from statsmodels.stats.power import TTestIndPower
+
+    sd = np.std(base, ddof=1)
+    assert TTestIndPower().power(0.01 / sd, runs, 0.05, alternative="larger") == pytest.approx(0.8, abs=0.03)

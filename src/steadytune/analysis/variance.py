@@ -11,7 +11,10 @@ The seeds a study draws are a sample of all seeds, so what a reader wants from a
 answer: how much of a run's variance comes from WI, from DO, and from neither (`variance_components`).
 On a complete grid with equal cell sizes these are the ANOVA (method of moments) estimators, which equal
 REML there whenever they are positive; otherwise statsmodels' MixedLM fits them by REML, with WI and DO as
-crossed variance components. Negative ANOVA estimates are reported as 0, as is usual.
+crossed variance components. Negative ANOVA estimates are reported as 0, as is usual. Where cells hold
+replicates, the WI x DO interaction is a component of its own in both fits, as it is a row of the ANOVA, so it
+does not land in the residual. A REML fit is only reported when it converged: MixedLM's optimizers are tried
+in turn and the best converged fit kept; a design none converges on is reported as such, not as REML.
 """
 from __future__ import annotations
 
@@ -97,20 +100,27 @@ def anova_two_way(frame: pd.DataFrame, score: str = "final",
 
 
 def variance_components(frame: pd.DataFrame, score: str = "final") -> pd.DataFrame:
-    """WI, DO and residual variance of `score` as random effects: component, variance, sd, share, method."""
+    """WI, DO (and with replicates the WI x DO interaction) and residual variance of `score` as random effects:
+    component, variance, sd, share, method."""
     data = frame[["wi_seed", "do_seed", score]].dropna()
     if min(data["wi_seed"].nunique(), data["do_seed"].nunique()) < 2:
         raise NotEnoughData("no seed grid: both seeds need at least two values")
+    if (data.groupby("wi_seed")["do_seed"].nunique() < 2).all() or (
+            data.groupby("do_seed")["wi_seed"].nunique() < 2).all():
+        raise NotEnoughData("WI and DO are confounded: no WI seed ran with two DO seeds, or no DO seed with two WI "
+                            "seeds, so their variances cannot be told apart")
     cells = data.groupby(["wi_seed", "do_seed"]).size()
     n_wi, n_do = data["wi_seed"].nunique(), data["do_seed"].nunique()
+    replicated = bool((cells > 1).any())
     if data[score].nunique() == 1:
         # Every run scored the same (e.g. all at the majority baseline): no variance at all. Computed, the group
         # means' rounding would give each seed kind about 1e-32 and so half of a zero total.
-        variances, method = {"WI": 0.0, "DO": 0.0, "residual": 0.0}, "constant scores"
+        variances = {"WI": 0.0, "DO": 0.0, **({"WI x DO": 0.0} if replicated else {}), "residual": 0.0}
+        method = "constant scores"
     elif len(cells) == n_wi * n_do and cells.nunique() == 1:
         variances, method = _anova_components(data, score, n_wi, n_do, int(cells.iloc[0])), "ANOVA (balanced grid)"
     else:
-        variances, method = _reml_components(data, score), "REML (statsmodels MixedLM)"
+        variances, method = _reml_components(data, score, replicated), "REML (statsmodels MixedLM)"
     table = pd.DataFrame({"component": list(variances), "variance": list(variances.values())})
     total = table["variance"].sum()
     return table.assign(sd=np.sqrt(table["variance"]), share=table["variance"] / total if total > 0 else np.nan,
@@ -118,35 +128,65 @@ def variance_components(frame: pd.DataFrame, score: str = "final") -> pd.DataFra
 
 
 def _anova_components(data: pd.DataFrame, score: str, n_wi: int, n_do: int, per_cell: int) -> dict[str, float]:
-    """Method-of-moments estimators of the additive crossed model y = mu + WI + DO + e on a balanced grid."""
+    """Method-of-moments estimators of the crossed model y = mu + WI + DO (+ WI x DO with replicates) + e on a
+    balanced grid."""
     y = data[score].to_numpy(dtype=float)
     grand = y.mean()
     ss_wi = n_do * per_cell * ((data.groupby("wi_seed")[score].mean() - grand) ** 2).sum()
     ss_do = n_wi * per_cell * ((data.groupby("do_seed")[score].mean() - grand) ** 2).sum()
+    ms_wi, ms_do = ss_wi / (n_wi - 1), ss_do / (n_do - 1)
+    if per_cell > 1:
+        cell_means = data.groupby(["wi_seed", "do_seed"])[score].transform("mean").to_numpy(dtype=float)
+        ss_res = float(((y - cell_means) ** 2).sum())
+        ss_cells = per_cell * float(((data.groupby(["wi_seed", "do_seed"])[score].mean() - grand) ** 2).sum())
+        ms_res = ss_res / (len(y) - n_wi * n_do)
+        ms_inter = (ss_cells - ss_wi - ss_do) / ((n_wi - 1) * (n_do - 1))
+        # E[MS_WI] = s2 + r s2_int + r n_do s2_WI; E[MS_int] = s2 + r s2_int
+        return {"WI": max(0.0, (ms_wi - ms_inter) / (n_do * per_cell)),
+                "DO": max(0.0, (ms_do - ms_inter) / (n_wi * per_cell)),
+                "WI x DO": max(0.0, (ms_inter - ms_res) / per_cell), "residual": max(0.0, ms_res)}
     ss_res = ((y - grand) ** 2).sum() - ss_wi - ss_do
     df_res = len(y) - n_wi - n_do + 1
     if df_res < 1:
         raise NotEnoughData("no residual degrees of freedom: the grid needs more trials than cells + 1")
-    ms_wi, ms_do, ms_res = ss_wi / (n_wi - 1), ss_do / (n_do - 1), ss_res / df_res
+    ms_res = ss_res / df_res
     # ss_res is a difference of sums, which rounding can take below 0
     return {"WI": max(0.0, (ms_wi - ms_res) / (n_do * per_cell)), "DO": max(0.0, (ms_do - ms_res) / (n_wi * per_cell)),
             "residual": max(0.0, ms_res)}
 
 
-def _reml_components(data: pd.DataFrame, score: str) -> dict[str, float]:
-    """REML fit of crossed WI and DO variance components (one group holding every trial)."""
+REML_METHODS = ("lbfgs", "bfgs", "powell", "nm")
+
+
+def _reml_components(data: pd.DataFrame, score: str, interaction: bool = False) -> dict[str, float]:
+    """REML fit of crossed WI and DO (and WI x DO) variance components (one group holding every trial): each of
+    MixedLM's optimizers in turn, the converged fit with the highest restricted likelihood kept."""
     import statsmodels.formula.api as smf
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     frame = data.rename(columns={score: "y"}).assign(group=1)
-    model = smf.mixedlm("y ~ 1", frame, groups="group", re_formula="0",
-                        vc_formula={"WI": "0 + C(wi_seed)", "DO": "0 + C(do_seed)"})
-    with warnings.catch_warnings():  # a component at its boundary (0) is an answer, not a failure
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        fit = model.fit(reml=True)
-    components = dict(zip(model.exog_vc.names, np.asarray(fit.vcomp, dtype=float)))
-    return {"WI": max(0.0, components["WI"]), "DO": max(0.0, components["DO"]), "residual": float(fit.scale)}
+    formulas = {"WI": "0 + C(wi_seed)", "DO": "0 + C(do_seed)"}
+    if interaction:
+        frame = frame.assign(cell=frame["wi_seed"].astype(str) + ":" + frame["do_seed"].astype(str))
+        formulas["WI x DO"] = "0 + C(cell)"
+    model = smf.mixedlm("y ~ 1", frame, groups="group", re_formula="0", vc_formula=formulas)
+    best = None
+    for method in REML_METHODS:
+        with warnings.catch_warnings():  # judged below by `converged`, not by the warning
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            try:
+                fit = model.fit(reml=True, method=method)
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+        if fit.converged and np.isfinite(fit.llf) and (best is None or fit.llf > best.llf):
+            best = fit
+    if best is None:
+        raise NotEnoughData("the REML fit of the seed variance components did not converge on this grid (a "
+                            "degenerate or too sparse design)")
+    components = dict(zip(model.exog_vc.names, np.asarray(best.vcomp, dtype=float)))
+    return {**{name: max(0.0, components[name]) for name in formulas}, "residual": float(best.scale)}
 
 
 def seed_means(frame: pd.DataFrame, seed_col: str, score: str = "final") -> pd.DataFrame:

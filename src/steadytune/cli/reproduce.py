@@ -1,26 +1,55 @@
 """`steadytune reproduce`: the four papers' claims re-tested on one model, with a verdict per claim and lr setting."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import ConfigError
 from ..reproduce.claims import CLAIMS
-from ..reproduce.design import PUBLISHED_LR, SCALES, trial_keys
+from ..reproduce.design import PUBLISHED_LR, SCALES, Scale, trial_keys
 from ..reproduce.pages import write
 from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run,
-                                untrained_reasons)
+                                task_facts, untrained_reasons)
 from ..reproduce.verdicts import verdict_table
 from ..store import Store
 from ..study import Executor, StudyEvents
 from ..tasks import canonical_task_name
 from .common import console, err_console, print_table, progress_bar, reports_user_errors, resolve_run_options
 from .study import seconds_per_step
+
+
+def _positive(value: float, flag: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{flag}: must be a positive finite number, not {value!r}")
+    return value
+
+
+def scaled(scale: Scale, seeds: int | None, epochs: float | None, lr: str | None, max_train: int | None) -> Scale:
+    """The scale with the command line's sizes in place of its own."""
+    changes: dict = {}
+    if seeds is not None:
+        changes["arm_seeds"] = seeds
+    if epochs is not None:
+        changes["epochs"] = _positive(epochs, "--epochs")
+    if lr is not None:
+        try:
+            candidates = tuple(sorted(_positive(float(v), "--lr") for v in lr.split(",") if v.strip()))
+        except ValueError:
+            raise ConfigError(f"--lr: expected comma-separated numbers such as 5e-5,1e-4; got {lr!r}") from None
+        if not candidates:
+            raise ConfigError("--lr: give one or more learning rates")
+        changes["lr_candidates"] = candidates
+    if max_train is not None:
+        changes["max_train"] = max_train
+    return dataclasses.replace(scale, **changes) if changes else scale
 
 
 def _names(value: str, known, what: str) -> list[str]:
@@ -97,6 +126,14 @@ def reproduce(
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads per worker.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    seeds: Annotated[Optional[int], typer.Option(min=2, help="Runs per arm (independent WI, DO seed pairs) instead of "
+                                                 "the scale's.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Fine-tuning epochs of the 3-epoch arms and the lr check "
+                                                    "instead of the scale's.")] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Comma-separated lr candidates of the learning setting's lr "
+                                              "check, instead of those chosen by the model's size.")] = None,
+    max_train: Annotated[Optional[int], typer.Option(min=1, help="Training examples per task instead of the "
+                                                     "scale's.")] = None,
 ) -> None:
     """Re-test the claims of Dodge, Zhang, Mosbach and Hao on your model and tasks: plan, train (resumably),
     and write a verdict table (holds / does not hold / inconclusive at this N) with effects, 95% intervals and
@@ -105,7 +142,7 @@ def reproduce(
         raise ConfigError(f"--scale: unknown {scale!r}; known: {', '.join(SCALES)}")
     common = {"glue_dir": str(glue_dir)} if glue_dir else {}
     task_names = [canonical_task_name(t) for t in tasks.split(",") if t.strip()]
-    reproduction = Reproduction(model, task_names, SCALES[scale],
+    reproduction = Reproduction(model, task_names, scaled(SCALES[scale], seeds, epochs, lr, max_train),
                                 _names(claims, CLAIMS, "claims") if claims else list(CLAIMS),
                                 _names(settings, SETTINGS, "settings"), common)
     print_plan(reproduction, store)
@@ -119,16 +156,18 @@ def reproduce(
     if not store.exists():
         raise ConfigError(f"{store}: no store yet; run without --no-train first")
     with Store(store, readonly=True) as db:
-        choices, data = lr_choices(db, reproduction), claim_data(db, reproduction)
+        choices, data, tasks = lr_choices(db, reproduction), claim_data(db, reproduction), task_facts(db, reproduction)
     table = verdict_table([CLAIMS[key] for key in reproduction.claims], data)
     shown = Table()
-    for column in ("claim", "lr", "effect", "p (Holm)", "verdict"):
+    for column in ("claim", "lr", "effect", "p holds (Holm)", "p does not hold (Holm)", "verdict"):
         shown.add_column(column)
     for _, row in table.iterrows():
         shown.add_row(row["key"], row["setting"], "-" if pd.isna(row["effect"]) else f"{row['effect']:+.3f}",
-                      "-" if pd.isna(row["p holm"]) else f"{row['p holm']:.3g}", row["verdict"])
+                      *("-" if pd.isna(row[c]) else f"{row[c]:.3g}" for c in ("p holds (Holm)",
+                                                                              "p does not hold (Holm)")),
+                      escape(row["verdict"]))
     print_table(shown, "verdicts")
-    for path in write(table, reproduction, choices, store, out):
+    for path in write(table, reproduction, choices, data, tasks, store, out):
         console.print(f"wrote {path}")
 
 

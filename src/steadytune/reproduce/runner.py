@@ -19,11 +19,11 @@ from ..ordering import total_steps
 from ..store import Store
 from ..study import Executor, StudyEvents, StudyRunner, StudySpec, expand
 from .claims import CLAIMS, ClaimData
+from .claims.base import LEARNS_MARGIN
 from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_candidates_for, lr_check_spec, trial_keys
 from .landscapes import measure, recorded
 
 SETTINGS = ("published", "learning")
-LEARNS_MARGIN = 0.05  # a run learns when its final dev score beats the majority baseline by this much
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,14 @@ class Reproduction:
         import torch
         from transformers import AutoConfig, AutoModel
 
-        from ..models import resolve_model
+        from ..models import ModelError, resolve_model
 
-        config = AutoConfig.from_pretrained(resolve_model(self.model))
+        path = resolve_model(self.model)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise ModelError(f"--model {self.model}: cannot read its configuration ({path}): {first}") from None
         with torch.device("meta"):  # counts parameters without allocating or loading them
             parameters = sum(p.numel() for p in AutoModel.from_config(config).parameters())
         return ModelFacts(int(config.num_hidden_layers), int(config.hidden_size), int(parameters))
@@ -184,6 +189,24 @@ def untrained_reasons(store: Store | None, reproduction: Reproduction) -> dict[s
     return reasons
 
 
+def task_facts(store: Store, reproduction: Reproduction) -> pd.DataFrame:
+    """Per task: its metric, training examples used, dev examples, and the majority baseline its runs recorded."""
+    from ..config import TrialConfig
+
+    trials = store.trials()
+    rows = []
+    for task in reproduction.tasks:
+        config = TrialConfig(**{**reproduction.base(), "task": task})
+        train, dev = load_raw(config, resolve_task(config))
+        ran = trials[trials["task"] == task]
+        limit = reproduction.scale.max_train
+        rows.append({"task": task, "metric": ran["metric"].iloc[0] if len(ran) else "",
+                     "training examples": len(train) if limit is None else min(limit, len(train)),
+                     "dev examples": len(dev),
+                     "majority baseline": float(ran["baseline_metric"].iloc[0]) if len(ran) else float("nan")})
+    return pd.DataFrame(rows)
+
+
 def plan_steps(spec: StudySpec) -> int:
     """Training steps of a study if every trial ran fully."""
     steps, seen = 0, {}
@@ -210,17 +233,34 @@ def run(reproduction: Reproduction, store: Store, options: RunOptions, executor:
     """Train what is missing: the lr check, then every arm in every setting, then the landscape measurements."""
     progress = progress or Progress()
     for spec in reproduction.lr_checks():
-        progress.on_stage(f"lr check: {spec.tasks[0]} at lr {spec.config['lr']:g}")
+        kind = "from-scratch lr check" if spec.config.get("from_scratch") else "lr check"
+        progress.on_stage(f"{kind}: {spec.tasks[0]} at lr {spec.config['lr']:g}")
         StudyRunner(spec, store, options, executor).run(progress.events)
     choices = lr_choices(store, reproduction)
     lrs = learning_rates(store, reproduction)
     for setting, task, arm, spec in reproduction.studies(lrs):
-        progress.on_stage(f"{setting} lr {spec.config['lr']:g}, {task}: {arm.name} ({arm.description})")
-        arm_options = options.model_copy(update={"save_checkpoints": 2}) if arm.snapshots else options
-        StudyRunner(spec, store, arm_options, executor).run(progress.events)
+        missing = missing_pairs(spec, store)
+        if missing is not None:
+            progress.on_stage(f"{setting} lr {spec.config['lr']:g}, {task}: {arm.name} ({arm.description})")
+            arm_options = options.model_copy(update={"save_checkpoints": 2}) if arm.snapshots else options
+            StudyRunner(missing, store, arm_options, executor).run(progress.events)
         if arm.snapshots:
             _measure_arm(store, spec, reproduction.scale, options, progress)
     return choices
+
+
+def missing_pairs(spec: StudySpec, store: Store) -> StudySpec | None:
+    """A paired arm's spec cut to the pairs whose trial no study of the store has finished (None: all are): the
+    devlin arm's first pairs are grid cells, trained in the grid's study. A crossed grid is returned whole."""
+    if not spec.seed_pairs:
+        return spec
+    trials = store.trials()
+    finished = set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+    pairs = [(trial.config.wi_seed, trial.config.do_seed) for trial in expand(spec)
+             if trial.config.trial_key() not in finished]
+    if not pairs:
+        return None
+    return spec.model_copy(update={"wi_seeds": [wi for wi, _ in pairs], "do_seeds": [do for _, do in pairs]})
 
 
 def _measure_arm(store: Store, spec: StudySpec, scale: Scale, options: RunOptions, progress: Progress) -> None:

@@ -66,8 +66,9 @@ def test_instability_finds_the_churny_arm_and_compares_on_the_same_examples():
     counts = right_counts(arms)
     assert counts.groupby("arm")["examples"].sum().tolist() == [300, 300]
     comparison = compare_churn(arms).iloc[0]
-    # C(16, 8) splits of the runs are more than 9,999: random ones, none as extreme as the observed, + 1 as scipy
-    assert comparison["permutation p (runs)"] == pytest.approx(1 / 10_000)
+    # C(16, 8) splits of the runs are more than 9,999: random ones, + 1 as scipy. Only the observed split and its
+    # mirror (2 in 12,870) are as extreme, so p is a few in 10,000.
+    assert 1 / 10_000 <= comparison["permutation p (runs)"] <= 5 / 10_000
     assert comparison["p (Holm)"] == comparison["permutation p (runs)"]
     assert {comparison["arm A"], comparison["arm B"]} == {"stable", "churny"}
     listed = extreme_examples(arms, shown=5).set_index(["arm", "examples"])

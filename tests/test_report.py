@@ -267,7 +267,8 @@ def test_tests_are_corrected_and_aso_is_read_at_deepsigs_threshold(store_path, t
     text = build_report(store_path, tmp_path / "holm", "md").read_text()
     comparison = text.split("## Recipe comparison")[1]
     assert "eps\\_min &lt; 0.2" in comparison and "Ulmer et al. 2022" in comparison
-    assert "| permutation p | permutation p (Holm) |" in comparison and "A better by ASO" in comparison
+    assert "| permutation p | permutation p (Holm) |" in comparison and "ASO eps\\_min B&gt;A" in comparison
+    assert "both directions are tested" in comparison
     assert "p (Holm)" in text.split("## Seed variance")[1].split("## ")[0]  # ANOVA F-tests, one family
     assert "Variance components (random effects)" in text and "ANOVA (balanced grid)" in text
     runner = CliRunner()

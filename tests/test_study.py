@@ -215,3 +215,18 @@ def test_save_model_is_refused_in_a_study(spec_file, tmp_path):
     with Store(tmp_path / "s.db") as store:
         with pytest.raises(ConfigError, match="save-model"):
             StudyRunner(spec, store, options(tmp_path).model_copy(update={"save_model": True}), Executor(workers=1))
+
+
+def test_seed_pairs_zip_the_seeds_and_crossed_specs_keep_their_names():
+    from steadytune.study import StudySpec, expand
+
+    paired = StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="4-6", seed_pairs=True)
+    assert [(t.config.wi_seed, t.config.do_seed) for t in expand(paired)] == [(1, 4), (2, 5), (3, 6)]
+    crossed = StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="4-6")
+    assert len(expand(crossed)) == 9
+    # a spec written before seed pairs existed keeps its derived name
+    assert crossed.study_name() == StudySpec.model_validate(
+        {k: v for k, v in crossed.model_dump().items() if k != "seed_pairs"}).study_name()
+    assert paired.study_name() != StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="4-6").study_name()
+    with pytest.raises(ValueError, match="as many WI seeds as DO seeds"):
+        StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="1-2", seed_pairs=True)

@@ -75,7 +75,9 @@ def arms_table(reproduction: Reproduction, data: dict[str, ClaimData]) -> Table:
             if arm.name in claim_data.arms:
                 counts = claim_data.arms[arm.name].trials.groupby("task").size()
                 runs.append(f"{setting}: " + ", ".join(f"{task} {n}" for task, n in counts.items()))
-        rows.append({"arm": arm.name, "what": arm.description,
+        landscapes = (f"; landscapes on {reproduction.scale.landscape_examples} training and dev examples"
+                      if arm.snapshots else "")
+        rows.append({"arm": arm.name, "what": arm.description + landscapes,
                      "epochs": arm.overrides.get("epochs", reproduction.scale.epochs),
                      "seeds": (f"{reproduction.scale.grid_wi} WI x {reproduction.scale.grid_do} DO, crossed" if arm.grid
                                else f"{seeds} independent (WI, DO) pairs"),

@@ -292,7 +292,12 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
                         measures.append({"arm": arm.name, "task": row.task, "wi_seed": row.wi_seed, **values})
         arms_results = {}
         for name, keys in per_arm.items():
-            chosen = trials[trials["trial_key"].isin(keys)]
+            # One run per trial key: a key trained again in another study (devlin's grid cells, before it reused
+            # them) gives the same run, bit for bit, and is one unit.
+            chosen = trials[trials["trial_key"].isin(keys)].sort_values("id")
+            done = chosen["status"].isin(("complete", "diverged"))
+            chosen = pd.concat([chosen[done].drop_duplicates("trial_key"),
+                                chosen[~done & ~chosen["trial_key"].isin(chosen.loc[done, "trial_key"])]])
             if chosen["status"].isin(("complete", "diverged")).any():
                 arms_results[name] = build_results(chosen, curves[curves["trial_id"].isin(chosen["id"])])
         untrained = {arm: reasons.get("scratch" if spec_arm.own_lr else setting, {})

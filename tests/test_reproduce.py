@@ -136,3 +136,47 @@ def test_learning_setting_runs_the_lr_check_first_and_trains_at_its_choice(tmp_p
     else:
         assert choice.lr is None and len(trials) == 1
         assert "no candidate lr learns" in page and "the model does not learn rte at any candidate lr" in page
+
+
+def test_a_hub_name_offline_is_one_line_and_sizes_come_from_the_command_line(tmp_path, monkeypatch, tiny_model,
+                                                                             glue_dir):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = _reproduce("--model", "nobody/no-such-model", "--store", tmp_path / "s.db", "--dry-run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--model nobody/no-such-model: cannot read its configuration" in result.output
+    result = _reproduce("--model", tiny_model, "--tasks", "rte", "--scale", "smoke", "--claims", "zhang-reinit-mean",
+                        "--glue-dir", glue_dir, "--store", tmp_path / "s.db", "--seeds", 4, "--epochs", 2,
+                        "--max-train", 16, "--dry-run")
+    assert result.exit_code == 0, result.output
+    # adamw and reinit with 4 seed pairs each, 2 epochs of 16 examples at batch 8: 4 steps a trial
+    row = next(line for line in result.output.splitlines() if "adamw" in line)
+    assert [cell.strip() for cell in row.split("│") if cell.strip()] == ["published", "rte", "adamw", "2e-05", "4", "4",
+                                                                        "16"]
+    for flag, value, message in (("--epochs", "nan", "--epochs: must be a positive finite number"),
+                                 ("--lr", "1e-4,x", "--lr: expected comma-separated numbers")):
+        result = _reproduce("--store", tmp_path / "s.db", flag, value, "--dry-run")
+        assert result.exit_code == 2 and message in result.output
+
+
+def test_no_learning_lr_when_no_candidate_learns_and_the_reason_is_given():
+    from steadytune.reproduce.design import SCALES, lr_check_spec, trial_keys
+    from steadytune.reproduce.runner import Reproduction, lr_choices, untrained_reasons
+
+    reproduction = Reproduction("m", ["rte", "sst2"], SCALES["smoke"], ["zhang-reinit-mean"], ["learning"])
+    reproduction.__dict__["facts"] = type("Facts", (), {"layers": 2, "hidden_size": 32})()  # no model to read
+
+    def key(task):
+        return trial_keys(lr_check_spec(SCALES["smoke"], task, 1e-3, reproduction.base()))[0]
+
+    class Stored:  # the store's trials as the lr check reads them
+        @staticmethod
+        def trials():
+            return pd.DataFrame({"trial_key": [key("rte"), key("sst2")], "status": ["complete", "complete"],
+                                 "final_metric": [0.55, 0.70], "baseline_metric": [0.527, 0.509]})
+
+    choices = lr_choices(Stored(), reproduction)
+    assert choices["rte"].lr is None and choices["rte"].finished and not choices["rte"].learned
+    assert choices["sst2"].lr == 1e-3
+    assert untrained_reasons(Stored(), reproduction) == {
+        "learning": {"rte": "the model does not learn rte at any candidate lr"}}
+    assert "no candidate lr learns" in choices["rte"].describe()

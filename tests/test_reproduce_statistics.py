@@ -205,7 +205,9 @@ def _lines(pretrained: list[float], scratch: list[float], widths=(1.0, 1.0)) -> 
     measures = pd.DataFrame([{"arm": arm, "task": "rte", "wi_seed": i, "curvature": c, "width": width}
                              for (arm, values), width in zip((("pretrained", pretrained), ("scratch", scratch)), widths)
                              for i, c in enumerate(values)])
-    return {"learning": ClaimData("learning", ["rte"], {}, measures)}
+    arms = {"pretrained": _results(_arm([0.7] * len(pretrained))),
+            "scratch": _results(_arm([0.6] * len(scratch), start_id=100))}
+    return {"learning": ClaimData("learning", ["rte"], arms, measures)}
 
 
 def test_flatter_optima_are_tested_on_the_curvature_even_where_widths_saturate():

@@ -16,8 +16,8 @@ from ..config import ConfigError
 from ..reproduce.claims import CLAIMS
 from ..reproduce.design import PUBLISHED_LR, SCALES, Scale, trial_keys
 from ..reproduce.pages import write
-from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices, plan_steps, run,
-                                task_facts, untrained_reasons)
+from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices,
+                                missing_trials, plan_steps, run, task_facts, untrained_reasons)
 from ..reproduce.verdicts import verdict_table
 from ..store import Store
 from ..study import Executor, StudyEvents
@@ -157,6 +157,7 @@ def reproduce(
         raise ConfigError(f"{store}: no store yet; run without --no-train first")
     with Store(store, readonly=True) as db:
         choices, data, tasks = lr_choices(db, reproduction), claim_data(db, reproduction), task_facts(db, reproduction)
+        missing = missing_trials(db, reproduction)
     table = verdict_table([CLAIMS[key] for key in reproduction.claims], data)
     shown = Table()
     for column in ("claim", "lr", "effect", "p holds (Holm)", "p does not hold (Holm)", "verdict"):
@@ -167,7 +168,9 @@ def reproduce(
                                                                               "p does not hold (Holm)")),
                       escape(row["verdict"]))
     print_table(shown, "verdicts")
-    for path in write(table, reproduction, choices, data, tasks, store, out):
+    if missing:
+        err_console.print(f"interim table: the store lacks {missing} trial(s) of this design")
+    for path in write(table, reproduction, choices, data, tasks, store, out, missing):
         console.print(f"wrote {path}")
 
 

@@ -42,11 +42,14 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
                          "verdict": verdict})
 
 
-def header(reproduction: Reproduction, choices: dict[str, LrChoice], store: Path) -> list[str]:
+def header(reproduction: Reproduction, choices: dict[str, LrChoice], store: Path, missing: int = 0) -> list[str]:
     facts = reproduction.facts
     lines = [f"Model: {reproduction.model} ({facts.describe()}); tasks: {', '.join(reproduction.tasks)}; scale: "
              f"{reproduction.scale.name} ({reproduction.scale.description}).",
              f"Store: {store}. Generated {time.strftime('%Y-%m-%d %H:%M')}."]
+    if missing:
+        lines.append(f"Interim: the store lacks {missing} trial(s) of this design. An arm is read on a task only "
+                     "once all its runs there have finished; the rows that need the others say so.")
     if "published" in reproduction.settings:
         lines.append("published: every recipe at the papers' lr of 2e-5 (chosen for BERT-large).")
     if "learning" in reproduction.settings:
@@ -111,10 +114,10 @@ def sections(table: pd.DataFrame, reproduction: Reproduction, data: dict[str, Cl
 
 
 def write(table: pd.DataFrame, reproduction: Reproduction, choices: dict[str, LrChoice], data: dict[str, ClaimData],
-          tasks: pd.DataFrame, store: Path, out_dir: Path) -> list[Path]:
+          tasks: pd.DataFrame, store: Path, out_dir: Path, missing: int = 0) -> list[Path]:
     """verdicts.csv, verdicts.md and verdicts.html in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines, blocks = header(reproduction, choices, store), sections(table, reproduction, data, tasks)
+    lines, blocks = header(reproduction, choices, store, missing), sections(table, reproduction, data, tasks)
     paths = [out_dir / "verdicts.csv", out_dir / "verdicts.md", out_dir / "verdicts.html"]
     table.to_csv(paths[0], index=False)
     paths[1].write_text(render_markdown(blocks, lines, out_dir, TITLE), encoding="utf-8")

@@ -177,6 +177,15 @@ def learning_rates(store: Store | None, reproduction: Reproduction) -> Lrs:
     return lrs
 
 
+def missing_trials(store: Store, reproduction: Reproduction) -> int:
+    """How many trials of the design (at the lrs known so far) the store has not finished."""
+    trials = store.trials()
+    finished = set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+    planned = {key for spec in reproduction.lr_checks() for key in trial_keys(spec)}
+    planned |= {key for *_, spec in reproduction.studies(learning_rates(store, reproduction)) for key in trial_keys(spec)}
+    return len(planned - finished)
+
+
 def untrained_reasons(store: Store | None, reproduction: Reproduction) -> dict[str, dict[str, str]]:
     """Per setting (and "scratch"), the tasks whose arms are not trained, with the reason in words."""
     reasons: dict[str, dict[str, str]] = {}
@@ -280,16 +289,25 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
     data = {}
     for setting in reproduction.settings:
         per_arm: dict[str, list[str]] = {}
-        measures = []
+        per_task_keys: dict[str, dict[str, list[str]]] = {}
+        measures: list[dict] = []
+        unmeasured: dict[tuple[str, str], str] = {}
         for _, task, arm, spec in [s for s in reproduction.studies(lrs) if s[0] == setting]:
             keys = trial_keys(spec)
             per_arm.setdefault(arm.name, []).extend(keys)
+            per_task_keys.setdefault(arm.name, {})[task] = keys
             if arm.snapshots:
                 finished = trials[trials["trial_key"].isin(keys) & (trials["status"] == "complete")]
+                measured = []
                 for row in finished.drop_duplicates("trial_key").itertuples():
                     values = recorded(store, row.trial_key, reproduction.scale)
                     if values is not None:
-                        measures.append({"arm": arm.name, "task": row.task, "wi_seed": row.wi_seed, **values})
+                        measured.append({"arm": arm.name, "task": row.task, "wi_seed": row.wi_seed, **values})
+                if len(measured) < len(keys):
+                    unmeasured[(arm.name, task)] = f"{arm.name} on {task}: {len(measured)} of {len(keys)} runs measured"
+                else:
+                    measures += measured
+        unfinished: dict[str, dict[str, str]] = {}
         arms_results = {}
         for name, keys in per_arm.items():
             # One run per trial key: a key trained again in another study (devlin's grid cells, before it reused
@@ -298,9 +316,19 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
             done = chosen["status"].isin(("complete", "diverged"))
             chosen = pd.concat([chosen[done].drop_duplicates("trial_key"),
                                 chosen[~done & ~chosen["trial_key"].isin(chosen.loc[done, "trial_key"])]])
+            # An arm is read on a task only once every run the design names there has finished: a verdict from
+            # the first runs of a study still training would be read as the result.
+            finished = chosen[chosen["status"].isin(("complete", "diverged"))]
+            for task, planned in per_task_keys[name].items():
+                done = int(finished["trial_key"].isin(planned).sum())
+                if done < len(planned) or (name, task) in unmeasured:
+                    unfinished.setdefault(name, {})[task] = (
+                        f"{name} on {task}: {done} of {len(planned)} runs finished" if done < len(planned)
+                        else unmeasured[name, task])
+                    chosen = chosen[~chosen["trial_key"].isin(planned)]
             if chosen["status"].isin(("complete", "diverged")).any():
                 arms_results[name] = build_results(chosen, curves[curves["trial_id"].isin(chosen["id"])])
-        untrained = {arm: reasons.get("scratch" if spec_arm.own_lr else setting, {})
+        untrained = {arm: {**reasons.get("scratch" if spec_arm.own_lr else setting, {}), **unfinished.get(arm, {})}
                      for arm, spec_arm in reproduction.arms().items()}
         data[setting] = ClaimData(setting, reproduction.tasks, arms_results, pd.DataFrame(measures), untrained)
     return data

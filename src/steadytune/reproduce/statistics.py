@@ -287,7 +287,8 @@ def wald_from_draws(observed: float, draws: np.ndarray, runs: int, transform: Ca
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
     se = float(draws.std(ddof=1)) if len(draws) > 1 else math.inf
-    return Estimate(transform(observed), normal_bounds(observed, se, transform), per_task, runs)
+    return Estimate(transform(observed), normal_bounds(observed, se, transform), per_task, runs,
+                    se if transform is float else math.nan)
 
 
 def two_way_indices(wi: np.ndarray, do: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -88,6 +88,11 @@ def _grids(data: ClaimData) -> dict[str, np.ndarray]:
     return grids
 
 
+def _unit(value: float) -> float:
+    """A share's bound, kept within [0, 1]."""
+    return min(1.0, max(0.0, float(value)))
+
+
 WI_DO_MARGIN = (0.25, 0.75)  # comparable: neither component more than three times the other
 
 
@@ -103,7 +108,8 @@ def wi_do_comparable(data: ClaimData) -> Evidence:
                      for m in grids.values()]
         shares_k = [_wi_share(m) for m in resampled]
         draws[k] = np.nan if all(np.isnan(shares_k)) else np.nanmean(shares_k)
-    estimate = wald_from_draws(float(np.nanmean(list(shares.values()))), draws, min(m.size for m in grids.values()))
+    estimate = wald_from_draws(float(np.nanmean(list(shares.values()))), draws, min(m.size for m in grids.values()),
+                               transform=_unit)
     ours = "; ".join(f"{task} WI share {share:.2f} ({m.shape[0]}x{m.shape[1]} grid)"
                      for (task, share), m in zip(shares.items(), grids.values()))
     return Evidence(estimate, "WI / (WI + DO) variance (balanced two-way ANOVA), mean over tasks; Wald interval with the "

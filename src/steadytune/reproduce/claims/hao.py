@@ -15,7 +15,9 @@ def _measured(data: ClaimData, arm: str, least: int = 2) -> pd.DataFrame:
     """The measured runs of an arm on the tasks where it learned."""
     frame = data.measures[data.measures["arm"] == arm] if not data.measures.empty else data.measures
     note = ""
-    if arm in data.arms and not frame.empty:
+    if arm not in data.arms:
+        frame = frame.iloc[0:0]
+    elif not frame.empty:
         kept, reasons = learning_tasks({arm: data.arms[arm].trials})
         frame = frame[frame["task"].isin(kept)]
         note = f" ({'; '.join(reasons)})" if reasons else ""

@@ -37,22 +37,24 @@ def more_failures(worse: pd.DataFrame, better: pd.DataFrame, worse_name: str, be
                     f"failed with {worse_name} vs {better_name}: {'; '.join(parts)}{note}")
 
 
+def _two_arms(first: pd.DataFrame, second: pd.DataFrame, first_name: str, second_name: str, statistic,
+              test: str) -> Evidence:
+    """`statistic` of first over second on the tasks where both learned (first is arm B of the estimate)."""
+    frames, note = require_learning({first_name: first, second_name: second})
+    first, second = frames[first_name], frames[second_name]
+    return Evidence(statistic(*stacked(second, first, "final")), test,
+                    f"{first_name}: {scores_by_task(first)} | {second_name}: {scores_by_task(second)}{note}")
+
+
 def higher_mean(better: pd.DataFrame, worse: pd.DataFrame, better_name: str, worse_name: str) -> Evidence:
-    frames, note = require_learning({better_name: better, worse_name: worse})
-    better, worse = frames[better_name], frames[worse_name]
-    estimate = welch(*stacked(worse, better, "final"))
-    return Evidence(estimate, "difference of mean final dev scores per task by Welch's t, pooled over tasks with "
-                    "weights n_A n_B / (n_A + n_B) (one-sided tests)",
-                    f"{better_name}: {scores_by_task(better)} | {worse_name}: {scores_by_task(worse)}{note}")
+    return _two_arms(better, worse, better_name, worse_name, welch, "difference of mean final dev scores per task "
+                     "by Welch's t, pooled over tasks with weights n_A n_B / (n_A + n_B) (one-sided tests)")
 
 
 def lower_spread(tighter: pd.DataFrame, wider: pd.DataFrame, tighter_name: str, wider_name: str) -> Evidence:
-    frames, note = require_learning({tighter_name: tighter, wider_name: wider})
-    tighter, wider = frames[tighter_name], frames[wider_name]
-    estimate = spread_reduction(*stacked(wider, tighter, "final"))
-    return Evidence(estimate, "difference of mean absolute deviations from the arm's median (Brown-Forsythe) per "
-                    "task by Welch's t, pooled over tasks (one-sided tests)",
-                    f"{tighter_name}: {scores_by_task(tighter)} | {wider_name}: {scores_by_task(wider)}{note}")
+    return _two_arms(tighter, wider, tighter_name, wider_name, spread_reduction, "difference of mean absolute "
+                     "deviations from the arm's median (Brown-Forsythe) per task by Welch's t, pooled over tasks "
+                     "(one-sided tests)")
 
 
 CLAIMS = [

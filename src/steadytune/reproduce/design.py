@@ -44,21 +44,28 @@ class Scale:
     lr_candidates: tuple[float, ...] | None = None  # None: by the model's size (lr_candidates_for)
     batch_size: int | None = None  # None: each recipe's own (16 everywhere)
 
+    def sizes(self) -> str:
+        """The scale's sizes in words, as the page states them."""
+        examples = "full training sets" if self.max_train is None else f"{self.max_train:,} training examples"
+        return (f"{examples}; {self.arm_seeds} seed pairs per arm, {self.epochs:g} epochs ({self.long_epochs:g} for "
+                f"the long arm); a {self.grid_wi} x {self.grid_do} WI x DO grid; {self.landscape_seeds} seed pairs per "
+                f"landscape arm, measured on {self.landscape_examples} training and dev examples")
+
 
 SCALES: dict[str, Scale] = {
-    "smoke": Scale("smoke", "minutes on the CPU with a tiny model: every row gets an answer, none a meaningful one",
-                   max_train=64, grid_wi=3, grid_do=2, arm_seeds=3, epochs=1.0, long_epochs=2.0, grid_evals=4,
-                   landscape_seeds=2, landscape_examples=16, line_points=5, surface_points=3,
-                   scratch_epochs=2.0, scratch_lr_candidates=(1e-3,), lr_candidates=(1e-3,), batch_size=8),
-    "small": Scale("small", "a few hours per task on a 2-core CPU with MiniLM-L6: 1,000 training examples, 5 seeds "
-                   "per arm, a 5 x 3 grid", max_train=1000, grid_wi=5, grid_do=3, arm_seeds=5, epochs=3.0,
-                   long_epochs=6.0, grid_evals=10, landscape_seeds=3, landscape_examples=128, line_points=11,
-                   surface_points=5, scratch_epochs=6.0, scratch_lr_candidates=(1e-4, 3e-4)),
-    "paper": Scale("paper", "the papers' sizes, for a GPU: full training sets, Dodge's 25 x 25 grid, 25 seeds per "
-                   "arm (Mosbach), 20 epochs for the baseline", max_train=None, grid_wi=25, grid_do=25,
-                   arm_seeds=25, epochs=3.0, long_epochs=20.0, grid_evals=10, landscape_seeds=5,
-                   landscape_examples=512, line_points=21, surface_points=11, scratch_epochs=20.0,
-                   scratch_lr_candidates=(1e-4, 3e-4, 1e-3)),
+    "smoke": Scale("smoke", "minutes on the CPU with a tiny model: a pipeline check (a random model learns nothing, "
+                   "and its rows say so)", max_train=64, grid_wi=3, grid_do=2, arm_seeds=3, epochs=1.0,
+                   long_epochs=2.0, grid_evals=4, landscape_seeds=2, landscape_examples=16, line_points=5,
+                   surface_points=3, scratch_epochs=2.0, scratch_lr_candidates=(1e-3,), lr_candidates=(1e-3,),
+                   batch_size=8),
+    "small": Scale("small", "a few hours per task on a 2-core CPU with MiniLM-L6", max_train=1000, grid_wi=5,
+                   grid_do=3, arm_seeds=5, epochs=3.0, long_epochs=6.0, grid_evals=10, landscape_seeds=3,
+                   landscape_examples=128, line_points=11, surface_points=5, scratch_epochs=6.0,
+                   scratch_lr_candidates=(1e-4, 3e-4)),
+    "paper": Scale("paper", "the papers' sizes (Dodge's grid, Mosbach's 25 seeds and 20 epochs), for a GPU",
+                   max_train=None, grid_wi=25, grid_do=25, arm_seeds=25, epochs=3.0, long_epochs=20.0,
+                   grid_evals=10, landscape_seeds=5, landscape_examples=512, line_points=21, surface_points=11,
+                   scratch_epochs=20.0, scratch_lr_candidates=(1e-4, 3e-4, 1e-3)),
 }
 
 # Fine-tuning lrs that work grow as models shrink: BERT-large needs 1e-5 to 5e-5 (Devlin et al.; Mosbach et al.
@@ -96,9 +103,9 @@ def arms(scale: Scale, num_layers: int) -> dict[str, Arm]:
     long = {"epochs": scale.long_epochs}
     grid = {"evals_per_epoch": scale.grid_evals, "epochs": scale.epochs}
     table = [
-        Arm("grid", "Devlin et al.'s recipe (BERTAdam, 3 epochs), Dodge's WI x DO grid", "devlin2019", grid,
-            grid=True),
-        Arm("devlin", "Devlin et al.'s recipe (BERTAdam, 3 epochs)", "devlin2019", grid),
+        Arm("grid", f"Devlin et al.'s recipe (BERTAdam, {scale.epochs:g} epochs), Dodge's WI x DO grid", "devlin2019",
+            grid, grid=True),
+        Arm("devlin", f"Devlin et al.'s recipe (BERTAdam, {scale.epochs:g} epochs)", "devlin2019", grid),
         Arm("adamw", "the same with bias-corrected AdamW", "devlin2019", {"optimizer": "adamw", "epochs": scale.epochs}),
         Arm("reinit", f"AdamW with the pooler and the top {reinit_layers(num_layers)} layer(s) re-initialized",
             "devlin2019", {"optimizer": "adamw", "epochs": scale.epochs, "reinit_pooler": True,

@@ -45,7 +45,7 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 def header(reproduction: Reproduction, choices: dict[str, LrChoice], store: Path, missing: int = 0) -> list[str]:
     facts = reproduction.facts
     lines = [f"Model: {reproduction.model} ({facts.describe()}); tasks: {', '.join(reproduction.tasks)}; scale: "
-             f"{reproduction.scale.name} ({reproduction.scale.description}).",
+             f"{reproduction.scale.name} ({reproduction.scale.description}: {reproduction.scale.sizes()}).",
              f"Store: {store}. Generated {time.strftime('%Y-%m-%d %H:%M')}."]
     if missing:
         lines.append(f"Interim: the store lacks {missing} trial(s) of this design. An arm is read on a task only "

@@ -44,7 +44,8 @@ class LrChoice:
         if not self.finished:
             return f"{self.task}: lr check not finished ({tried})"
         if not self.learned:
-            return f"{self.task}: no candidate lr learns, so this task gives no answer (final dev score at each lr: {tried})"
+            return (f"{self.task}: no candidate lr learns, so this task gives no answer (final dev score at each lr: "
+                    f"{tried})")
         return f"{self.task}: lr {self.lr:g} (final dev score at each lr: {tried})"
 
     def reason(self, what: str = "the model") -> str | None:
@@ -129,7 +130,6 @@ class Reproduction:
                     if lr is not None:
                         out.append((setting, task, arm, arm_spec(arm, self.scale, task, lr, setting, self.base())))
         return out
-
 
 
 def _choices(store: Store | None, reproduction: Reproduction, candidates: tuple[float, ...],

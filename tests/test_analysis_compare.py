@@ -157,3 +157,12 @@ def test_settings_that_vary_within_a_recipe_make_separate_arms():
     # lr names the arms of the recipe-less trials on rte, so it names them on mrpc too: one name across tasks
     assert arm_labels(trials).tolist() == ["(no recipe) lr=1e-05", "(no recipe) lr=2e-05", "r", "r",
                                            "(no recipe) lr=1e-05"]
+
+
+def test_a_field_set_for_some_trials_and_missing_for_others_labels_arms_without_crashing():
+    # One --max-train 100000 trial beside trials without it: the missing field is NaN in the join, which pandas 3's
+    # astype(str) kept as a float, and every reader of the store ended in a TypeError.
+    trials = pd.DataFrame({"task": ["rte"] * 3, "recipe": ["devlin2019"] * 3, "cfg.max_train": [np.nan, np.nan, 1e5],
+                           "cfg.wi_seed": [1, 2, 3], "cfg.model": ["m"] * 3})
+    assert arm_labels(trials).tolist() == ["devlin2019 max_train=none", "devlin2019 max_train=none",
+                                           "devlin2019 max_train=100000"]

@@ -153,7 +153,9 @@ def arm_labels(trials: pd.DataFrame) -> pd.Series:
               for name, by_recipe in trials.groupby(recipe, sort=False)}
     for (_, name), group in trials.groupby([trials["task"], recipe], sort=False):
         varying = [c for c in fields if c in naming[name]]
-        settings = group[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=group.index)
+        # _short, not astype(str): under pandas 3 astype(str) keeps NaN, a field set for some trials and not others
+        settings = (group[varying].map(_short).agg("|".join, axis=1) if varying
+                    else pd.Series("", index=group.index))
         data_varies = (identity[group.index].notna().any()
                        and identity[group.index].groupby(settings).nunique(dropna=False).max() > 1)
         for index, row in group.iterrows():

@@ -50,8 +50,8 @@ def evaluate_with_predictions(model: nn.Module, data: EncodedDataset, task: Task
 @torch.inference_mode()
 def _evaluate_tags(model: nn.Module, data: EncodedTags, task: TaskSpec, batch_size: int, device: torch.device,
                    pad_token_id: int) -> tuple[dict[str, float], np.ndarray]:
-    """Entity-level metrics plus mean loss per sentence, and every word's predicted tag. Words that truncation cut
-    off are predicted O."""
+    """Entity-level metrics plus mean loss per sentence, and every word's predicted tag. Words without a piece
+    (cut off by truncation, or tokenized to nothing) are predicted O."""
     was_training = model.training
     model.eval()
     offsets = data.word_offsets
@@ -61,7 +61,7 @@ def _evaluate_tags(model: nn.Module, data: EncodedTags, task: TaskSpec, batch_si
         batch = {k: v.to(device) for k, v in collate_tags(data, indices, pad_token_id).items()}
         loss, logits = tagging_forward(model, batch)
         total_loss += loss.item() * len(indices)
-        place_words(predictions, offsets, indices, *predicted_tags(model, logits, batch["labels"]))
+        place_words(predictions, offsets, data.tagged_words, indices, *predicted_tags(model, logits, batch["labels"]))
     model.train(was_training)
     metrics = compute_metrics(task, predictions, data.labels, offsets)
     metrics["loss"] = total_loss / len(data)

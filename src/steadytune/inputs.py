@@ -82,6 +82,10 @@ def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cach
     if task.tagging:
         # Tagged sentences are few and short: a fast tokenizer aligns them in well under a second, uncached.
         encoded = [None if ds is None else encode_tags(ds, tokenizer, config.max_length) for ds in (train, dev, test)]
+        pieceless = sum(e.pieceless for e in encoded if e is not None)
+        if pieceless:
+            notes.append(f"{pieceless} word(s) tokenize to no word piece at all (e.g. a zero-width joiner or a soft "
+                         "hyphen): they cannot be tagged, and each is predicted O")
         all_outside = np.full_like(encoded[1].labels, task.label_names.index(OUTSIDE))
         return TrialInputs(task=task, train=encoded[0], dev=encoded[1], test=encoded[2],
                            baseline=compute_metrics(task, all_outside, encoded[1].labels, encoded[1].word_offsets),

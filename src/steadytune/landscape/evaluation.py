@@ -45,6 +45,7 @@ class LandscapeEvaluator:
         self.points_per_pass = points_per_pass
         self.names = [name for name, _ in model.named_parameters()]
         self.data, self.splits = splits, {}
+        self.tagged_words: dict[str, list[np.ndarray]] = {}  # per tagging split, in batch order
         for split, data in splits.items():
             indices = length_sorted_batches(data, batch_size)
             if task.tagging:
@@ -54,6 +55,7 @@ class LandscapeEvaluator:
                 batches = [{k: v.to(device) for k, v in collate_tags(data, chunk, pad_token_id).items()}
                            for chunk in indices]
                 self.splits[split] = (batches, data.labels, data.word_offsets, indices)
+                self.tagged_words[split] = data.tagged_words
                 continue
             batches = [{k: v.to(device) for k, v in collate(data, chunk, pad_token_id, task.is_regression).items()}
                        for chunk in indices]
@@ -111,7 +113,7 @@ class LandscapeEvaluator:
                 crf = {name.removeprefix("crf."): value for name, value in point.items() if name.startswith("crf.")}
                 losses[k] += tagging_loss(self.model, logits[k], batch["labels"], crf).item() * len(sentences)
                 tags, mask = predicted_tags(self.model, logits[k], batch["labels"], crf)
-                place_words(predictions[k], offsets, sentences, tags, mask)
+                place_words(predictions[k], offsets, self.tagged_words[split], sentences, tags, mask)
         metrics = [compute_metrics(self.task, predictions[k], labels, offsets)[self.task.metric]
                    for k in range(len(points))]
         return self._values(split, losses, len(offsets) - 1, metrics)

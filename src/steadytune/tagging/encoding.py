@@ -1,8 +1,10 @@
 """Word tags aligned to word pieces, and padded batches of tagged sentences.
 
 Each word's tag goes to its first word piece; its other pieces and the special tokens get -100, which the
-loss ignores (Devlin et al.'s NER setup). Words cut off by --max-length have no piece; evaluation predicts
-O for them, so a truncated entity counts as missed rather than vanishing from the score.
+loss ignores (Devlin et al.'s NER setup). Words cut off by --max-length have no piece, and so do words the
+tokenizer reduces to nothing (a zero-width joiner, a variation selector, a soft hyphen: tweets carry them).
+Evaluation predicts O for every word without a piece, so a truncated entity counts as missed rather than
+vanishing from the score; predictions are placed by word id, so such a word never shifts its neighbours'.
 """
 from __future__ import annotations
 
@@ -20,13 +22,15 @@ IGNORED = -100
 
 @dataclass(frozen=True, eq=False)
 class EncodedTags:
-    """Per sentence: token ids (int32), token type ids, the tag id of each token (IGNORED where none), and the
-    gold tag of every word (truncated ones included)."""
+    """Per sentence: token ids (int32), token type ids, the tag id of each token (IGNORED where none), the gold
+    tag of every word (truncated ones included), and the word index of each tagged token, in order."""
 
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray] | None
     token_tags: list[np.ndarray]
     word_tags: list[np.ndarray]
+    tagged_words: list[np.ndarray]
+    pieceless: int = 0  # words the tokenizer gave no piece, truncation aside
 
     @property
     def lengths(self) -> np.ndarray:
@@ -50,7 +54,7 @@ class EncodedTags:
     def select(self, indices: Sequence[int]) -> EncodedTags:
         types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
         return EncodedTags([self.input_ids[i] for i in indices], types, [self.token_tags[i] for i in indices],
-                           [self.word_tags[i] for i in indices])
+                           [self.word_tags[i] for i in indices], [self.tagged_words[i] for i in indices])
 
 
 def encode_tags(ds: TaggedDataset, tokenizer, max_length: int) -> EncodedTags:
@@ -61,19 +65,23 @@ def encode_tags(ds: TaggedDataset, tokenizer, max_length: int) -> EncodedTags:
     with_types = "token_type_ids" in tokenizer.model_input_names
     batch = tokenizer(ds.words, is_split_into_words=True, truncation=True, max_length=max_length, padding=False,
                       return_attention_mask=False, return_token_type_ids=with_types)
-    input_ids, token_tags = [], []
+    input_ids, token_tags, tagged_words, pieceless = [], [], [], 0
     for index, tags in enumerate(ds.tags):
         word_ids = batch.word_ids(index)
         aligned = np.full(len(word_ids), IGNORED, dtype=np.int64)
-        previous = None
+        firsts, previous = [], None
         for position, word in enumerate(word_ids):
             if word is not None and word != previous:
                 aligned[position] = tags[word]
+                firsts.append(word)
             previous = word
+        # A word missing before the last word with a piece was not cut off by truncation: it has no piece at all.
+        pieceless += (firsts[-1] + 1 - len(firsts)) if firsts else 0
         input_ids.append(np.asarray(batch["input_ids"][index], dtype=np.int32))
         token_tags.append(aligned)
+        tagged_words.append(np.asarray(firsts, dtype=np.int64))
     types = [np.asarray(t, dtype=np.int32) for t in batch["token_type_ids"]] if with_types else None
-    return EncodedTags(input_ids, types, token_tags, list(ds.tags))
+    return EncodedTags(input_ids, types, token_tags, list(ds.tags), tagged_words, pieceless)
 
 
 def collate_tags(data: EncodedTags, indices: Sequence[int], pad_token_id: int) -> dict[str, torch.Tensor]:

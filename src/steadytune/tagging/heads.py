@@ -71,10 +71,12 @@ def tag_share(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return {"pred_mean": predicted.float().mean().item(), "pred_top_share": (counts.max() / predicted.numel()).item()}
 
 
-def place_words(out: np.ndarray, offsets: np.ndarray, sentences: Sequence[int], tags: torch.Tensor,
-                mask: torch.Tensor) -> None:
-    """Write each batch row's predicted word tags into `out` (one entry per word, sentence after sentence) at its
-    sentence's offset; words without a prediction (cut off by truncation) keep what `out` holds."""
+def place_words(out: np.ndarray, offsets: np.ndarray, tagged_words: Sequence[np.ndarray], sentences: Sequence[int],
+                tags: torch.Tensor, mask: torch.Tensor) -> None:
+    """Write each batch row's predicted word tags into `out` (one entry per word, sentence after sentence) at the
+    word ids of its tagged tokens; words without a piece (cut off by truncation, or tokenized to nothing) keep what
+    `out` holds."""
     tags, counts = tags.cpu().numpy(), mask.sum(1).cpu().numpy()
     for row, sentence in enumerate(sentences):
-        out[offsets[sentence]: offsets[sentence] + counts[row]] = tags[row, :counts[row]]
+        words = tagged_words[sentence][:counts[row]]
+        out[offsets[sentence] + words] = tags[row, :len(words)]

@@ -248,7 +248,7 @@ def run(reproduction: Reproduction, store: Store, options: RunOptions, executor:
     choices = lr_choices(store, reproduction)
     lrs = learning_rates(store, reproduction)
     for setting, task, arm, spec in reproduction.studies(lrs):
-        missing = missing_pairs(spec, store)
+        missing = missing_pairs(spec, store, arm.snapshots)
         if missing is not None:
             progress.on_stage(f"{setting} lr {spec.config['lr']:g}, {task}: {arm.name} ({arm.description})")
             arm_options = options.model_copy(update={"save_checkpoints": 2}) if arm.snapshots else options
@@ -258,10 +258,12 @@ def run(reproduction: Reproduction, store: Store, options: RunOptions, executor:
     return choices
 
 
-def missing_pairs(spec: StudySpec, store: Store) -> StudySpec | None:
+def missing_pairs(spec: StudySpec, store: Store, snapshots: bool = False) -> StudySpec | None:
     """A paired arm's spec cut to the pairs whose trial no study of the store has finished (None: all are): the
-    devlin arm's first pairs are grid cells, trained in the grid's study. A crossed grid is returned whole."""
-    if not spec.seed_pairs:
+    devlin arm's first pairs are grid cells, trained in the grid's study. A crossed grid, or an arm trained with
+    snapshots (another study's run of the same key has none to measure), is returned whole: its study skips
+    what it has finished itself."""
+    if not spec.seed_pairs or snapshots:
         return spec
     trials = store.trials()
     finished = set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
@@ -273,7 +275,11 @@ def missing_pairs(spec: StudySpec, store: Store) -> StudySpec | None:
 
 
 def _measure_arm(store: Store, spec: StudySpec, scale: Scale, options: RunOptions, progress: Progress) -> None:
+    """Measure the arm's runs from their snapshots: the trials of the arm's own study, which trained them with
+    snapshots (an lr check's run can have the same trial key, and no snapshots)."""
     trials = store.trials()
+    own = {study_id for study_id, name in store.study_names().items() if name == spec.study_name()}
+    trials = trials[trials["study_id"].isin(own)]
     for key in trial_keys(spec):
         rows = trials[(trials["trial_key"] == key) & (trials["status"] == "complete")]
         if rows.empty or recorded(store, key, scale) is not None:

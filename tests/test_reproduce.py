@@ -180,3 +180,30 @@ def test_no_learning_lr_when_no_candidate_learns_and_the_reason_is_given():
     assert untrained_reasons(Stored(), reproduction) == {
         "learning": {"rte": "the model does not learn rte at any candidate lr"}}
     assert "no candidate lr learns" in choices["rte"].describe()
+
+
+def test_an_arm_with_snapshots_is_trained_and_measured_in_its_own_study(tmp_path, monkeypatch):
+    # The from-scratch lr check's run (WI 1, DO 1) has the scratch arm's first trial key, and no snapshots: the arm
+    # must train that pair itself and measure its own run, not the lr check's.
+    from steadytune.config import RunOptions
+    from steadytune.reproduce import runner
+    from steadytune.reproduce.design import SCALES, arm_spec, arms, lr_check_spec
+    from steadytune.store import TrialOutcome
+
+    scale = SCALES["smoke"]
+    scratch = arm_spec(arms(scale, 2)["scratch"], scale, "rte", 1e-3, "published", {"model": "m"})
+    check = lr_check_spec(scale, "rte", 1e-3, {"model": "m"}, scratch=True)
+    key = runner.trial_keys(check)[0]
+    assert key == runner.trial_keys(scratch)[0]
+    outcome = TrialOutcome("complete", 4, 4, "accuracy", {"accuracy": 0.6}, {"accuracy": 0.6}, 4, 0.5, 1.0)
+    with Store(tmp_path / "s.db") as store:
+        config = runner.expand(check)[0].config
+        store.record_trial(config.model_dump(mode="json"), key, 1, store.study_id(check.study_name(), {}), outcome, [])
+        own = store.record_trial(config.model_dump(mode="json"), key, 1, store.study_id(scratch.study_name(), {}),
+                                 outcome, [])
+        assert runner.missing_pairs(scratch, store, snapshots=True) == scratch
+        measured = []
+        monkeypatch.setattr(runner, "measure", lambda store, trial_id, *args: measured.append(trial_id))
+        monkeypatch.setattr(runner, "recorded", lambda *args: None)
+        runner._measure_arm(store, scratch, scale, RunOptions(), runner.Progress())
+    assert measured == [own]

@@ -266,3 +266,36 @@ def test_a_study_on_missing_data_or_model_is_one_error_before_anything_runs(tiny
                                  "--glue-dir", str(glue_dir), "--store", str(store)])
     one_line_error(result, "folder does not exist")
     assert not store.exists()
+
+
+def _boolean_fields():
+    from typing import Optional
+
+    from steadytune.cli.common import _cli_type
+    from steadytune.config import RunOptions, TrialConfig
+
+    return [(model, name) for model in (TrialConfig, RunOptions) for name, info in model.model_fields.items()
+            if _cli_type(info.annotation) == Optional[bool]]
+
+
+@pytest.mark.parametrize("model, name", _boolean_fields(), ids=lambda v: v if isinstance(v, str) else v.__name__)
+def test_every_boolean_field_has_a_working_flag_pair(model, name):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from steadytune.cli.common import with_config_flags
+
+    app = typer.Typer()
+
+    @app.command()
+    @with_config_flags
+    def show(flags: dict, run_flags: dict) -> None:
+        print(json.dumps({**flags, **run_flags}))
+
+    flag = name.replace("_", "-")
+    for given, expected in ((f"--{flag}", True), (f"--no-{flag}", False), (None, None)):
+        result = CliRunner().invoke(app, [given] if given else [])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[name] is expected

@@ -130,6 +130,8 @@ def _field_parameters(model: type[BaseModel], panels: dict[str, str]) -> list[in
         default = info.default.__str__() if info.default is not None else "none"
         help_text += f" [dim]\\[default: {default}][/]"
         flag = "--" + name.replace("_", "-")
+        if _cli_type(info.annotation) == Optional[bool]:  # every boolean gets both forms: --x turns it on, --no-x off
+            flag = f"{flag}/--no-{name.replace('_', '-')}"
         option = typer.Option(flag, help=help_text, rich_help_panel=panels.get(name, "Run"), show_default=False)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[_cli_type(info.annotation), option]))

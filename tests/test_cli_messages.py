@@ -299,3 +299,21 @@ def test_every_boolean_field_has_a_working_flag_pair(model, name):
         result = CliRunner().invoke(app, [given] if given else [])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)[name] is expected
+
+
+def test_messages_name_the_flag_the_file_and_the_label_ids_and_start_at_the_error(tiny_bert_dir, glue_dir, tmp_path):
+    store = str(tmp_path / "r.db")
+    result = runner.invoke(app, train_args(tiny_bert_dir, glue_dir, store, "--init-from", str(tmp_path / "nowhere")))
+    one_line_error(result, "--init-from", "not a trial id of the store nor a model folder")
+    assert "--model" not in result.output
+    assert result.output.startswith("error:")  # no empty line from a progress bar that never started
+    config = tmp_path / "trial.yaml"
+    config.write_text("lr: [0.1, 0.2]\n")
+    one_line_error(runner.invoke(app, ["train", "--config", str(config), "--store", store]),
+                   f"{config}: lr: Input should be a valid number")
+    files = tmp_path / "own.csv"
+    files.write_text("text,label\nfine,0\nbad,7\n")
+    one_line_error(runner.invoke(app, ["train", "--task", "classification", "--train-file", str(files), "--dev-file",
+                                       str(files), "--label-names", "neg,pos", "--model", str(tiny_bert_dir),
+                                       "--store", store]),
+                   "label '7' is outside the label set: integer labels are ids 0..1 in --label-names order (0=neg, 1=pos)")

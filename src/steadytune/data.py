@@ -176,10 +176,12 @@ def _label_value(raw: object, task: TaskSpec, accept_index: bool) -> int | float
         return task.label_names.index(name)
     # Integer indices are only unambiguous when no class is itself named by an integer.
     if accept_index and not any(n.lstrip("-").isdigit() for n in task.label_names):
-        if isinstance(raw, int) or name.isdigit():
+        if isinstance(raw, int) or name.lstrip("-").isdigit():
             index = int(raw)
             if 0 <= index < len(task.label_names):
                 return index
+            raise ValueError(f"label {raw!r} is outside the label set: integer labels are ids 0..{len(task.label_names) - 1} "
+                             f"in --label-names order ({', '.join(f'{i}={n}' for i, n in enumerate(task.label_names))})")
     raise ValueError(f"unknown label {raw!r} (expected one of {', '.join(task.label_names)})")
 
 

@@ -24,7 +24,7 @@ from .diagnostics import PoolerProbe, gradient_norms, part_parameters, predictio
 from .encoding import collate
 from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
-from .models import load_classifier, load_tokenizer, save_encoder
+from .models import ModelError, load_classifier, load_tokenizer, save_encoder
 from .quantization import Int8Twin
 from .stabilizers import active_stabilizers
 from .stabilizers.bias_correction import build_optimizer
@@ -459,8 +459,14 @@ def model_artifact_dir(store_path: Path, trial_id: int) -> Path:
 
 def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | None:
     """--init-from takes a trial id of the store (saved with --save-model) or a model folder."""
-    if init_from is None or not init_from.isdigit():
-        return init_from
+    if init_from is None:
+        return None
+    if not init_from.isdigit():
+        folder = Path(init_from).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"--init-from {init_from}: not a trial id of the store nor a model folder (a folder "
+                             "with config.json and weights, as --save-model or save_pretrained writes)")
+        return str(folder)
     if store_path is None:
         raise StoreError(f"--init-from {init_from} names a trial, which needs the store it is in")
     folder = model_artifact_dir(store_path, int(init_from))

@@ -161,8 +161,13 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> TrialConf
     check_keys(file_values, TrialConfig.model_fields, str(config_file))
     recipe = flags.get("recipe") or file_values.get("recipe")
     given = {name for name, value in flags.items() if value is not None}
-    return build_config(recipe_overrides(recipe) if recipe else {}, file_values, flags,
-                        flags=given if config_file else None)
+    try:
+        return build_config(recipe_overrides(recipe) if recipe else {}, file_values, flags,
+                            flags=given if config_file else None)
+    except ConfigError as err:
+        if config_file and not str(err).startswith("--"):  # a key of the file, not a flag: name the file
+            raise ConfigError(f"{config_file}: {err}") from None
+        raise
 
 
 def resolve_run_options(run_flags: dict[str, Any]) -> RunOptions:
@@ -177,6 +182,12 @@ def progress_bar(*fields: str) -> Progress:
     return Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
                     *(TextColumn(text, markup=False) for text in fields), TimeElapsedColumn(), TextColumn("eta"),
                     TimeRemainingColumn(), console=err_console)
+
+
+def stop_bar(bar: Progress) -> None:
+    """Stop a bar that was started; stopping one that never was prints an empty line before the error it follows."""
+    if bar.live.is_started:
+        bar.stop()
 
 
 def fmt_metric(value: float | None) -> str:

@@ -18,7 +18,7 @@ from ..store import Store, TrialOutcome
 from ..store_connections import is_postgres, shown_location
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
 from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
-                     resolve_run_options, with_config_flags)
+                     resolve_run_options, stop_bar, with_config_flags)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
 
@@ -259,4 +259,4 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
     try:
         return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume))
     finally:
-        bar.stop()
+        stop_bar(bar)

@@ -11,7 +11,7 @@ from ..config import ConfigError
 from ..store import Store, TrialOutcome
 from ..trial import Trial, run_stored
 from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
-                     resolve_config, resolve_run_options, with_config_flags)
+                     resolve_config, resolve_run_options, stop_bar, with_config_flags)
 
 
 @reports_user_errors
@@ -48,7 +48,7 @@ def train(
             trial_id, outcome, reused = run_stored(trial_config, options, db, progress=on_step,
                                                    on_prepared=lambda trial: _notes(trial))
         finally:
-            bar.stop()
+            stop_bar(bar)
         if reused:
             console.print(f"trial {trial_id} of {db.label} already holds this config's result (trials are deterministic);"
                           f" not run again", soft_wrap=True)

@@ -317,3 +317,16 @@ def test_messages_name_the_flag_the_file_and_the_label_ids_and_start_at_the_erro
                                        str(files), "--label-names", "neg,pos", "--model", str(tiny_bert_dir),
                                        "--store", store]),
                    "label '7' is outside the label set: integer labels are ids 0..1 in --label-names order (0=neg, 1=pos)")
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "inf"), ("--lr", "nan"), ("--warmup", "-inf"),
+                                         ("--weight-decay", "inf")])
+def test_non_finite_numbers_are_refused_where_they_enter(flag, value, tmp_path):
+    # --epochs inf ended in an OverflowError deep in the data order
+    one_line_error(runner.invoke(app, ["train", flag, value, "--store", str(tmp_path / "r.db")]),
+                   f"{flag}: Input should be a finite number")
+    config = tmp_path / "trial.yaml"
+    key = flag[2:].replace("-", "_")
+    config.write_text(f"{key}: .{value.lstrip('-')}\n" if value != "nan" else f"{key}: .nan\n")
+    one_line_error(runner.invoke(app, ["train", "--config", str(config), "--store", str(tmp_path / "r.db")]),
+                   f"{config}: {key}: Input should be a finite number")

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 class TrialConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # --- data -------------------------------------------------------------------------------
     task: str = Field("rte", description="GLUE task (rte, mrpc, cola, sst2, stsb, qnli, wnli, mnli), or "
@@ -235,7 +235,7 @@ KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "a
 class RunOptions(BaseModel):
     """Where and how a trial runs; none of this changes what it computes on a given device."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto (cuda when available).")
     threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores, or cores/workers in a study).")

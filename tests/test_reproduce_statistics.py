@@ -70,11 +70,21 @@ def test_median_deviations_give_levenes_median_centred_statistic():
     values = np.concatenate([a, b])
     z = median_deviations(values, in_b, strata)
     assert stats.f_oneway(z[~in_b], z[in_b]).statistic == pytest.approx(stats.levene(a, b, center="median").statistic)
-    # B is three times wider: its spread is not reduced, and the reduction is Welch's t on the deviations.
+    # B is three times wider: its spread is not reduced, and the reduction is Welch's t on the deviations, each arm's
+    # scaled to the spread it estimates.
+    from steadytune.reproduce.statistics import median_deviation_factor
+
     reduction = spread_reduction(values, in_b, strata)
     assert reduction.effect < 0
-    assert reduction.p_less(0) == pytest.approx(stats.ttest_ind(z[~in_b], z[in_b], equal_var=False,
+    a_dev, b_dev = z[~in_b] / median_deviation_factor(8), z[in_b] / median_deviation_factor(9)
+    assert reduction.effect == pytest.approx(a_dev.mean() - b_dev.mean())
+    assert reduction.p_less(0) == pytest.approx(stats.ttest_ind(a_dev, b_dev, equal_var=False,
                                                                 alternative="less").pvalue)
+    # the factor: the share of a normal's spread that deviations from a sample's own median show
+    rng = np.random.default_rng(1)
+    sample = rng.standard_normal((50_000, 5))
+    shown = np.abs(sample - np.median(sample, axis=1, keepdims=True)).mean() / math.sqrt(2 / math.pi)
+    assert median_deviation_factor(5) == pytest.approx(shown, abs=0.005)
 
 
 def test_pooled_spearman_per_stratum_rho_is_scipys_and_pooling_is_fisher_z():

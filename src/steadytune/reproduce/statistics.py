@@ -19,6 +19,7 @@ reaches the threshold). The bounds come from tests with checked coverage at 5 ru
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -173,11 +174,30 @@ def median_deviations(values: np.ndarray, in_b: np.ndarray, strata: np.ndarray) 
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def median_deviation_factor(n: int) -> float:
+    """E[mean |x - sample median|] / E|x - median| for n normal draws: the share of the spread that deviations
+    from a sample's own median show (0.83 at n = 5, 0.93 at 10; 1 as n grows). Computed once by a seeded
+    simulation of 200,000 samples, like the 1.4826 that makes a MAD consistent for the sd."""
+    if n < 2:
+        return 1.0
+    draws = np.random.default_rng(0).standard_normal((200_000, n))
+    shown = np.abs(draws - np.median(draws, axis=1, keepdims=True)).mean()
+    return float(shown / math.sqrt(2 / math.pi))
+
+
 def spread_reduction(values: np.ndarray, in_b: np.ndarray, strata: np.ndarray) -> Estimate:
     """(mean absolute deviation from the median in A) - (the same in B), > 0 when B is tighter: Welch's t on the
-    Brown-Forsythe deviations, pooled over strata as `welch` pools."""
+    Brown-Forsythe deviations, each arm's divided by `median_deviation_factor` of its size (so that the effect
+    estimates the difference of the arms' spreads, not a difference shrunk by small samples), pooled over strata as
+    `welch` pools."""
     values, in_b, strata = np.asarray(values, dtype=float), np.asarray(in_b, dtype=bool), np.asarray(strata)
-    return negated(welch(median_deviations(values, in_b, strata), in_b, strata))
+    deviations = median_deviations(values, in_b, strata)
+    for s in np.unique(strata):
+        for arm in (True, False):
+            cell = (strata == s) & (in_b == arm)
+            deviations[cell] /= median_deviation_factor(int(cell.sum()))
+    return negated(welch(deviations, in_b, strata))
 
 
 def negated(estimate: Estimate) -> Estimate:

@@ -57,6 +57,32 @@ def test_a_malicious_pickle_at_the_state_path_does_not_run(tiny_trial_config, tm
     result = execute(Job(config.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(exploit)))
     assert result.outcome.status == "complete" and result.outcome.steps_done == 4
     assert not marker.exists()
+    assert "not a steadytune state file" in result.state_refused  # and it says so, where it was silent
+
+
+def test_a_study_says_in_one_line_that_it_refused_a_planted_state(tiny_bert_dir, glue_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from steadytune.cli import app
+    from steadytune.study import StudySpec, expand
+
+    store = tmp_path / "runs.db"
+    flags = ["--name", "planted", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir), "--glue-dir",
+             str(glue_dir), "--max-train", "16", "--batch-size", "8", "--max-length", "48", "--max-steps", "4",
+             "--evals-per-epoch", "0", "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
+    spec = StudySpec(name="planted", tasks=["rte"], config={"model": str(tiny_bert_dir), "glue_dir": str(glue_dir),
+                                                             "max_train": 16, "batch_size": 8, "max_length": 48,
+                                                             "max_steps": 4, "evals_per_epoch": 0})
+    key = expand(spec)[0].config.trial_key()
+    states = tmp_path / "runs-states"
+    states.mkdir()
+    (states / f"study1-{key}.safetensors").write_bytes(pickle.dumps(Payload(tmp_path / "pwned")))
+    result = CliRunner().invoke(app, ["study", "run", *flags, "--store", str(store), "--checkpoint-every", "0.5"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "its saved state was refused" in line]
+    assert len(notes) == 1 and "not a steadytune state file" in notes[0] and "from the start" in notes[0]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_states_that_do_not_fit_are_refused(tiny_trial_config, tmp_path):

@@ -297,6 +297,21 @@ class JobResult:
     points: list[CurvePoint]
     started_at: float
     resumed_at: int = 0  # the step of a saved state the trial continued from (0: from the start)
+    state_refused: str | None = None  # why a saved state was not used (damaged, foreign, not a state file)
+
+
+def restored_or_fresh(make: Callable[[], Any], state_in: str | None) -> tuple[Any, str | None]:
+    """A trial continued from its saved state, or from the start (the same result) when the state is refused; and
+    the reason it was refused, which the driver reports in one line."""
+    from .state_file import StateFileError
+
+    trial = make()
+    if state_in and Path(state_in).exists():
+        try:
+            trial.restore_state(Path(state_in))
+        except StateFileError as err:
+            return make(), str(err)
+    return trial, None
 
 
 def failed_outcome(error: str) -> TrialOutcome:
@@ -308,7 +323,6 @@ def failed_outcome(error: str) -> TrialOutcome:
 def execute(job: Job) -> JobResult | list[JobResult]:
     """Run one job in this process (a pack job: one result per trial). Errors become a `failed` outcome, never an
     exception: a study goes on."""
-    from .state_file import StateFileError
     from .trackers import trial_trackers
     from .trial import Trial
 
@@ -318,12 +332,7 @@ def execute(job: Job) -> JobResult | list[JobResult]:
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
     store_path = Path(job.store_path) if job.store_path else None
     try:
-        trial = Trial(config, options, store_path)
-        if job.state_in and Path(job.state_in).exists():
-            try:
-                trial.restore_state(Path(job.state_in))
-            except StateFileError:
-                trial = Trial(config, options, store_path)  # damaged or foreign state: from the start, same result
+        trial, refused = restored_or_fresh(lambda: Trial(config, options, store_path), job.state_in)
         resumed_at = trial.step
         stop_at = None
         if job.stop_at_fraction is not None:
@@ -345,7 +354,7 @@ def execute(job: Job) -> JobResult | list[JobResult]:
         trackers.finish(outcome)
         if job.state_out and outcome.status == "stopped":
             trial.save_state(Path(job.state_out))
-        return JobResult(outcome, points + pending, started_at, resumed_at)
+        return JobResult(outcome, points + pending, started_at, resumed_at, refused)
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, not raised
         return JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at)
 
@@ -357,7 +366,6 @@ def execute_pack(job: Job) -> list[JobResult]:
     a BERT, or the states stand at different steps) runs its jobs one after another instead."""
     from .packed.model import NotPackable
     from .packed.trial import PackedTrial, pack_refusal, seeds_per_pass
-    from .state_file import StateFileError
     from .trackers import trial_trackers
     from .trial import Trial, pick_device
 
@@ -376,15 +384,11 @@ def execute_pack(job: Job) -> list[JobResult]:
     try:
         if pack_refusal([TrialConfig(**j.config) for j in jobs], options):  # before any model is loaded
             raise NotPackable("refused")
-        members, stop_at, points, resumed = [], [], [], []
+        members, stop_at, points, resumed, refusals = [], [], [], [], []
         for member_job in jobs:
             config = TrialConfig(**member_job.config)
-            trial = Trial(config, options)
-            if member_job.state_in and Path(member_job.state_in).exists():
-                try:
-                    trial.restore_state(Path(member_job.state_in))
-                except StateFileError:
-                    trial = Trial(config, options)  # damaged or foreign state: from the start, same result
+            trial, refused = restored_or_fresh(lambda: Trial(config, options), member_job.state_in)
+            refusals.append(refused)
             cut = None if member_job.stop_at_fraction is None else cut_step(trial.total_steps,
                                                                            member_job.stop_at_fraction)
             if cut is not None:
@@ -417,7 +421,7 @@ def execute_pack(job: Job) -> list[JobResult]:
     for k, (outcome, pending) in enumerate(results):
         trackers[k].log(pending)
         trackers[k].finish(outcome)
-        out.append(JobResult(outcome, points[k] + pending, started_at, resumed[k]))
+        out.append(JobResult(outcome, points[k] + pending, started_at, resumed[k], refusals[k]))
     return out
 
 
@@ -610,6 +614,7 @@ class StudyEvents:
     on_result: Callable[[PlannedTrial, TrialOutcome], None] = lambda trial, outcome: None
     on_wait: Callable[[int], None] = lambda count: None  # trials another driver is running
     on_resume: Callable[[PlannedTrial, int], None] = lambda trial, step: None  # continued from a saved state
+    on_state_refused: Callable[[PlannedTrial, str], None] = lambda trial, reason: None  # restarted: why
 
 
 # Statuses after which a trial is not run again: in the first pass, and when survivors are continued.
@@ -786,6 +791,8 @@ class StudyRunner:
         self.recorded[result.outcome.status] += 1
         if result.resumed_at and start_step == 0:  # an early-stopping continuation resumes by design: not news
             events.on_resume(trial, result.resumed_at)
+        if result.state_refused:
+            events.on_state_refused(trial, result.state_refused)
         if result.outcome.status in CONTINUATION_DONE:  # finished: no state of it is needed any more
             self._state_path(trial).unlink(missing_ok=True)
         if result.outcome.total_steps:

@@ -252,11 +252,17 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
         err_console.print(f"trial {trial.config.task} wi={trial.config.wi_seed} do={trial.config.do_seed} continued "
                           f"from its saved state at step {step}", soft_wrap=True)
 
+    def on_state_refused(trial: PlannedTrial, reason: str) -> None:
+        err_console.print(f"[yellow]note:[/] trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
+                          f"do={trial.config.do_seed}: its saved state was refused ({escape(reason)}); it ran from the "
+                          "start, which gives the same result", markup=True, soft_wrap=True)
+
     def on_wait(count: int) -> None:
         bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
                    + f"  waiting for {count} trial(s) another driver runs")
 
     try:
-        return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume))
+        return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume,
+                                      on_state_refused=on_state_refused))
     finally:
         stop_bar(bar)

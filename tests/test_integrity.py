@@ -119,6 +119,21 @@ def test_bad_tokenization_cache_entries_are_rebuilt(minilm_path, glue_dir, tmp_p
         again = encode(rte, tokenizer, 64, cache)
         assert all(np.array_equal(x, y) for x, y in zip(again.input_ids, reference.input_ids))
         assert len(again) == len(reference) and entry.read_bytes() != damage  # rebuilt and rewritten
+    # A crafted entry: its own key and a valid checksum, but ids the tokenizer could not have made (the trial then
+    # failed with "IndexError: index out of range in self", and again on every retry).
+    from steadytune.encoding import _checksum, _save_atomic
+
+    with np.load(entry, allow_pickle=False) as cached:
+        arrays = {name: cached[name] for name in cached.files}
+    key = str(arrays.pop("key"))
+    arrays.pop("checksum")
+    arrays["input_ids"] = arrays["input_ids"].copy()
+    arrays["input_ids"][5] = 10**6
+    entry.unlink()
+    _save_atomic(entry, key=np.array(key), checksum=np.array(_checksum(arrays)), **arrays)
+    assert len(list(cache.iterdir())) == 1
+    again = encode(rte, tokenizer, 64, cache)
+    assert all(np.array_equal(x, y) for x, y in zip(again.input_ids, reference.input_ids))
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     unwritable = encode(rte, tokenizer, 64, blocked / "cache")  # cannot be created: the trial still gets its data

@@ -126,16 +126,21 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _read_cache(path: Path, key: str, examples: int) -> dict[str, np.ndarray] | None:
-    """The cached arrays if the entry is complete, made for `key` and intact; None otherwise."""
+def _read_cache(path: Path, key: str, examples: int, vocabulary: int, max_length: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays if the entry is complete, made for `key`, intact, and holds what the tokenizer could have
+    made (ids in its vocabulary, rows no longer than max_length); None otherwise, and the entry is rebuilt. A
+    checksum the entry carries itself detects damage, not a crafted entry: ids of 10^6 failed a trial."""
     try:
         with np.load(path, allow_pickle=False) as cached:
             arrays = {name: cached[name] for name in cached.files}
         offsets, ids = arrays["offsets"], arrays["input_ids"]
+        types = arrays.get("token_type_ids", np.zeros_like(ids))
         valid = (str(arrays.pop("key")) == key and str(arrays.pop("checksum")) == _checksum(arrays)
                  and offsets.ndim == 1 and len(offsets) == examples + 1 and offsets[0] == 0
                  and bool(np.all(np.diff(offsets) >= 0)) and offsets[-1] == len(ids)
-                 and len(arrays.get("token_type_ids", ids)) == len(ids))
+                 and bool(np.all(np.diff(offsets) <= max_length)) and len(types) == len(ids)
+                 and (len(ids) == 0 or (int(ids.min()) >= 0 and int(ids.max()) < vocabulary))
+                 and (len(types) == 0 or (int(types.min()) >= 0 and int(types.max()) <= 1)))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return arrays if valid else None
@@ -157,7 +162,7 @@ def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) 
     if cache_dir is not None:
         key = f"{ds.content_hash()}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
         path = Path(cache_dir) / f"enc-{hashlib.sha256(key.encode()).hexdigest()}.npz"
-        arrays = _read_cache(path, key, len(ds)) if path.is_file() else None
+        arrays = _read_cache(path, key, len(ds), len(tokenizer), max_length) if path.is_file() else None
     if arrays is None:
         arrays = _tokenize(ds, tokenizer, max_length)
         if path is not None:

@@ -75,12 +75,17 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
     table = Table()
     for column in ("lr setting", "task", "arm", "lr", "trials", "to train", "steps"):
         table.add_column(column, justify="left" if column in ("lr setting", "task", "arm") else "right")
+    remaining, counted = 0, set()  # steps of the trials the store lacks, each trial key once
     for spec in reproduction.lr_checks():
         steps["lr check"] = steps.get("lr check", 0) + plan_steps(spec)
+        remaining += plan_steps(spec, finished | counted)
+        counted |= set(trial_keys(spec))
     for setting, task, arm, spec in reproduction.studies(planned):
         n = plan_steps(spec)
         steps[arm.name] = steps.get(arm.name, 0) + n
         keys = trial_keys(spec)
+        remaining += plan_steps(spec, finished | counted)
+        counted |= set(keys)
         table.add_row(setting, task, arm.name, f"{spec.config['lr']:g}", str(len(keys)),
                       str(sum(key not in finished for key in keys)), str(n))
     print_table(table, f"reproduce plan: scale {reproduction.scale.name}, {len(reproduction.claims)} claim(s), "
@@ -91,7 +96,8 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
     seconds = seconds_per_step(store, reproduction.model)
     unit = (f"at {seconds:.2f} s/step (median of this model's finished trials in {store})" if seconds
             else "(CPU time unknown until the store holds a finished trial of this model)")
-    console.print(f"total {sum(steps.values())} training steps {unit}")
+    console.print(f"total {sum(steps.values())} training steps {unit}; {remaining} of them are for trials the "
+                  f"store lacks" + (f" (about {remaining * seconds / 3600:.1f} CPU hours)" if seconds else ""))
     costs = Table()
     for column in ("claim", "arms", "steps", "CPU hours"):
         costs.add_column(column, justify="left" if column in ("claim", "arms") else "right")

@@ -216,11 +216,13 @@ def task_facts(store: Store, reproduction: Reproduction) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plan_steps(spec: StudySpec) -> int:
-    """Training steps of a study if every trial ran fully."""
+def plan_steps(spec: StudySpec, skip: set[str] | frozenset[str] = frozenset()) -> int:
+    """Training steps of a study if every trial ran fully, leaving out the trials whose keys are in `skip`."""
     steps, seen = 0, {}
     for trial in expand(spec):
         config = trial.config
+        if config.trial_key() in skip:
+            continue
         if config.task not in seen:
             train, _ = load_raw(config, resolve_task(config))
             seen[config.task] = len(train) if config.max_train is None else min(config.max_train, len(train))

@@ -129,7 +129,13 @@ def test_init_from_unknown_trial_is_a_clear_error(tiny_trial_config, options, tm
         resolve_init_from("7", tmp_path / "runs.db")
     with pytest.raises(StoreError, match="needs the store"):
         resolve_init_from("7", None)
-    assert resolve_init_from("some/folder", None) == "some/folder"
+    from steadytune.models import ModelError
+
+    with pytest.raises(ModelError, match="--init-from some/folder: not a trial id of the store nor a model folder"):
+        resolve_init_from("some/folder", None)
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "config.json").write_text("{}")
+    assert resolve_init_from(str(tmp_path / "saved"), None) == str(tmp_path / "saved")
 
 
 @pytest.mark.parametrize("model_type", ["roberta", "electra", "mpnet"])

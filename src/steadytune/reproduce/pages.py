@@ -91,7 +91,11 @@ def arms_table(reproduction: Reproduction, data: dict[str, ClaimData]) -> Table:
 
 def sections(table: pd.DataFrame, reproduction: Reproduction, data: dict[str, ClaimData],
              tasks: pd.DataFrame) -> list[Section]:
-    claims = table.drop_duplicates("key")
+    # Each claim's row that names its test (a row with no answer has none), in the table's order.
+    named = table.assign(named=table["test"].fillna("").astype(bool))
+    claims = named.sort_values("named", ascending=False, kind="stable").drop_duplicates("key")
+    claims = claims.set_index("key").loc[table["key"].drop_duplicates()].reset_index()
+    claims["test"] = claims["test"].fillna("").replace("", "(no setting answered this row yet)")
     counts = table["verdict"].str.split(":").str[0].value_counts()
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     rules = claims.assign(arms=claims["key"].map(lambda key: ", ".join(CLAIMS[key].arms)))

@@ -16,8 +16,8 @@ from ..config import ConfigError
 from ..reproduce.claims import CLAIMS
 from ..reproduce.design import PUBLISHED_LR, SCALES, Scale, trial_keys
 from ..reproduce.pages import write
-from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, learning_rates, lr_choices,
-                                missing_trials, plan_steps, run, task_facts, untrained_reasons)
+from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, finished_keys, learning_rates,
+                                lr_choices, missing_trials, plan_steps, run, task_facts, untrained_reasons)
 from ..reproduce.verdicts import verdict_table
 from ..store import Store
 from ..study import Executor, StudyEvents
@@ -65,7 +65,7 @@ def print_plan(reproduction: Reproduction, store: Path) -> None:
     with Store(store, readonly=True) if store.exists() else nullcontext() as db:
         lrs = learning_rates(db, reproduction)
         reasons = untrained_reasons(db, reproduction)
-        finished = set(db.trials().query("status in ('complete', 'diverged')")["trial_key"]) if db else set()
+        finished = finished_keys(db)
     # Before an lr check has finished, its arms are counted at the published lr: same sizes. A finished check where
     # no candidate learned trains nothing for that task.
     planned = {setting: {task: lr or (None if task in reasons.get(setting, {}) and "not finished" not in

@@ -177,10 +177,17 @@ def learning_rates(store: Store | None, reproduction: Reproduction) -> Lrs:
     return lrs
 
 
+def finished_keys(store: Store | None) -> set[str]:
+    """The trial keys some study of the store has finished (complete or diverged)."""
+    if store is None:
+        return set()
+    trials = store.trials()
+    return set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+
+
 def missing_trials(store: Store, reproduction: Reproduction) -> int:
     """How many trials of the design (at the lrs known so far) the store has not finished."""
-    trials = store.trials()
-    finished = set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+    finished = finished_keys(store)
     planned = {key for spec in reproduction.lr_checks() for key in trial_keys(spec)}
     planned |= {key for *_, spec in reproduction.studies(learning_rates(store, reproduction)) for key in trial_keys(spec)}
     return len(planned - finished)
@@ -267,8 +274,7 @@ def missing_pairs(spec: StudySpec, store: Store, snapshots: bool = False) -> Stu
     what it has finished itself."""
     if not spec.seed_pairs or snapshots:
         return spec
-    trials = store.trials()
-    finished = set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+    finished = finished_keys(store)
     pairs = [(trial.config.wi_seed, trial.config.do_seed) for trial in expand(spec)
              if trial.config.trial_key() not in finished]
     if not pairs:

@@ -1,16 +1,18 @@
 """Files beside a store are untrusted: snapshots, tokenization caches and trial keys are checked on read."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.checkpoints import CheckpointError, checkpoint_dir, load_checkpoint
+from steadytune.checkpoints import CheckpointError, checkpoint_dir, file_sha256, load_checkpoint
 from steadytune.cli import app
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.encoding import encode
@@ -52,8 +54,23 @@ def test_damaged_snapshots_are_refused(snapshots):
     with pytest.raises(CheckpointError, match="damaged snapshot"):
         load_checkpoint(path)
     path.write_bytes(bytes(data[:1000]))  # truncated
-    with pytest.raises(CheckpointError, match="damaged snapshot"):
-        TrialSnapshots.load(store, trial_id).end()
+    with pytest.raises(CheckpointError, match="differs from the one the store recorded"):
+        TrialSnapshots.load(store, trial_id)
+
+
+def test_a_replaced_snapshot_is_refused_by_the_stores_record(snapshots):
+    store, trial_id, folder = snapshots
+    # A consistent forgery: another genuine snapshot (its own hash inside it checks out) under the end's name.
+    shutil.copy(folder / "step-000002.safetensors", folder / "step-000004.safetensors")
+    assert load_checkpoint(folder / "step-000004.safetensors")  # the file's own hash cannot tell
+    with pytest.raises(CheckpointError, match="differs from the one the store recorded when it was written"):
+        TrialSnapshots.load(store, trial_id)
+    store._conn.execute("DELETE FROM files")
+    with pytest.raises(CheckpointError, match="the store holds no record of this snapshot"):
+        TrialSnapshots.load(store, trial_id)
+    # A trial that ran before its store recorded file hashes is checked by the hash inside each file alone.
+    store._conn.execute("UPDATE store_meta SET value = ? WHERE key = 'files_recorded_since'", (repr(2e9),))
+    assert TrialSnapshots.load(store, trial_id).last_step == 4
 
 
 def test_landscape_cells_are_keyed_by_the_snapshots_content(snapshots, options):
@@ -61,8 +78,10 @@ def test_landscape_cells_are_keyed_by_the_snapshots_content(snapshots, options):
     settings = EvaluationSettings(train_examples=8, dev_examples=8, batch_size=8, options=options)
     a = np.array([0.0, 1.0])
     first = line(store, TrialSnapshots.load(store, trial_id), a, settings)
-    # The end snapshot is replaced by another valid one (here the middle snapshot): the cached cells must not serve it.
+    # The end snapshot is rewritten with other weights (here the middle snapshot's, recorded as a re-run records
+    # what it writes): the cached cells must not serve it.
     shutil.copy(folder / "step-000002.safetensors", folder / "step-000004.safetensors")
+    store.record_files([(folder / "step-000004.safetensors", file_sha256(folder / "step-000004.safetensors"))])
     second = line(store, TrialSnapshots.load(store, trial_id), a, settings)
     assert store._conn.execute("SELECT count(*) FROM landscapes").fetchone()[0] == 2
     assert first["train_loss"].iloc[1] != second["train_loss"].iloc[1]
@@ -149,3 +168,55 @@ def test_a_trial_runs_when_its_cache_is_garbage(tiny_trial_config, tmp_path):
             entry.write_bytes(b"\x00" * 10)
         second = run_stored(config.model_copy(update={"wi_seed": 2}), options, store)[1]
     assert second.status == "complete"
+
+
+def test_a_forged_state_file_cannot_fake_a_result(tiny_trial_config, options, tmp_path):
+    """A paused trial's state edited to claim best 0.99 is refused in one line; the trial restarts and records
+    what its own curve shows."""
+    from steadytune.state_file import load_state_file, save_state_file
+    from steadytune.study import Job, execute
+
+    store = Store(tmp_path / "runs.db")
+    config = tiny_trial_config(epochs=2, evals_per_epoch=2)
+    state = tmp_path / "runs-states" / "paused.safetensors"
+    job = Job(config.model_dump(mode="json"), options.model_dump(mode="json"), store_location=str(store.path))
+    paused = execute(replace(job, stop_at_fraction=0.5, state_out=str(state)))
+    assert paused.outcome.status == "stopped" and paused.outcome.files[0][0] == str(state)
+    trial_id = store.record_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
+                                  None, paused.outcome, paused.points)
+    assert store.recorded_hash(state) == file_sha256(state)  # recorded with the trial's progress
+
+    genuine = execute(replace(job, state_in=str(state)))
+    assert genuine.state_refused is None and genuine.resumed_at == paused.outcome.steps_done
+
+    forged = load_state_file(state)
+    forged["tracked"]["best_value"] = 0.99
+    forged["tracked"]["best_metrics"] = {**forged["tracked"]["best_metrics"], "accuracy": 0.99}
+    save_state_file(state, forged)
+    result = execute(replace(job, state_in=str(state)))
+    assert "differs from the state the store recorded when it was written" in result.state_refused
+    assert "\n" not in result.state_refused
+    assert result.resumed_at == 0 and result.outcome.status == "complete"
+    store.finish_trial(trial_id, result.outcome, result.points)
+    row = store.trial_row(trial_id)
+    dev = store.curves([trial_id]).query("split == 'dev' and metric == @row['metric']")
+    assert row["best_metric"] == dev["value"].max() < 0.99
+    assert row["best_metric"] == genuine.outcome.best_metrics[row["metric"]]  # what the untouched state gives
+
+
+def test_the_best_and_final_evaluation_are_recomputed_from_the_stored_curve(tmp_path):
+    from steadytune.store import CurvePoint, TrialOutcome
+
+    store = Store(tmp_path / "runs.db")
+    trial_id = store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 1}, "0" * 16, 1)
+    points = [CurvePoint(step, 0.0, "dev", "accuracy", value)
+              for step, value in ((2, 0.51), (4, 0.55), (6, float("nan")), (8, 0.55), (10, 0.53))]
+    points += [CurvePoint(4, 0.0, "dev", "accuracy.swa", 0.9), CurvePoint(4, 0.0, "test", "accuracy", 0.5)]
+    claimed = TrialOutcome(status="complete", steps_done=10, total_steps=10, metric="accuracy",
+                           final_metrics={"accuracy": 0.99}, best_metrics={"accuracy": 0.99}, best_step=6,
+                           baseline_metric=0.5, wall_seconds=1.0)
+    store.finish_trial(trial_id, claimed, points)
+    row = store.trial_row(trial_id)
+    # The first of the highest scores, NaN never best, extra models' scores not the trial's, test kept beside dev.
+    assert (row["best_metric"], row["best_step"], row["final_metric"]) == (0.55, 4, 0.53)
+    assert json.loads(row["best_metrics_json"]) == {"accuracy": 0.55, "test_accuracy": 0.5}

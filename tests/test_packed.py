@@ -245,13 +245,15 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
 
     # A damaged state file is untrusted input: that seed starts again from scratch, the pack cannot stand at one
     # step, and the study's pack job runs its trials one by one, each to the result it would have had.
+    from steadytune.checkpoints import file_sha256
     from steadytune.study import Job, execute_pack
 
     pack = PackedTrial.from_configs(configs[:2], options)
     pack.run(lambda k, points: None, [4, 4], on_stop=lambda k: pack.save_member_state(k, paths[k]))
     paths[1].write_bytes(b"not a state file")
     in_one_pass = options.model_copy(update={"pack": 2, "pack_pass": 2}).model_dump(mode="json")
-    jobs = [Job(c.model_dump(mode="json"), in_one_pass, state_in=str(path)) for c, path in zip(configs[:2], paths)]
+    jobs = [Job(c.model_dump(mode="json"), in_one_pass, state_in=str(path), state_sha256=file_sha256(path))
+            for c, path in zip(configs[:2], paths)]
     results = execute_pack(replace(jobs[0], pack=(jobs[1],)))
     assert [r.outcome.status for r in results] == ["complete", "complete"]
     assert [r.resumed_at for r in results] == [4, 0]

@@ -5,10 +5,12 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
+from steadytune.checkpoints import file_sha256
 from steadytune.config import RunOptions
 from steadytune.state_file import StateFileError, load_state_file, save_state_file
 from steadytune.study import Job, execute
@@ -53,11 +55,15 @@ def test_a_malicious_pickle_at_the_state_path_does_not_run(tiny_trial_config, tm
     config = tiny_trial_config()
     with pytest.raises(StateFileError, match="not a steadytune state file"):
         Trial(config, options).restore_state(exploit)
-    # A study that finds it where a paused trial's state should be runs the trial from the start instead.
-    result = execute(Job(config.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(exploit)))
-    assert result.outcome.status == "complete" and result.outcome.steps_done == 4
-    assert not marker.exists()
-    assert "not a steadytune state file" in result.state_refused  # and it says so, where it was silent
+    # A study that finds it where a paused trial's state should be runs the trial from the start instead: the store
+    # holds no record of it; and given its hash (as if the store had recorded it), the reader refuses it.
+    job = Job(config.model_dump(mode="json"), options.model_dump(mode="json"), state_in=str(exploit))
+    for refused_for, given in (("the store holds no record of this state", job),
+                               ("not a steadytune state file", replace(job, state_sha256=file_sha256(exploit)))):
+        result = execute(given)
+        assert result.outcome.status == "complete" and result.outcome.steps_done == 4
+        assert not marker.exists()
+        assert refused_for in result.state_refused  # and it says so, where it was silent
 
 
 def test_a_study_says_in_one_line_that_it_refused_a_planted_state(tiny_bert_dir, glue_dir, tmp_path):
@@ -81,7 +87,7 @@ def test_a_study_says_in_one_line_that_it_refused_a_planted_state(tiny_bert_dir,
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if "its saved state was refused" in line]
-    assert len(notes) == 1 and "not a steadytune state file" in notes[0] and "from the start" in notes[0]
+    assert len(notes) == 1 and "holds no record of this state" in notes[0] and "from the start" in notes[0]
     assert not (tmp_path / "pwned").exists()
 
 

@@ -9,9 +9,11 @@ a re-run of the same config (bit-identical by construction) overwrites identical
 `--keep-weights` keeps the last step's snapshot alone, for seed soups (soup.py); for an adapter trial it holds
 the adapters and the head only, since the frozen encoder is the pretrained one.
 
-Snapshots are untrusted when read back: each file carries the sha256 of its tensors (written with it,
-atomically), which `load_checkpoint` verifies, so a damaged or swapped file is refused instead of
-drawn. Landscapes key their cached cells by these hashes: a snapshot that changes gets new cells.
+Snapshots are untrusted when read back. Each file carries the sha256 of its tensors (written with it,
+atomically), which `load_checkpoint` verifies: that catches damage. The store records the sha256 of the
+file's bytes when the trial that wrote it is recorded (`TrialOutcome.files`), and readers check the file
+against that record (`check_recorded`): that catches a file replaced by a consistent forgery. Landscapes
+key their cached cells by the tensors' hashes: a snapshot that changes gets new cells.
 """
 from __future__ import annotations
 
@@ -81,6 +83,32 @@ def save_checkpoint(model: nn.Module, folder: Path, step: int, trial_key: str, t
         raise CheckpointError(f"cannot write snapshot {path} ({reason}); the snapshots written before it are "
                               f"kept") from None
     return path
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a file's bytes: what the store records of each file written beside it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_recorded(path: Path, recorded: str | None, legacy: bool) -> None:
+    """Refuse a snapshot whose bytes are not what the store recorded when its trial wrote it. `legacy`: the trial
+    ran before its store recorded file hashes, so only the hash inside the file can be checked."""
+    if legacy:
+        return
+    if recorded is None:
+        raise CheckpointError(f"{path}: the store holds no record of this snapshot (not written by the trial the "
+                              f"store recorded); train the trial again with --save-checkpoints to rewrite it")
+    try:
+        actual = file_sha256(path)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read snapshot ({_reason(err)})") from None
+    if actual != recorded:
+        raise CheckpointError(f"{path}: snapshot differs from the one the store recorded when it was written "
+                              f"(changed or replaced); train the trial again with --save-checkpoints to rewrite it")
 
 
 def list_checkpoints(folder: Path) -> dict[int, Path]:

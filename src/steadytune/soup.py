@@ -21,7 +21,7 @@ import torch
 
 from .analysis.expected import expected_max
 from .analysis.results import AnalysisError, load_results
-from .checkpoints import checkpoint_dir, list_checkpoints, load_checkpoint
+from .checkpoints import check_recorded, checkpoint_dir, list_checkpoints, load_checkpoint
 from .config import RunOptions, TrialConfig
 from .evaluation import evaluate_with_predictions
 from .store import Store
@@ -57,10 +57,12 @@ def ingredients(store: Path, arm: str, task: str | None = None) -> list[Ingredie
     test = _final_scores(trials, results.curves, "test")
     found = []
     with Store(store, readonly=True) as db:
+        since = db.files_recorded_since()
         for row in trials.itertuples():
             steps = list_checkpoints(checkpoint_dir(store, row.trial_key))
             if not steps or max(steps) != row.steps_done:
                 continue
+            check_recorded(steps[max(steps)], db.recorded_hash(steps[max(steps)]), row.started_at < since)
             config = TrialConfig(**db.trial_config(int(row.id))[0])
             found.append(Ingredient(int(row.id), config, float(row.final), test.get(row.id), steps[max(steps)]))
     if len(found) < 2:

@@ -24,6 +24,7 @@ Durability rules, all kept here:
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -32,7 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     data {blob} NOT NULL,    -- `count` values in example order, little-endian
     PRIMARY KEY (trial_id, split, point)
 ){without_rowid};
+CREATE TABLE IF NOT EXISTS files (
+    name {text} PRIMARY KEY,  -- a file beside the store, relative to the store's folder
+    sha256 {text} NOT NULL,   -- of its bytes, recorded when it was written
+    recorded_at {real} NOT NULL
+){without_rowid};
+CREATE TABLE IF NOT EXISTS store_meta (
+    key {text} PRIMARY KEY,
+    value {text} NOT NULL
+){without_rowid};
 CREATE TABLE IF NOT EXISTS claims (
     trial_key {text} NOT NULL,
     scope INTEGER NOT NULL,  -- the study id, 0 for trials run outside a study
@@ -191,6 +201,28 @@ class TrialOutcome:
     device: str | None = None
     data_hash: str | None = None   # identity of the trial's data (inputs.TrialInputs.data_hash)
     predictions: tuple[Predictions, ...] = ()  # per-example, for instability analyses
+    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files beside the store the trial wrote
+
+
+def best_and_final(rows: Iterable[tuple[int, str, str, float | None]], metric: str
+                   ) -> tuple[tuple[int, dict[str, float]] | None, tuple[int, dict[str, float]] | None]:
+    """(step, metrics) of the best and of the last dev evaluation in curve rows (step, split, metric, value), as a
+    trial tracks them while it trains: the first step with the highest dev `metric`; test metrics as test_<name>.
+    Metrics of extra evaluated models (name.suffix, stabilizers) are not part of either."""
+    by_step: dict[int, dict[str, float]] = {}
+    for step, split, name, value in rows:
+        if "." not in name:  # a NaN score is stored as NULL
+            by_step.setdefault(int(step), {})[name if split == "dev" else f"test_{name}"] = (
+                float("nan") if value is None else float(value))
+    best, final, best_value = None, None, -math.inf
+    for step in sorted(by_step):
+        metrics = by_step[step]
+        if metric not in metrics:
+            continue
+        final = (step, metrics)
+        if metrics[metric] > best_value:  # NaN never is
+            best, best_value = (step, metrics), metrics[metric]
+    return best, final
 
 
 class StoreError(RuntimeError):
@@ -219,6 +251,7 @@ class Store:
         `path` is where files beside the store go (checkpoints, autosaved states, kept weights): next to a
         SQLite file, or for PostgreSQL in the URL's `files=DIR` folder; `label` names the store in messages."""
         self.readonly = readonly
+        self.location = str(location)  # as given (a URL keeps its password: never print it, see `label`)
         if is_postgres(location):
             self._url, self.label, files = split_postgres_url(str(location))
             self.path = files / f"{database_name(self._url)}.postgres"
@@ -254,6 +287,9 @@ class Store:
             for column, kind in ADDED_TRIAL_COLUMNS.items():
                 if column not in present:
                     conn.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+            # Trials started before this moment wrote their files before the store recorded their hashes.
+            conn.execute("INSERT INTO store_meta (key, value) VALUES ('files_recorded_since', ?) ON CONFLICT (key)"
+                         " DO NOTHING", (repr(time.time()),))
         except BaseException:
             conn.rollback()
             raise
@@ -405,6 +441,8 @@ class Store:
         if outcome.status not in TERMINAL_STATUSES:
             raise ValueError(f"not a terminal status: {outcome.status}")
         self._insert_points(db, trial_id, points)
+        outcome = self._with_curve_metrics(db, trial_id, outcome)
+        self._record_files(db, [(self.file_name(path), sha256) for path, sha256 in outcome.files])
         db.execute(
             "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
             " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
@@ -417,6 +455,8 @@ class Store:
         )
         rows = []
         for predictions in outcome.predictions:
+            if predictions.point == "best" and predictions.step != outcome.best_step:
+                continue  # of another evaluation than the curve's best: not this trial's best predictions
             values = np.asarray(predictions.values)
             dtype, data = _encode_predictions(values)
             rows.append((trial_id, predictions.split, predictions.point, predictions.step, dtype, values.size, data))
@@ -427,6 +467,58 @@ class Store:
         if outcome.status != "stopped":  # a stopped trial stays claimed until its continuation is recorded
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
+
+    @staticmethod
+    def _with_curve_metrics(db: Connection, trial_id: int, outcome: TrialOutcome) -> TrialOutcome:
+        """The outcome with its best and final evaluations read from the trial's stored curve: a resumed trial's
+        worker took them from a state file, and what the store can recompute it never takes from a file."""
+        if outcome.status not in ("complete", "stopped", "diverged") or not outcome.metric:
+            return outcome
+        rows = db.execute("SELECT step, split, metric, value FROM curves WHERE trial_id = ? AND split IN ('dev', "
+                          "'test') ORDER BY step", (trial_id,)).fetchall()
+        best, final = best_and_final(rows, outcome.metric)
+        if best is None:
+            return outcome
+        best_step, best_metrics = best
+        return replace(outcome, best_step=best_step, best_metrics=best_metrics,
+                       final_metrics=final[1] if outcome.status != "diverged" else {})
+
+    @staticmethod
+    def _record_files(db: Connection, files: list[tuple[str, str]]) -> None:
+        db.executemany("INSERT INTO files (name, sha256, recorded_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                       " SET sha256 = excluded.sha256, recorded_at = excluded.recorded_at",
+                       [(name, sha256, time.time()) for name, sha256 in files])
+
+    # --- files beside the store ----------------------------------------------------------------
+    def file_name(self, path: Path | str) -> str:
+        """How the store names a file beside it: relative to its folder (so a moved folder keeps its records)."""
+        path, folder = Path(path).resolve(), self.path.parent.resolve()
+        return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.as_posix()
+
+    def record_files(self, files: Iterable[tuple[Path | str, str]]) -> None:
+        """Record (path, sha256) of files just written beside the store (an autosaved state)."""
+        named = [(self.file_name(path), sha256) for path, sha256 in files]
+        with self._transaction("recording file hashes") as db:
+            self._record_files(db, named)
+
+    def recorded_hash(self, path: Path | str) -> str | None:
+        """The sha256 the store recorded when the file was written; None if it recorded none."""
+        with self._reading():
+            if "files" not in self._conn.tables():
+                return None
+            row = self._conn.execute("SELECT sha256 FROM files WHERE name = ?", (self.file_name(path),)).fetchone()
+        return row[0] if row else None
+
+    def files_recorded_since(self) -> float:
+        """When this store began recording its files' hashes: trials started before wrote theirs unrecorded."""
+        with self._reading():
+            if "store_meta" not in self._conn.tables():
+                return float("inf")
+            row = self._conn.execute("SELECT value FROM store_meta WHERE key = 'files_recorded_since'").fetchone()
+        try:
+            return float(row[0]) if row else float("inf")
+        except (TypeError, ValueError):
+            return float("inf")
 
     @staticmethod
     def _insert_points(db: Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:

@@ -38,12 +38,13 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .checkpoints import file_sha256
 from .config import (ConfigError, RunOptions, TrialConfig, build_config, check_keys, format_validation_error,
                      load_config_file)
 from .early_stopping import EarlyStop, cut_step, survivors
 from .errors import Interrupted
 from .recipes import recipe_overrides
-from .store import CurvePoint, Lease, Store, TrialOutcome, new_owner
+from .store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
 from .tasks import canonical_task_name
 
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",
@@ -283,9 +284,11 @@ class Job:
     config: dict
     options: dict
     store_path: str | None = None  # resolves --init-from trial ids
+    store_location: str | None = None  # the store (path or URL): where autosaves' hashes are recorded and looked up
     stop_at_fraction: float | None = None
     state_in: str | None = None
     state_out: str | None = None
+    state_sha256: str | None = None  # what state_in must hash to; None: the hash the store recorded for it
     autosave: str | None = None  # with RunOptions.checkpoint_every: where the running trial's state is saved
     experiment: str = "steadytune"  # what trackers (--track) file the trial under: the study's name
     pack: tuple[Job, ...] = ()  # jobs trained with this one as one pack (--pack): one result each
@@ -300,18 +303,59 @@ class JobResult:
     state_refused: str | None = None  # why a saved state was not used (damaged, foreign, not a state file)
 
 
-def restored_or_fresh(make: Callable[[], Any], state_in: str | None) -> tuple[Any, str | None]:
+def restored_or_fresh(make: Callable[[], Any], job: Job) -> tuple[Any, str | None]:
     """A trial continued from its saved state, or from the start (the same result) when the state is refused; and
-    the reason it was refused, which the driver reports in one line."""
+    the reason it was refused, which the driver reports in one line. A state is used only if its bytes hash to what
+    the store recorded when it was written: a file beside the store is never trusted on its own."""
     from .state_file import StateFileError
 
     trial = make()
-    if state_in and Path(state_in).exists():
+    if job.state_in and Path(job.state_in).exists():
         try:
-            trial.restore_state(Path(state_in))
+            check_state_hash(Path(job.state_in), job.state_sha256 or recorded_state_hash(job))
+            trial.restore_state(Path(job.state_in))
         except StateFileError as err:
             return make(), str(err)
     return trial, None
+
+
+def recorded_state_hash(job: Job) -> str | None:
+    """The sha256 the job's store recorded for its saved state; None if it recorded none (or has no store)."""
+    if not job.store_location:
+        return None
+    try:
+        with Store(job.store_location, readonly=True, create=False) as store:
+            return store.recorded_hash(job.state_in)
+    except StoreError:
+        return None
+
+
+def check_state_hash(path: Path, recorded: str | None) -> None:
+    from .state_file import StateFileError
+
+    if recorded is None:
+        raise StateFileError(f"{path}: the store holds no record of this state (not written by a run of this "
+                             f"study, or written before states were recorded)")
+    if file_sha256(path) != recorded:
+        raise StateFileError(f"{path}: differs from the state the store recorded when it was written (changed or "
+                             f"replaced)")
+
+
+def record_autosave(job: Job) -> Callable[[Path, str], None]:
+    """Where a worker's autosave is recorded: in the job's store, as soon as it is written (the driver may be gone
+    by the time the trial is next resumed)."""
+    def record(path: Path, sha256: str) -> None:
+        if job.store_location:
+            with Store(job.store_location, create=False) as store:
+                store.record_files([(path, sha256)])
+    return record
+
+
+def with_saved_state(outcome: TrialOutcome, save: Callable[[Path], None], path: Path) -> TrialOutcome:
+    """Save a stopped trial's state for its continuation; the outcome then carries the file's hash, which the store
+    records with the trial's progress, in one transaction."""
+    save(path)
+    return replace(outcome, files=outcome.files + ((str(path), file_sha256(path)),))
 
 
 def failed_outcome(error: str) -> TrialOutcome:
@@ -332,7 +376,7 @@ def execute(job: Job) -> JobResult | list[JobResult]:
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
     store_path = Path(job.store_path) if job.store_path else None
     try:
-        trial, refused = restored_or_fresh(lambda: Trial(config, options, store_path), job.state_in)
+        trial, refused = restored_or_fresh(lambda: Trial(config, options, store_path), job)
         resumed_at = trial.step
         stop_at = None
         if job.stop_at_fraction is not None:
@@ -341,7 +385,7 @@ def execute(job: Job) -> JobResult | list[JobResult]:
         # Points a preempted run saved with its state were never recorded: they come first.
         points: list[CurvePoint] = list(trial.restored_points)
         if job.autosave and options.checkpoint_every:
-            trial.autosave_to(Path(job.autosave), options.checkpoint_every)
+            trial.autosave_to(Path(job.autosave), options.checkpoint_every, record_autosave(job))
         trackers = trial_trackers(options.track, job.experiment, job.config, config.trial_key())
         trackers.log(points)
 
@@ -353,7 +397,7 @@ def execute(job: Job) -> JobResult | list[JobResult]:
         trackers.log(pending)
         trackers.finish(outcome)
         if job.state_out and outcome.status == "stopped":
-            trial.save_state(Path(job.state_out))
+            outcome = with_saved_state(outcome, lambda path: trial.save_state(path), Path(job.state_out))
         return JobResult(outcome, points + pending, started_at, resumed_at, refused)
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, not raised
         return JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at)
@@ -387,7 +431,7 @@ def execute_pack(job: Job) -> list[JobResult]:
         members, stop_at, points, resumed, refusals = [], [], [], [], []
         for member_job in jobs:
             config = TrialConfig(**member_job.config)
-            trial, refused = restored_or_fresh(lambda: Trial(config, options), member_job.state_in)
+            trial, refused = restored_or_fresh(lambda: Trial(config, options), member_job)
             refusals.append(refused)
             cut = None if member_job.stop_at_fraction is None else cut_step(trial.total_steps,
                                                                            member_job.stop_at_fraction)
@@ -410,15 +454,20 @@ def execute_pack(job: Job) -> list[JobResult]:
         points[k].extend(new)
         trackers[k].log(new)
 
+    saved: dict[int, str] = {}
+
     def stopped(k: int) -> None:  # at its cut: its state, for the continuation
         if jobs[k].state_out:
             pack.save_member_state(k, Path(jobs[k].state_out))
+            saved[k] = file_sha256(jobs[k].state_out)
     try:
         results = pack.run(reached, stop_at, on_stop=stopped)
     except Exception as err:  # noqa: BLE001
         return [JobResult(failed_outcome(f"{type(err).__name__}: {err}"), [], started_at) for _ in jobs]
     out = []
     for k, (outcome, pending) in enumerate(results):
+        if k in saved:
+            outcome = replace(outcome, files=outcome.files + ((jobs[k].state_out, saved[k]),))
         trackers[k].log(pending)
         trackers[k].finish(outcome)
         out.append(JobResult(outcome, points[k] + pending, started_at, resumed[k], refusals[k]))
@@ -707,7 +756,8 @@ class StudyRunner:
         # With autosaves, a trial continues from the state a killed or preempted run left, if there is one when the
         # job starts (a missing file means a fresh start).
         return Job(trial.config.model_dump(mode="json"), self.options.model_dump(mode="json"),
-                   store_path=str(self.store.path), stop_at_fraction=stop_at_fraction,
+                   store_path=str(self.store.path), store_location=self.store.location,
+                   stop_at_fraction=stop_at_fraction,
                    state_in=str(self._state_path(trial)) if resume or autosave else None,
                    state_out=str(self._state_path(trial)) if save_state else None,
                    autosave=str(self._state_path(trial)) if autosave else None, experiment=self.spec.study_name())

@@ -18,7 +18,7 @@ import torch
 from transformers import get_scheduler
 
 from . import ordering
-from .checkpoints import checkpoint_dir, checkpoint_steps, save_checkpoint
+from .checkpoints import checkpoint_dir, checkpoint_steps, file_sha256, save_checkpoint
 from .config import ConfigError, RunOptions, TrialConfig
 from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .encoding import collate
@@ -208,6 +208,8 @@ class Trial:
         self.flushed: list[CurvePoint] = []  # the points this process produced, for an autosave
         self.restored_points: list[CurvePoint] = []  # points a restored state carried, not yet recorded
         self.autosave: tuple[Path, float, float] | None = None
+        self.on_autosaved: Callable[[Path, str], None] = lambda path, sha256: None  # the store records the hash
+        self.files_written: list[tuple[str, str]] = []  # (path, sha256) of snapshots, recorded with the outcome
         with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(self.config.effective_dropout_seed)
             self.dropout_rng = self._get_rng()
@@ -272,7 +274,8 @@ class Trial:
     def provenance(self) -> dict:
         """Where and on what the trial ran: the outcome fields that are not results."""
         threads = torch.get_num_threads() if self.device.type == "cpu" else None
-        return {"threads": threads, "device": str(self.device), "data_hash": self.inputs.data_hash}
+        return {"threads": threads, "device": str(self.device), "data_hash": self.inputs.data_hash,
+                "files": tuple(self.files_written)}
 
     def failed_outcome(self, error: BaseException | str) -> TrialOutcome:
         """A `failed` outcome at the step the trial reached."""
@@ -304,9 +307,12 @@ class Trial:
                     break
         return pending
 
-    def autosave_to(self, path: Path, minutes: float) -> None:
-        """Save the full state to `path` every `minutes` while training (preemption: see study.execute)."""
+    def autosave_to(self, path: Path, minutes: float, on_saved: Callable[[Path, str], None] | None = None) -> None:
+        """Save the full state to `path` every `minutes` while training (preemption: see study.execute); `on_saved`
+        gets the path and sha256 of each save, for the store to record."""
         self.autosave = (path, minutes * 60.0, time.monotonic())
+        if on_saved is not None:
+            self.on_autosaved = on_saved
 
     def _autosave(self, pending: list[CurvePoint]) -> None:
         if self.autosave is None or self.step >= self.total_steps:
@@ -321,13 +327,16 @@ class Trial:
             self.save_state(path, self.flushed + pending)
         finally:
             self.elapsed = elapsed
+        self.on_autosaved(path, file_sha256(path))
         self.autosave = (path, every, time.monotonic())
 
     def _checkpoint(self) -> None:
         if self.step in self.checkpoint_at:
             # A landscape needs every parameter; a soup of adapter trials only what trained.
             trainable_only = self.config.adapter != "none" and self.step not in self.snapshot_at
-            save_checkpoint(self.model, self.checkpoint_folder, self.step, self.config.trial_key(), trainable_only)
+            path = save_checkpoint(self.model, self.checkpoint_folder, self.step, self.config.trial_key(),
+                                   trainable_only)
+            self.files_written.append((str(path), file_sha256(path)))
 
     def _train_step(self, indices: np.ndarray) -> list[CurvePoint]:
         """One optimizer step; sets `diverged` when the loss or the gradient norm is not finite."""

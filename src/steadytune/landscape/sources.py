@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, checkpoint_dir, checkpoint_hash, list_checkpoints, load_checkpoint
+from ..checkpoints import (CheckpointError, check_recorded, checkpoint_dir, checkpoint_hash, list_checkpoints,
+                           load_checkpoint)
 from ..config import RunOptions, TrialConfig
 from ..inputs import prepare_inputs
 from ..models import load_classifier, load_tokenizer
@@ -57,6 +58,9 @@ class TrialSnapshots:
             raise CheckpointError(f"trial {trial_id} ended at step {end} but its newest snapshot is of step "
                                   f"{max(steps)} (in {folder}): the final snapshot is missing; train it again with "
                                   f"--save-checkpoints")
+        legacy = row["started_at"] < store.files_recorded_since()
+        for path in steps.values():
+            check_recorded(path, store.recorded_hash(path), legacy)
         return cls(trial_id, TrialConfig(**config), key, steps)
 
     def identity(self, *steps: int) -> list[str]:

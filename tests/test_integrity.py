@@ -220,3 +220,43 @@ def test_the_best_and_final_evaluation_are_recomputed_from_the_stored_curve(tmp_
     # The first of the highest scores, NaN never best, extra models' scores not the trial's, test kept beside dev.
     assert (row["best_metric"], row["best_step"], row["final_metric"]) == (0.55, 4, 0.53)
     assert json.loads(row["best_metrics_json"]) == {"accuracy": 0.55, "test_accuracy": 0.5}
+
+
+def test_a_cache_entry_changed_after_its_first_use_is_rebuilt(tiny_trial_config, options, tmp_path):
+    """In-range but wrong ids pass every check an entry can make of itself; the store's record of the entry's
+    checksum, taken when a trial first used it, catches them, and the entry is rebuilt."""
+    store = Store(tmp_path / "runs.db")
+    config = tiny_trial_config()
+    first_id = run_stored(config, options, store)[0]
+    records = store.cache_records()
+    entries = sorted((options.cache_dir).glob("enc-*.npz"))
+    assert sorted(records) == sorted(p.name for p in entries) and len(entries) == 2  # train and dev
+    from steadytune.encoding import _checksum
+
+    def tamper(path):
+        with np.load(path) as cached:
+            arrays = {name: cached[name] for name in cached.files}
+        arrays["input_ids"] = (arrays["input_ids"] + 1) % 100  # still ids of the vocabulary: other text
+        body = {k: v for k, v in arrays.items() if k not in ("key", "checksum")}
+        np.savez(path, **{**arrays, "checksum": np.array(_checksum(body))})
+        return body
+
+    for path in entries:
+        tamper(path)
+    tokenizer = load_tokenizer(config.model)
+    from steadytune.inputs import prepare_inputs
+
+    trusting = prepare_inputs(config, tokenizer, options.cache_dir)  # without the store: the forgery passes
+    assert {name: checksum for name, checksum in trusting.cache_entries} != records
+    checked = prepare_inputs(config, tokenizer, options.cache_dir, records)
+    assert dict(checked.cache_entries) == records  # rebuilt: the same ids as the first trial's
+    for path in entries:
+        tamper(path)
+    # Another trial of the store on the same data trains on the rebuilt entries, as with a clean cache.
+    other = tiny_trial_config(wi_seed=2)
+    second_id, _, reused = run_stored(other, options, store)
+    clean = Store(tmp_path / "clean.db")
+    clean_id = run_stored(other, options.model_copy(update={"cache_dir": tmp_path / "clean-cache"}), clean)[0]
+    assert not reused and first_id != second_id
+    assert store.curves([second_id])["value"].tolist() == clean.curves([clean_id])["value"].tolist()
+    assert store.cache_records() == records

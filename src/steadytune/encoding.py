@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ class EncodedDataset:
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray] | None
     labels: np.ndarray
+    cache_entry: tuple[str, str] | None = None  # (file name, checksum) of the cache entry it came from or went to
 
     @property
     def lengths(self) -> np.ndarray:
@@ -154,8 +155,13 @@ def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
         pass  # a cache that cannot be written costs the tokenization next time, never the trial
 
 
-def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) -> EncodedDataset:
-    """Token ids of every example, truncated to `max_length`; reused from `cache_dir` when present there."""
+def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None,
+           recorded: Mapping[str, str] | None = None) -> EncodedDataset:
+    """Token ids of every example, truncated to `max_length`; reused from `cache_dir` when present there.
+
+    An entry is named by the hash of its inputs (the data's content, the tokenizer's fingerprint, max_length).
+    `recorded`: the checksums a store recorded for entries when its trials first used them; an entry that no longer
+    matches its record was changed since, and is rebuilt."""
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
     path = arrays = None
@@ -163,6 +169,9 @@ def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) 
         key = f"{ds.content_hash()}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
         path = Path(cache_dir) / f"enc-{hashlib.sha256(key.encode()).hexdigest()}.npz"
         arrays = _read_cache(path, key, len(ds), len(tokenizer), max_length) if path.is_file() else None
+        expected = (recorded or {}).get(path.name)
+        if arrays is not None and expected is not None and _checksum(arrays) != expected:
+            arrays = None
     if arrays is None:
         arrays = _tokenize(ds, tokenizer, max_length)
         if path is not None:
@@ -170,7 +179,8 @@ def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None) 
     offsets = arrays["offsets"]
     types = arrays.get("token_type_ids")
     return EncodedDataset(_unflatten(arrays["input_ids"], offsets),
-                          None if types is None else _unflatten(types, offsets), ds.labels)
+                          None if types is None else _unflatten(types, offsets), ds.labels,
+                          None if path is None else (path.name, _checksum(arrays)))
 
 
 def length_sorted_batches(examples: EncodedDataset, batch_size: int) -> list[np.ndarray]:

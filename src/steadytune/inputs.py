@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,12 @@ class TrialInputs:
     baseline: dict[str, float]   # majority-class (mean for regression, all O for tagging) metrics on dev
     data_hash: str = ""          # identity of the data the trial sees: its train, dev and test examples
     notes: list[str] = field(default_factory=list)  # things the user should know, e.g. a --max-train beyond the data
+
+    @property
+    def cache_entries(self) -> tuple[tuple[str, str], ...]:
+        """(name, checksum) of the tokenization cache entries the trial used, for its store to record."""
+        return tuple(entry for ds in (self.train, self.dev, self.test)
+                     if (entry := getattr(ds, "cache_entry", None)) is not None)
 
 
 def default_cache_dir() -> Path:
@@ -66,7 +73,9 @@ def load_raw(config: TrialConfig, task: TaskSpec) -> tuple[TextDataset, TextData
     return load_hub(task, "train"), load_hub(task, task.dev_split)
 
 
-def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> TrialInputs:
+def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None,
+                   cache_records: Mapping[str, str] | None = None) -> TrialInputs:
+    """The trial's encoded data; `cache_records`: the checksums its store recorded for tokenization cache entries."""
     task = resolve_task(config)
     train, dev = load_raw(config, task)
     notes = []
@@ -93,9 +102,9 @@ def prepare_inputs(config: TrialConfig, tokenizer: PreTrainedTokenizerBase, cach
     cache_dir = cache_dir or default_cache_dir()
     return TrialInputs(
         task=task,
-        train=encode(train, tokenizer, config.max_length, cache_dir),
-        dev=encode(dev, tokenizer, config.max_length, cache_dir),
-        test=encode(test, tokenizer, config.max_length, cache_dir) if test is not None else None,
+        train=encode(train, tokenizer, config.max_length, cache_dir, cache_records),
+        dev=encode(dev, tokenizer, config.max_length, cache_dir, cache_records),
+        test=encode(test, tokenizer, config.max_length, cache_dir, cache_records) if test is not None else None,
         baseline=majority_baseline(task, train.labels, dev.labels),
         data_hash=identity.hexdigest()[:16],
         notes=notes,

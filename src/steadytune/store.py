@@ -149,6 +149,7 @@ TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables
 # How long a claim lives without a heartbeat; a live driver renews it every third of that.
 LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
+CACHE_RECORD = "tokenization-cache:"  # the prefix of cache entries' names in the files table
 TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed", "forecast-stopped")
 
 
@@ -202,6 +203,7 @@ class TrialOutcome:
     data_hash: str | None = None   # identity of the trial's data (inputs.TrialInputs.data_hash)
     predictions: tuple[Predictions, ...] = ()  # per-example, for instability analyses
     files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files beside the store the trial wrote
+    cache_entries: tuple[tuple[str, str], ...] = ()  # (name, checksum) of the tokenization cache entries it used
 
 
 def best_and_final(rows: Iterable[tuple[int, str, str, float | None]], metric: str
@@ -443,6 +445,9 @@ class Store:
         self._insert_points(db, trial_id, points)
         outcome = self._with_curve_metrics(db, trial_id, outcome)
         self._record_files(db, [(self.file_name(path), sha256) for path, sha256 in outcome.files])
+        # A cache entry's first use is its record: a later change to it is caught, and the entry rebuilt.
+        db.executemany("INSERT INTO files (name, sha256, recorded_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                       [(CACHE_RECORD + name, checksum, time.time()) for name, checksum in outcome.cache_entries])
         db.execute(
             "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
             " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
@@ -508,6 +513,14 @@ class Store:
                 return None
             row = self._conn.execute("SELECT sha256 FROM files WHERE name = ?", (self.file_name(path),)).fetchone()
         return row[0] if row else None
+
+    def cache_records(self) -> dict[str, str]:
+        """Tokenization cache entry name -> the checksum recorded when a trial of this store first used it."""
+        with self._reading():
+            if "files" not in self._conn.tables():
+                return {}
+            rows = self._conn.execute("SELECT name, sha256 FROM files WHERE name LIKE ?", (CACHE_RECORD + "%",))
+            return {name[len(CACHE_RECORD):]: sha256 for name, sha256 in rows.fetchall()}
 
     def files_recorded_since(self) -> float:
         """When this store began recording its files' hashes: trials started before wrote theirs unrecorded."""

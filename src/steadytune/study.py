@@ -312,20 +312,22 @@ def restored_or_fresh(make: Callable[[], Any], job: Job) -> tuple[Any, str | Non
     trial = make()
     if job.state_in and Path(job.state_in).exists():
         try:
-            check_state_hash(Path(job.state_in), job.state_sha256 or recorded_state_hash(job))
+            check_state_hash(Path(job.state_in),
+                             job.state_sha256 or from_store(job, lambda store: store.recorded_hash(job.state_in)))
             trial.restore_state(Path(job.state_in))
         except StateFileError as err:
             return make(), str(err)
     return trial, None
 
 
-def recorded_state_hash(job: Job) -> str | None:
-    """The sha256 the job's store recorded for its saved state; None if it recorded none (or has no store)."""
+def from_store(job: Job, read: Callable[[Store], Any]) -> Any:
+    """What `read` finds in the job's store; None where the job has no store or it cannot be read (then a state is
+    refused and the cache is checked by its own checksums)."""
     if not job.store_location:
         return None
     try:
         with Store(job.store_location, readonly=True, create=False) as store:
-            return store.recorded_hash(job.state_in)
+            return read(store)
     except StoreError:
         return None
 
@@ -376,7 +378,8 @@ def execute(job: Job) -> JobResult | list[JobResult]:
     config, options = TrialConfig(**job.config), RunOptions(**job.options)
     store_path = Path(job.store_path) if job.store_path else None
     try:
-        trial, refused = restored_or_fresh(lambda: Trial(config, options, store_path), job)
+        records = from_store(job, Store.cache_records)
+        trial, refused = restored_or_fresh(lambda: Trial(config, options, store_path, records), job)
         resumed_at = trial.step
         stop_at = None
         if job.stop_at_fraction is not None:
@@ -431,7 +434,8 @@ def execute_pack(job: Job) -> list[JobResult]:
         members, stop_at, points, resumed, refusals = [], [], [], [], []
         for member_job in jobs:
             config = TrialConfig(**member_job.config)
-            trial, refused = restored_or_fresh(lambda: Trial(config, options), member_job)
+            records = from_store(member_job, Store.cache_records)
+            trial, refused = restored_or_fresh(lambda: Trial(config, options, cache_records=records), member_job)
             refusals.append(refused)
             cut = None if member_job.stop_at_fraction is None else cut_step(trial.total_steps,
                                                                            member_job.stop_at_fraction)

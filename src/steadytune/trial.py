@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,8 +109,10 @@ class Trial:
     Preparation raises DataError/ModelError for bad input before anything is written to a store.
     """
 
-    def __init__(self, config: TrialConfig, options: RunOptions, store_path: Path | None = None):
-        """`store_path` resolves --init-from given as a trial id (its saved encoder lives beside the store)."""
+    def __init__(self, config: TrialConfig, options: RunOptions, store_path: Path | None = None,
+                 cache_records: Mapping[str, str] | None = None):
+        """`store_path` resolves --init-from given as a trial id (its saved encoder lives beside the store);
+        `cache_records`: the tokenization cache checksums the trial's store recorded (encoding.encode)."""
         configure_torch(options)
         self.config, self.options = config, options
         wants_gpu = options.device.startswith("cuda") or (options.device == "auto" and torch.cuda.is_available())
@@ -122,7 +124,7 @@ class Trial:
                               "encoder as it was: keep its adapters with --keep-weights")
         self.device = pick_device(options.device)
         self.tokenizer = load_tokenizer(config.model)
-        self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir)
+        self.inputs: TrialInputs = prepare_inputs(config, self.tokenizer, options.cache_dir, cache_records)
         self.task = self.inputs.task
         wi_generator = torch.Generator().manual_seed(config.wi_seed)
         source = resolve_init_from(config.init_from, store_path) or config.model
@@ -275,7 +277,7 @@ class Trial:
         """Where and on what the trial ran: the outcome fields that are not results."""
         threads = torch.get_num_threads() if self.device.type == "cpu" else None
         return {"threads": threads, "device": str(self.device), "data_hash": self.inputs.data_hash,
-                "files": tuple(self.files_written)}
+                "files": tuple(self.files_written), "cache_entries": self.inputs.cache_entries}
 
     def failed_outcome(self, error: BaseException | str) -> TrialOutcome:
         """A `failed` outcome at the step the trial reached."""
@@ -499,7 +501,7 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
     if options.checkpoint_every is not None:
         raise ConfigError("--checkpoint-every applies to `study run`, whose trials continue from their saved state; "
                           "a single `train` is simply run again")
-    trial = Trial(config, options, store.path)
+    trial = Trial(config, options, store.path, store.cache_records())
     if on_prepared is not None:
         on_prepared(trial)
     key, owner = config.trial_key(), new_owner()

@@ -330,3 +330,37 @@ def test_non_finite_numbers_are_refused_where_they_enter(flag, value, tmp_path):
     config.write_text(f"{key}: .{value.lstrip('-')}\n" if value != "nan" else f"{key}: .nan\n")
     one_line_error(runner.invoke(app, ["train", "--config", str(config), "--store", str(tmp_path / "r.db")]),
                    f"{config}: {key}: Input should be a finite number")
+
+
+def _float_flags() -> list[tuple[list[str], str, int, list[str]]]:
+    """Every float flag of every command: (command path, flag, values it takes, the command's arguments)."""
+    import typer.main
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, command
+
+    found = []
+    for path, command in walk(typer.main.get_command(app), []):
+        arguments = [p for p in command.params if p.param_type_name == "argument" and p.required]
+        for param in command.params:
+            annotation = str(param.type_descriptor.annotation)
+            if param.param_type_name == "option" and "float" in annotation:
+                found.append((path, param.opts[0], max(param.nargs, 1), ["1"] * len(arguments)))
+    return found
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_flag_refuses_non_finite_numbers_in_one_line(value, tmp_path):
+    flags = _float_flags()
+    assert len({(tuple(path), flag) for path, flag, _, _ in flags}) >= 30  # the config's flags and the commands' own
+    for path, flag, nargs, arguments in flags:
+        extra = ["--task", "rte"] if path == ["train"] else ["--tasks", "rte"] if path[0] == "study" else []
+        result = runner.invoke(app, [*path, *arguments, *extra, flag, *[value] * nargs], env={"COLUMNS": "200"})
+        message = f"{' '.join(path)} {flag} {value}: {result.output}"
+        assert result.exit_code == 2, message
+        assert "finite number" in result.output and flag in result.output, message
+        assert "Traceback" not in result.output, message

@@ -1,10 +1,13 @@
 """Config merging and validation; the data order and evaluation schedule."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from steadytune import ordering
+from steadytune.ordering import total_steps
 from steadytune.config import ConfigError, TrialConfig, build_config, load_config_file
 from steadytune.recipes import RECIPES, recipe_overrides, resolved_recipe
 
@@ -103,3 +106,50 @@ def test_step_counts_and_eval_schedule():
     assert ordering.eval_steps(10, 25, 0) == [25]
     assert ordering.eval_steps(10, 25, 1) == [10, 20, 25]
     assert len(ordering.eval_steps(156, 468, 10)) == 30
+
+
+def _numeric_fields() -> dict[str, type]:
+    import typing
+
+    found = {}
+    for name, info in TrialConfig.model_fields.items():
+        kinds = set(typing.get_args(info.annotation)) or {info.annotation}
+        numeric = kinds & {int, float}
+        if numeric and bool not in kinds:
+            found[name] = float if float in numeric else int
+    return found
+
+
+def test_every_numeric_config_value_gives_a_valid_config_or_a_one_line_error():
+    """Arbitrary numbers in every numeric field of TrialConfig (NaN, infinities, extremes, negatives, zero), as a
+    config file could hold them: the config is valid and its schedule computes, or the error is one line naming
+    the key."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from steadytune.ordering import steps_per_epoch
+
+    fields = _numeric_fields()
+    assert {"lr", "epochs", "batch_size", "max_length", "warmup", "weight_decay", "wi_seed"} <= set(fields)
+    numbers = {float: st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -1.0, 1e-300, 1e300]),
+               int: st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from([0, -1, 1, 2**63])}
+    values = st.fixed_dictionaries({}, optional={name: numbers[kind] for name, kind in fields.items()})
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+              database=None)
+    @given(values)
+    def check(overrides):
+        try:
+            config = build_config({"task": "rte", "model": "m"}, overrides)
+        except ConfigError as err:
+            text = str(err)
+            named = {name for name in overrides if name in text or "--" + name.replace("_", "-") in text}
+            assert "\n" not in text and named, text
+            return
+        for name, value in config.model_dump().items():
+            if isinstance(value, float):
+                assert math.isfinite(value), (name, value)
+        steps = total_steps(1000, config.batch_size, min(config.epochs, 1e6), config.max_steps)
+        assert steps >= 1 and steps_per_epoch(1000, config.batch_size) >= 1
+        assert len(config.trial_key()) == 16
+
+    check()

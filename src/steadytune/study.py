@@ -81,7 +81,7 @@ def parse_seeds(value: Any) -> list[int]:
 class StudySpec(BaseModel):
     """What a study runs. `config` holds TrialConfig values shared by all trials (model, data, epochs, ...)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = Field(None, description="Study name; default: derived from the spec's content.")
     tasks: list[str] = Field(["rte"], description="Tasks to run.")

@@ -13,17 +13,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import re
 import signal
 import threading
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import pandas as pd
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -58,6 +62,34 @@ class SafeConsole(Console):
 
 
 console = SafeConsole()
+
+
+class FiniteFloat(click.FloatRange):
+    """A float flag that refuses NaN and +-inf (click's float takes them, and its bounds let NaN through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.types.FloatParamType.convert(self, value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def finite(min: float | None = None, max: float | None = None) -> Callable[[str], float]:  # noqa: A002
+    """The parser of a float flag, with optional inclusive bounds: `typer.Option(parser=finite(0, 1))`. Its errors
+    name the flag (click adds it) and say what is wrong in one line."""
+    kind = FiniteFloat(min=min, max=max)
+
+    def parse(value: str) -> float:
+        if isinstance(value, float):  # a default
+            return value
+        try:
+            return kind(value)
+        except click.BadParameter as err:  # reported against the flag, as typer reports a value it cannot parse
+            raise PydanticCustomError("float_flag", "{reason}", {"reason": err.message}) from None
+    parse.__name__ = "float"  # what --help shows as the flag's type
+    return parse
 STORE_HELP = ("Result store: a SQLite file (created if missing), or a PostgreSQL database, "
               "postgresql://USER@HOST/DB[?files=DIR], that drivers on several machines share (DIR: where checkpoints "
               "and autosaved states go, on a filesystem they all see).")

@@ -11,7 +11,7 @@ from ..analysis import AnalysisError, load_results
 from ..analysis.gradients import diagnosis, gradient_norms, part_order
 from ..store_connections import shown_location
 from ..plots import gradient_norms_figure, trial_diagnostics_figure
-from .common import console, fmt_metric, print_table, reports_user_errors
+from .common import console, finite, fmt_metric, print_table, reports_user_errors
 
 
 @reports_user_errors
@@ -20,9 +20,9 @@ def diagnose(
                                          "(.csv/.parquet).")],
     trial: Annotated[Optional[int], typer.Argument(help="One trial id to look at in detail.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the figures.")] = Path("diagnose"),
-    factor: Annotated[float, typer.Option(min=1.0, help="Flag vanishing gradients when the lower layers' gradient "
+    factor: Annotated[float, typer.Option(parser=finite(1.0), help="Flag vanishing gradients when the lower layers' gradient "
                                           "norm falls to 1/FACTOR of its start or below.")] = 100.0,
-    early: Annotated[float, typer.Option(min=0.0, max=1.0, help="...within this share of training.")] = 0.3,
+    early: Annotated[float, typer.Option(parser=finite(0.0, 1.0), help="...within this share of training.")] = 0.3,
 ) -> None:
     """Flag failed runs, vanishing lower-layer gradients and class collapse; plot gradient norms per layer."""
     results, where = load_results(store), shown_location(store)

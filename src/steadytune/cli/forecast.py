@@ -11,7 +11,7 @@ from rich.table import Table
 from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, held_out_grids, pooled, score
 from ..forecast.model import Forecaster, resolve
 from ..forecast.policies import compute_to_reach, simulate
-from .common import console, print_table, reports_user_errors
+from .common import console, finite, print_table, reports_user_errors
 
 forecast_app = typer.Typer(no_args_is_help=True, help="Forecast failing runs (final dev score at or below the "
                            "majority baseline) from what they logged in their first steps.")
@@ -24,7 +24,7 @@ Studies = Annotated[Optional[list[str]], typer.Option(
 @forecast_app.command("fit")
 @reports_user_errors
 def fit_command(stores: Stores,
-                fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of training the forecaster "
+                fraction: Annotated[float, typer.Option(parser=finite(0.01, 1.0), help="Share of training the forecaster "
                                                         "reads (Dodge et al. cut at 0.2-0.3).")] = 0.2,
                 out: Annotated[Path, typer.Option(help="Where to write the forecaster (JSON).")] = Path(
                     "forecaster.json"),
@@ -43,7 +43,7 @@ def fit_command(stores: Stores,
 @forecast_app.command("eval")
 @reports_user_errors
 def eval_command(stores: Stores,
-                 threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) is at "
+                 threshold: Annotated[float, typer.Option(parser=finite(0.0, 1.0), help="Flag a run when P(failed) is at "
                                                           "least this.")] = 0.5,
                  forecaster: Annotated[Optional[str], typer.Option(
                      help="Score this forecaster file ('default': the one that ships with steadytune) on each task of "
@@ -78,9 +78,9 @@ def eval_command(stores: Stores,
 @reports_user_errors
 def simulate_command(stores: Stores,
                      budget: Annotated[int, typer.Option(min=1, help="Budget in full-trial units.")] = 10,
-                     fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Where the forecaster (and "
+                     fraction: Annotated[float, typer.Option(parser=finite(0.01, 0.99), help="Where the forecaster (and "
                                                              "Dodge's cut) reads the runs.")] = 0.2,
-                     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Flag a run when P(failed) "
+                     threshold: Annotated[float, typer.Option(parser=finite(0.0, 1.0), help="Flag a run when P(failed) "
                                                               "is at least this.")] = 0.5,
                      study: Studies = None) -> None:
     """Replay full, Dodge, replace and Dodge+replace on recorded grids, without training.

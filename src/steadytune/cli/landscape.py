@@ -18,14 +18,14 @@ from ..landscape.analyses import layer_curves, line, surface
 from ..landscape.plotting import layer_figure, line_figure, surface_3d_figure, surface_figure
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
 from ..store import Store
-from .common import console, fmt_metric, print_table, progress_bar, reports_user_errors
+from .common import console, finite, fmt_metric, print_table, progress_bar, reports_user_errors
 
 landscape_app = typer.Typer(no_args_is_help=True, help="Loss landscapes of stored trials: 1-D lines, 2-D surfaces "
                             "with the training trajectory, layer-group rollback. Train with --save-checkpoints first.")
 
 StoreArg = Annotated[Path, typer.Argument(help="Result store holding the trials.")]
 Trials = Annotated[list[int], typer.Argument(help="Trial ids (see `steadytune runs`); several are drawn side by side.")]
-Range = Annotated[tuple[float, float], typer.Option("--range", help="Range of the coefficients a (and b).")]
+Range = Annotated[tuple[float, float], typer.Option("--range", parser=finite(), help="Range of the coefficients a (and b).")]
 Out = Annotated[Path, typer.Option("--out", help="Folder for the figures (PNG) and tables (CSV).")]
 TrainExamples = Annotated[int, typer.Option(min=1, help="Fixed subset of the trial's training data to evaluate on.",
                                             rich_help_panel="Evaluation")]

@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..report import ReportSettings, build_report
-from .common import console, err_console, reports_user_errors
+from .common import console, err_console, finite, reports_user_errors
 
 
 @reports_user_errors
@@ -27,7 +27,7 @@ def report(
                                             "(Benjamini-Hochberg, controls the false discovery rate).")] = "holm",
     interval: Annotated[str, typer.Option("--interval", help="Bootstrap interval of a difference of means: percentile "
                                           "or bca (bias-corrected and accelerated).")] = "percentile",
-    confidence: Annotated[float, typer.Option("--confidence", help="Confidence of intervals and of the almost "
+    confidence: Annotated[float, typer.Option("--confidence", parser=finite(), help="Confidence of intervals and of the almost "
                                               "stochastic order test; tests are read at alpha = 1 - confidence.")] = 0.95,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every resampling (bootstrap, permutations, ASO), so "
                                       "a report is reproducible.")] = 0,

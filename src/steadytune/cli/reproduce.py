@@ -22,7 +22,7 @@ from ..reproduce.verdicts import verdict_table
 from ..store import Store
 from ..study import Executor, StudyEvents
 from ..tasks import canonical_task_name
-from .common import console, err_console, print_table, progress_bar, reports_user_errors, resolve_run_options
+from .common import console, err_console, finite, print_table, progress_bar, reports_user_errors, resolve_run_options
 from .study import seconds_per_step
 
 
@@ -134,7 +134,7 @@ def reproduce(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     seeds: Annotated[Optional[int], typer.Option(min=2, help="Runs per arm (independent WI, DO seed pairs) instead of "
                                                  "the scale's.")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Fine-tuning epochs of the 3-epoch arms and the lr check "
+    epochs: Annotated[Optional[float], typer.Option(parser=finite(), help="Fine-tuning epochs of the 3-epoch arms and the lr check "
                                                     "instead of the scale's.")] = None,
     lr: Annotated[Optional[str], typer.Option(help="Comma-separated lr candidates of the learning setting's lr "
                                               "check, instead of those chosen by the model's size.")] = None,

@@ -17,7 +17,7 @@ from ..ordering import total_steps
 from ..store import Store, TrialOutcome
 from ..store_connections import is_postgres, shown_location
 from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
-from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
+from .common import (STORE_HELP, console, finite, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
                      resolve_run_options, stop_bar, with_config_flags)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
@@ -50,7 +50,7 @@ ForecasterOption = Annotated[Optional[str], typer.Option(
     "'default' for the one that ships with steadytune (fit on real MiniLM-L6 trials at 20% of training).",
     rich_help_panel="Study")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
-    "--forecast-threshold", help="Flag a trial when P(failed) is at least this (default 0.5).",
+    "--forecast-threshold", parser=finite(), help="Flag a trial when P(failed) is at least this (default 0.5).",
     rich_help_panel="Study")]
 
 
@@ -81,6 +81,7 @@ def plan(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Rec
                                                       "trials give the time per step.", rich_help_panel="Run")] = None,
          *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Print the trials a study would run and an estimate of its cost."""
+    resolve_run_options(run_flags)  # a plan runs nothing, but a flag it was given must still be a valid one
     study = _spec(spec, name, tasks, recipes, wi_seeds, do_seeds, adapter_seeds, early_stop, flags)
     trials = expand(study)
     steps = {}
@@ -127,8 +128,8 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         ray_address: Annotated[Optional[str], typer.Option(help="Run trials as Ray tasks on this cluster ('auto', "
                                                            "or host:port); the driver alone writes the store.",
                                                            rich_help_panel="Run")] = None,
-        cpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 1.0,
-        gpus_per_trial: Annotated[float, typer.Option(help="Ray resources per trial.", rich_help_panel="Run")] = 0.0,
+        cpus_per_trial: Annotated[float, typer.Option(parser=finite(0.0), help="Ray resources per trial.", rich_help_panel="Run")] = 1.0,
+        gpus_per_trial: Annotated[float, typer.Option(parser=finite(0.0), help="Ray resources per trial.", rich_help_panel="Run")] = 0.0,
         retries: Annotated[int, typer.Option(min=0, help="Times a trial whose worker process died (e.g. killed for "
                                              "memory) is run again on a fresh worker (on Ray: Ray's max_retries) "
                                              "before it is recorded as failed.", rich_help_panel="Run")] = 1,
@@ -142,7 +143,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Cluster")] = None,
         time_min: Annotated[int, typer.Option(min=1, help="Time limit of each job, in minutes.",
                                               rich_help_panel="Cluster")] = JobArray.time_min,
-        mem_gb: Annotated[float, typer.Option(min=0.1, help="Memory of each job.",
+        mem_gb: Annotated[float, typer.Option(parser=finite(0.1), help="Memory of each job.",
                                               rich_help_panel="Cluster")] = JobArray.mem_gb,
         cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs of each job.",
                                                   rich_help_panel="Cluster")] = JobArray.cpus_per_job,

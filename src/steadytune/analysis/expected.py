@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from .results import FREQUENCIES, Results, score_array
+from .results import FREQUENCIES, NotEnoughData, Results, score_array
 
 
 def _log_comb(k: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -78,8 +78,12 @@ def expected_max_curves(results: Results, replace: bool = True, bootstrap: int =
     rows = []
     for (task, arm), frame in results.groups():
         for frequency in FREQUENCIES:
-            curve = expected_max(score_array(frame, frequency), replace=replace, bootstrap=bootstrap)
-            rows.append(curve.assign(task=task, arm=arm, frequency=frequency))
+            scores = score_array(frame, frequency)
+            if len(scores):  # a group whose runs recorded no finite score has no curve
+                curve = expected_max(scores, replace=replace, bootstrap=bootstrap)
+                rows.append(curve.assign(task=task, arm=arm, frequency=frequency))
+    if not rows:
+        raise NotEnoughData("no run recorded a finite score: there is no expected maximum to draw")
     return pd.concat(rows, ignore_index=True)
 
 

@@ -214,9 +214,11 @@ def task_facts(store: Store, reproduction: Reproduction) -> pd.DataFrame:
     for task in reproduction.tasks:
         config = TrialConfig(**{**reproduction.base(), "task": task})
         train, dev = load_raw(config, resolve_task(config))
-        ran = trials[trials["task"] == task]
+        # Any trial of the task with both recorded (a store may hold others: running, failed, of older schemas).
+        ran = trials[(trials["task"] == task) & pd.to_numeric(trials["baseline_metric"], errors="coerce").notna()
+                     & trials["metric"].notna()]
         limit = reproduction.scale.max_train
-        rows.append({"task": task, "metric": ran["metric"].iloc[0] if len(ran) else "",
+        rows.append({"task": task, "metric": str(ran["metric"].iloc[0]) if len(ran) else "",
                      "training examples": len(train) if limit is None else min(limit, len(train)),
                      "dev examples": len(dev),
                      "majority baseline": float(ran["baseline_metric"].iloc[0]) if len(ran) else float("nan")})

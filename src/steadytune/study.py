@@ -11,7 +11,8 @@ Processes die, and the design assumes it:
 - a driver claims each trial in the store just before it hands it to a worker (store.py: claims with
   an expiring lease), so several drivers on one study share its trials and none is run twice; a
   killed driver's claims expire and the others take its trials over;
-- a worker exits within a second when its driver dies (it watches its parent), instead of finishing
+- a worker exits within a second when its driver dies (it watches its parent from the first import of the
+  package on, see __init__.py, so also while it is still importing torch), instead of finishing
   its trial for nobody;
 - a worker that dies (an OOM kill, say) costs only its own trial: it is retried up to `retries` times
   on a fresh worker, then recorded as failed, and the study goes on;
@@ -23,7 +24,6 @@ import hashlib
 import json
 import os
 import signal
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import WATCHED_DRIVER
 from .checkpoints import file_sha256
 from .config import (ConfigError, RunOptions, TrialConfig, build_config, check_keys, format_validation_error,
                      load_config_file)
@@ -593,9 +594,13 @@ class _Worker:
 
     def __init__(self, context, threads: int):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True,
+        self.process = context.Process(target=_worker_main, args=(child, threads), daemon=True,
                                        name="steadytune-worker")
-        self.process.start()
+        os.environ[WATCHED_DRIVER] = str(os.getpid())  # the worker watches this driver from its first import on
+        try:
+            self.process.start()
+        finally:
+            del os.environ[WATCHED_DRIVER]
         child.close()
         self.task: tuple[Any, Job, int] | None = None
         self.started_at = 0.0
@@ -633,10 +638,9 @@ class _Worker:
         self.conn.close()
 
 
-def _worker_main(conn, threads: int, driver_pid: int) -> None:
+def _worker_main(conn, threads: int) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides, and stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(driver_pid,), daemon=True).start()
     torch.set_num_threads(threads)
     while True:
         try:
@@ -649,14 +653,6 @@ def _worker_main(conn, threads: int, driver_pid: int) -> None:
             conn.send(execute(job))
         except (BrokenPipeError, OSError):
             return
-
-
-def _exit_when_orphaned(driver_pid: int) -> None:
-    """A worker whose driver died has nobody to report to: exit now rather than finish the trial."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != driver_pid:
-            os._exit(1)
 
 
 @dataclass

@@ -58,8 +58,10 @@ def session_members(session: int) -> list[int]:
 
 
 def chaos(args: list[str], folder: Path, drivers: int, seconds: float, seed: int = 0,
-          lease_seconds: str = "3") -> dict:
-    """Run `drivers` drivers of the study under a kill loop; returns kills, wall seconds, exit codes, sessions."""
+          lease_seconds: str = "3", kills_at_least: int = 0) -> dict:
+    """Run `drivers` drivers of the study under a kill loop, for `seconds` and until `kills_at_least` kills (while
+    any driver still works: a loaded machine only makes the study last longer); returns kills, wall seconds, exit
+    codes, sessions."""
     def launch(slot: int, attempt: int) -> subprocess.Popen:
         return start_driver([*args, "--workers", "2" if slot < 2 else "1"], folder, f"driver{slot}-{attempt}",
                             STEADYTUNE_LEASE_SECONDS=lease_seconds)
@@ -68,7 +70,8 @@ def chaos(args: list[str], folder: Path, drivers: int, seconds: float, seed: int
     running = {slot: launch(slot, 0) for slot in range(drivers)}
     sessions, kills = {p.pid for p in running.values()}, 0
     try:
-        while time.monotonic() - started < seconds and any(p.poll() is None for p in running.values()):
+        while ((time.monotonic() - started < seconds or kills < kills_at_least)
+               and any(p.poll() is None for p in running.values())):
             time.sleep(rng.uniform(2, 4))
             alive = [slot for slot, p in running.items() if p.poll() is None]
             if not alive:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from trial_speed import benchmark_parser, same_within_noise
 
 from steadytune.config import RunOptions, TrialConfig
-from steadytune.trial import Trial, pick_device
-from trial_speed import benchmark_parser, same_within_noise
+from steadytune.training.trial import Trial, pick_device
 
 
 def main() -> None:

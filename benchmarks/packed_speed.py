@@ -33,13 +33,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from trial_speed import (
+    benchmark_parser,
+    flops_per_example,
+    matmul_peak_gflops,
+    model_shape,
+    same_within_noise,
+)
 
-from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial, seeds_per_pass
-from steadytune.study import Executor, Job
-from steadytune.trial import Trial, pick_device
-from trial_speed import benchmark_parser, flops_per_example, matmul_peak_gflops, model_shape, same_within_noise
+from steadytune.studies.study import Executor, Job
+from steadytune.training import ordering
+from steadytune.training.trial import Trial, pick_device
 
 
 def configs(base: dict, k: int, one_order: bool = True) -> list[TrialConfig]:

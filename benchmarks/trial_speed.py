@@ -48,16 +48,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steadytune import ordering
 from steadytune.config import RunOptions, TrialConfig
-from steadytune.encoding import EncodedDataset
-from steadytune.evaluation import evaluate
-from steadytune.inputs import prepare_inputs
-from steadytune.metrics import compute_metrics
-from steadytune.models import load_tokenizer
-from steadytune.quantization import Int8Twin
-from steadytune.store import Store
-from steadytune.trial import Trial, bf16_autocast, run_stored
+from steadytune.data.encoding import EncodedDataset
+from steadytune.data.metrics import compute_metrics
+from steadytune.models.loading import load_tokenizer
+from steadytune.models.quantization import Int8Twin
+from steadytune.storage.store import Store
+from steadytune.training import ordering
+from steadytune.training.evaluation import evaluate
+from steadytune.training.inputs import prepare_inputs
+from steadytune.training.trial import Trial, bf16_autocast, run_stored
 
 WARMUP_STEPS = 3  # excluded from timing: first steps pay for allocation and kernel selection
 
@@ -125,8 +125,15 @@ def hf_trainer(config: TrialConfig, trial: Trial, steps: int, pad_to_max: bool, 
     (AdamW, linear warmup and decay, weight decay off biases and LayerNorm, clipping); seeded with wi_seed.
 
     With `eval_at` (1-based steps) it evaluates the dev set after exactly those steps, with the task's metrics."""
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, PrinterCallback, Trainer,
-                              TrainerCallback, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
     class EvaluateAtSteps(TrainerCallback):
         """eval_strategy="steps" evaluates every k steps; this moves those evaluations to `eval_at`, after the

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from steadytune.store import Store
-from steadytune.store_connections import is_postgres
+from steadytune.storage.connections import is_postgres
+from steadytune.storage.store import Store
 
 
 def study_command(model: str, glue_dir: str, folder: Path, store: str, trials: int, steps: int) -> list[str]:

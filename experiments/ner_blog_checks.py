@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from steadytune.analysis.convergence import final_smoothed_loss, steps_to_loss
-from steadytune.store import Store
+from steadytune.storage.store import Store
 
 SAME_SCORE = 0.02
 

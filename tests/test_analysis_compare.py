@@ -5,12 +5,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-
 from statsmodels.stats.multitest import multipletests
 
-from steadytune.analysis import (NotEnoughData, adjust_pvalues, arm_labels, aso, bootstrap_diff_ci, build_results,
-                                 compare_pairs, levene_by_task, permutation_test, recipe_table, seeds_needed,
-                                 violation_ratio)
+from steadytune.analysis import (
+    NotEnoughData,
+    adjust_pvalues,
+    arm_labels,
+    aso,
+    bootstrap_diff_ci,
+    build_results,
+    compare_pairs,
+    levene_by_task,
+    permutation_test,
+    recipe_table,
+    seeds_needed,
+    violation_ratio,
+)
 
 RNG = np.random.default_rng(0)
 STABLE = 0.70 + RNG.normal(0, 0.01, 20)  # Mosbach-like: tight

@@ -5,8 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steadytune.analysis import (NotEnoughData, build_results, early_final_correlation, expected_max,
-                                 plan_early_stopping, recommend, scores_at, simulate_early_stopping)
+from steadytune.analysis import (
+    NotEnoughData,
+    build_results,
+    early_final_correlation,
+    expected_max,
+    plan_early_stopping,
+    recommend,
+    scores_at,
+    simulate_early_stopping,
+)
 
 FRACTIONS = np.round(np.arange(1, 10) / 10, 6)
 

@@ -8,8 +8,14 @@ import pandas as pd
 import pytest
 
 from steadytune.analysis import build_results
-from steadytune.analysis.instability import (arm_predictions, compare_churn, extreme_examples, flip_rates,
-                                             instability_table, right_counts)
+from steadytune.analysis.instability import (
+    arm_predictions,
+    compare_churn,
+    extreme_examples,
+    flip_rates,
+    instability_table,
+    right_counts,
+)
 from steadytune.analysis.results import NotEnoughData
 
 CURVES = pd.DataFrame(columns=["trial_id", "step", "epoch", "split", "metric", "value"])

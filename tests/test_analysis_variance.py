@@ -8,8 +8,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from steadytune.analysis import (NotEnoughData, anova_two_way, build_results, seed_extremes, seed_grid, seed_means,
-                                 seed_spread, seed_transfer)
+from steadytune.analysis import (
+    NotEnoughData,
+    anova_two_way,
+    build_results,
+    seed_extremes,
+    seed_grid,
+    seed_means,
+    seed_spread,
+    seed_transfer,
+)
 
 CURVE_COLUMNS = ["trial_id", "step", "epoch", "split", "metric", "value"]
 

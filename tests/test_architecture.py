@@ -6,10 +6,14 @@ import math
 import pytest
 import torch
 import transformers
+from conftest import FAMILIES, TINY_SIZES, tiny_classifier
 from torch import nn
 
-from conftest import FAMILIES, TINY_SIZES, tiny_classifier
-from steadytune.architecture import UnsupportedArchitecture, encoder_layout, layer_index
+from steadytune.models.architecture import (
+    UnsupportedArchitecture,
+    encoder_layout,
+    layer_index,
+)
 
 tiny = tiny_classifier
 
@@ -108,8 +112,9 @@ def test_deberta_and_modernbert_layouts() -> None:
 @pytest.mark.parametrize("model_type", ["deberta-v2", "modernbert"])
 def test_new_families_train_with_reinit_and_llrd(model_type, tmp_path, minilm_path, glue_dir, options):
     from conftest import make_tiny_model_dir
+
     from steadytune.config import TrialConfig
-    from steadytune.trial import Trial
+    from steadytune.training.trial import Trial
 
     extra = ({"pad_token_id": 0, "cls_token_id": 101, "bos_token_id": 101, "sep_token_id": 102, "eos_token_id": 102,
               "global_attn_every_n_layers": 2, "local_attention": 16} if model_type == "modernbert"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from steadytune.stabilizers.averaging import WeightAverage
-from steadytune.trial import Trial
+from steadytune.training.trial import Trial
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ def test_a_paused_trial_keeps_its_average(tiny_trial_config, options, tmp_path):
 
 
 def test_a_second_preemption_keeps_the_points_of_the_first(tiny_trial_config, options, tmp_path):
-    from steadytune.state_file import load_state_file
+    from steadytune.training.state_file import load_state_file
 
     config = tiny_trial_config(max_steps=6)
     first = Trial(config, options)

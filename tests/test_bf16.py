@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from conftest import curve_by_key
+
 from steadytune.config import TrialConfig
 from steadytune.packed.trial import PackedTrial
-from steadytune.trial import Trial
+from steadytune.training.trial import Trial
 
 
 def test_bf16_has_its_own_key_and_fp32_keys_stay_as_they_were():

@@ -88,7 +88,7 @@ def test_stabilizer_the_model_cannot_take_is_a_one_line_error(tiny_bert_dir, glu
 
 
 def test_runs_lists_unfinished_trials(tmp_path):
-    from steadytune.store import Store
+    from steadytune.storage.store import Store
 
     with Store(tmp_path / "r.db") as store:
         store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 2}, "k", dropout_seed=1)

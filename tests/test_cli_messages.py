@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.store import CurvePoint, Store, TrialOutcome
+from steadytune.storage.store import CurvePoint, Store, TrialOutcome
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ import sys
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.cluster import driver_command
-from steadytune.store import Store
+from steadytune.storage.store import Store
+from steadytune.studies.cluster import driver_command
 
 runner = CliRunner()
 

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from steadytune import ordering
-from steadytune.ordering import total_steps
 from steadytune.config import ConfigError, TrialConfig, build_config, load_config_file
 from steadytune.recipes import RECIPES, recipe_overrides, resolved_recipe
+from steadytune.training import ordering
+from steadytune.training.ordering import total_steps
 
 
 def test_defaults_are_devlins():
@@ -124,9 +124,10 @@ def test_every_numeric_config_value_gives_a_valid_config_or_a_one_line_error():
     """Arbitrary numbers in every numeric field of TrialConfig (NaN, infinities, extremes, negatives, zero), as a
     config file could hold them: the config is valid and its schedule computes, or the error is one line naming
     the key."""
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
-    from steadytune.ordering import steps_per_epoch
+    from steadytune.training.ordering import steps_per_epoch
 
     fields = _numeric_fields()
     assert {"lr", "epochs", "batch_size", "max_length", "warmup", "weight_decay", "wi_seed"} <= set(fields)

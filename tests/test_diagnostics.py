@@ -7,11 +7,22 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from steadytune.checkpoints import checkpoint_dir, checkpoint_steps, list_checkpoints, load_checkpoint
 from steadytune.config import RunOptions
-from steadytune.diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
-from steadytune.store import Store
-from steadytune.trial import Trial, run_stored
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.checkpoints import (
+    checkpoint_dir,
+    checkpoint_steps,
+    list_checkpoints,
+    load_checkpoint,
+)
+from steadytune.training.diagnostics import (
+    PoolerProbe,
+    gradient_norms,
+    part_parameters,
+    prediction_summary,
+)
+from steadytune.training.trial import Trial
 
 
 def test_parts_cover_every_parameter_once(tiny_bert_dir):
@@ -106,7 +117,7 @@ def test_checkpoints_are_evenly_spaced_and_hold_the_parameters(tiny_trial_config
 
 
 def test_checkpoints_need_a_store_and_at_least_two_snapshots(tiny_trial_config, options):
-    from steadytune.store import StoreError
+    from steadytune.storage.store import StoreError
 
     with pytest.raises(StoreError, match="needs one"):
         Trial(tiny_trial_config(), options.model_copy(update={"save_checkpoints": 2}))

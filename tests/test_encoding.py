@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from steadytune.data import TextDataset, load_glue, subsample
-from steadytune import encoding
-from steadytune.encoding import EncodedDataset, collate, encode, tokenizer_fingerprint
-from steadytune.tasks import get_task
+from steadytune.data import encoding
+from steadytune.data.datasets import TextDataset, load_glue, subsample
+from steadytune.data.encoding import (
+    EncodedDataset,
+    collate,
+    encode,
+    tokenizer_fingerprint,
+)
+from steadytune.data.tasks import get_task
 
 
 @pytest.fixture(scope="module")

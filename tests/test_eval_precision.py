@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from steadytune.config import ConfigError, RunOptions, TrialConfig, build_config
-from steadytune.encoding import collate
-from steadytune.evaluation import evaluate
-from steadytune.quantization import Int8Twin, quantized_engine
-from steadytune.trial import Trial
+from steadytune.data.encoding import collate
+from steadytune.models.quantization import Int8Twin, quantized_engine
+from steadytune.training.evaluation import evaluate
+from steadytune.training.trial import Trial
 
 
 def dev_metrics(trial: Trial, precision: str) -> dict[str, float]:

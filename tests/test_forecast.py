@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from steadytune.cli import app
 from steadytune.forecast.evaluation import evaluate, fit_on, pooled
 from steadytune.forecast.features import FEATURES, feature_table, trial_features
-from steadytune.forecast.model import ForecastError, Forecaster
-from steadytune.store import CurvePoint, Store, TrialOutcome
-from steadytune.trial import Trial
+from steadytune.forecast.model import Forecaster, ForecastError
+from steadytune.storage.store import CurvePoint, Store, TrialOutcome
+from steadytune.training.trial import Trial
 
 runner = CliRunner()
 
@@ -315,7 +315,7 @@ def statuses(store: str) -> list[str]:
 
 
 def test_replace_refuses_a_store_made_before_forecast_stops_and_needs_a_forecaster(tiny_bert_dir, glue_dir, tmp_path):
-    from steadytune.store import schema_sql
+    from steadytune.storage.store import schema_sql
 
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as db:

@@ -48,3 +48,42 @@ def test_no_import_circles():
         if name not in state:
             visit(name, [name])
     assert circles == []
+
+
+# The rooms of the package, lowest first: a module may import its own room and the rooms below it, never above.
+LAYERS = [
+    {"errors"},
+    {"data", "tagging"},           # tasks, datasets, tokenization, metrics; NER's CoNLL files and tags
+    {"config", "recipes"},         # the typed trial config (it canonicalizes task names) and the papers' recipes
+    {"models", "stabilizers"},
+    {"training", "packed"},        # one trial and its records; many seeds as one pack
+    {"storage"},                   # the one stateful piece: it records what training produces
+    {"analysis", "landscape", "forecast"},
+    {"studies", "reporting", "reproduce"},
+    {"cli", "__main__"},
+]
+ROOT_MODULES = {"__init__", "__main__", "config", "errors", "recipes"}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_each_room_imports_only_its_own_and_lower_rooms():
+    level = {room: index for index, rooms in enumerate(LAYERS) for room in rooms}
+    files = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in PACKAGE.rglob("*.py")}
+    rooms = {_room(name) for name in files} - {"__init__"}
+    assert rooms == set(level), "every room of the package has a layer"
+    upward = []
+    for name, path in files.items():
+        for target in _imports(path):
+            if target in files and _room(target) != "__init__" and _room(name) != "__init__":
+                if level[_room(target)] > level[_room(name)]:
+                    upward.append(f"{name} imports {target}")
+    assert upward == []
+
+
+def test_the_package_root_holds_only_the_shared_modules():
+    assert {p.stem for p in PACKAGE.glob("*.py")} == ROOT_MODULES

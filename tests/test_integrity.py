@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.checkpoints import CheckpointError, checkpoint_dir, file_sha256, load_checkpoint
 from steadytune.cli import app
 from steadytune.config import RunOptions, TrialConfig
-from steadytune.encoding import encode
+from steadytune.data.encoding import encode
 from steadytune.landscape.analyses import line
 from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots
-from steadytune.models import load_tokenizer
-from steadytune.store import Store
-from steadytune.trial import run_stored
+from steadytune.models.loading import load_tokenizer
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.checkpoints import (
+    CheckpointError,
+    checkpoint_dir,
+    file_sha256,
+    load_checkpoint,
+)
 
 runner = CliRunner()
 
@@ -120,8 +125,8 @@ def test_a_snapshot_that_cannot_be_written_fails_the_trial_in_one_line(tiny_bert
 
 
 def test_bad_tokenization_cache_entries_are_rebuilt(minilm_path, glue_dir, tmp_path):
-    from steadytune.data import load_glue
-    from steadytune.tasks import get_task
+    from steadytune.data.datasets import load_glue
+    from steadytune.data.tasks import get_task
 
     tokenizer = load_tokenizer(str(minilm_path))
     rte, wnli = (load_glue(glue_dir, get_task(name), "dev") for name in ("rte", "wnli"))
@@ -140,7 +145,7 @@ def test_bad_tokenization_cache_entries_are_rebuilt(minilm_path, glue_dir, tmp_p
         assert len(again) == len(reference) and entry.read_bytes() != damage  # rebuilt and rewritten
     # A crafted entry: its own key and a valid checksum, but ids the tokenizer could not have made (the trial then
     # failed with "IndexError: index out of range in self", and again on every retry).
-    from steadytune.encoding import _checksum, _save_atomic
+    from steadytune.data.encoding import _checksum, _save_atomic
 
     with np.load(entry, allow_pickle=False) as cached:
         arrays = {name: cached[name] for name in cached.files}
@@ -173,8 +178,8 @@ def test_a_trial_runs_when_its_cache_is_garbage(tiny_trial_config, tmp_path):
 def test_a_forged_state_file_cannot_fake_a_result(tiny_trial_config, options, tmp_path):
     """A paused trial's state edited to claim best 0.99 is refused in one line; the trial restarts and records
     what its own curve shows."""
-    from steadytune.state_file import load_state_file, save_state_file
-    from steadytune.study import Job, execute
+    from steadytune.studies.study import Job, execute
+    from steadytune.training.state_file import load_state_file, save_state_file
 
     store = Store(tmp_path / "runs.db")
     config = tiny_trial_config(epochs=2, evals_per_epoch=2)
@@ -205,7 +210,7 @@ def test_a_forged_state_file_cannot_fake_a_result(tiny_trial_config, options, tm
 
 
 def test_the_best_and_final_evaluation_are_recomputed_from_the_stored_curve(tmp_path):
-    from steadytune.store import CurvePoint, TrialOutcome
+    from steadytune.storage.store import CurvePoint, TrialOutcome
 
     store = Store(tmp_path / "runs.db")
     trial_id = store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 1}, "0" * 16, 1)
@@ -231,7 +236,7 @@ def test_a_cache_entry_changed_after_its_first_use_is_rebuilt(tiny_trial_config,
     records = store.cache_records()
     entries = sorted((options.cache_dir).glob("enc-*.npz"))
     assert sorted(records) == sorted(p.name for p in entries) and len(entries) == 2  # train and dev
-    from steadytune.encoding import _checksum
+    from steadytune.data.encoding import _checksum
 
     def tamper(path):
         with np.load(path) as cached:
@@ -244,7 +249,7 @@ def test_a_cache_entry_changed_after_its_first_use_is_rebuilt(tiny_trial_config,
     for path in entries:
         tamper(path)
     tokenizer = load_tokenizer(config.model)
-    from steadytune.inputs import prepare_inputs
+    from steadytune.training.inputs import prepare_inputs
 
     trusting = prepare_inputs(config, tokenizer, options.cache_dir)  # without the store: the forgery passes
     assert {name: checksum for name, checksum in trusting.cache_entries} != records

@@ -7,15 +7,25 @@ import torch
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.evaluation import evaluate
 from steadytune.landscape.analyses import layer_curves, line, surface
 from steadytune.landscape.compute import compute, grid_cells
-from steadytune.landscape.directions import difference, filter_normalized, hao_plane, norm, random_plane
+from steadytune.landscape.directions import (
+    difference,
+    filter_normalized,
+    hao_plane,
+    norm,
+    random_plane,
+)
 from steadytune.landscape.layers import layer_groups, move_group
 from steadytune.landscape.projection import project
-from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots, build_evaluator
-from steadytune.store import Store
-from steadytune.trial import run_stored
+from steadytune.landscape.sources import (
+    EvaluationSettings,
+    TrialSnapshots,
+    build_evaluator,
+)
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.evaluation import evaluate
 
 
 @pytest.fixture(scope="module")

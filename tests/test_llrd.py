@@ -5,9 +5,9 @@ import re
 
 import pytest
 import torch
+from conftest import tiny_classifier
 from torch import nn
 
-from conftest import tiny_classifier
 from steadytune.stabilizers.llrd import no_weight_decay, parameter_groups
 
 LR, WD, ETA = 1e-3, 0.01, 0.9

@@ -8,8 +8,9 @@ import torch
 from pydantic import ValidationError
 
 from steadytune.config import TrialConfig
-from steadytune.store import Store
-from steadytune.trial import Trial, run_stored
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.trial import Trial
 
 LORA = dict(adapter="lora", lora_rank=4, lora_alpha=8.0)
 
@@ -154,7 +155,7 @@ def test_a_study_crosses_adapter_seeds_with_data_orders(tiny_bert_dir, glue_dir,
     plan = CliRunner().invoke(app, ["study", "plan", *args[2:-4]])
     assert plan.exit_code == 0, plan.output
     assert "adapter" in plan.output
-    from steadytune.report import build_report
+    from steadytune.reporting.report import build_report
 
     page = build_report(store, tmp_path / "report", "md").read_text()
     assert "adapter seed x DO" in page and "| adapter seed |" in page  # the adapter seed is the grid's factor

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from steadytune.metrics import compute_metrics, primary
-from steadytune.tasks import custom_task, get_task
+from steadytune.data.metrics import compute_metrics, primary
+from steadytune.data.tasks import custom_task, get_task
 
 LABELS = np.array([1, 1, 1, 0, 0, 1])
 PREDS = np.array([1, 0, 1, 0, 1, 1])  # TP=3, FN=1, TN=1, FP=1

@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FAMILIES, tiny_classifier
 from torch import nn
 
-from conftest import FAMILIES, tiny_classifier
 from steadytune.stabilizers.mixout import MixLinear, apply_mixout
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from steadytune.trial import Trial
+from steadytune.training.trial import Trial
 
 
 def named(trial: Trial) -> dict[str, torch.Tensor]:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import curve_by_key
+
 from steadytune.packed.model import NotPackable
 from steadytune.packed.trial import PackedTrial
-from steadytune.trial import Trial
+from steadytune.training.trial import Trial
 
 # Batched products sum in another order than single ones: curves agree to float rounding, not bitwise.
 RELATIVE, ABSOLUTE = 1e-5, 1e-7
@@ -128,7 +128,7 @@ def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glu
     from typer.testing import CliRunner
 
     from steadytune.cli import app
-    from steadytune.store import Store
+    from steadytune.storage.store import Store
 
     def study_args(store: str, *extra: str) -> list[str]:
         return ["study", "run", "--name", "packing", "--tasks", "rte", "--wi-seeds", "1-3", "--do-seeds", "1-2",
@@ -245,8 +245,8 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
 
     # A damaged state file is untrusted input: that seed starts again from scratch, the pack cannot stand at one
     # step, and the study's pack job runs its trials one by one, each to the result it would have had.
-    from steadytune.checkpoints import file_sha256
-    from steadytune.study import Job, execute_pack
+    from steadytune.studies.study import Job, execute_pack
+    from steadytune.training.checkpoints import file_sha256
 
     pack = PackedTrial.from_configs(configs[:2], options)
     pack.run(lambda k, points: None, [4, 4], on_stop=lambda k: pack.save_member_state(k, paths[k]))

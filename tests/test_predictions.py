@@ -9,9 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.metrics import compute_metrics
-from steadytune.store import Predictions, Store, StoreError, TrialOutcome
-from steadytune.trial import Trial, run_stored
+from steadytune.data.metrics import compute_metrics
+from steadytune.storage.store import Store, StoreError, TrialOutcome
+from steadytune.studies.single import run_stored
+from steadytune.training.records import Predictions
+from steadytune.training.trial import Trial
 
 
 def _frame(store: Store, trial_id: int) -> dict[tuple[str, str], np.ndarray]:

@@ -7,8 +7,9 @@ import torch
 from pydantic import ValidationError
 
 from steadytune.stabilizers.r3f import R3F, symmetric_kl
-from steadytune.store import Store
-from steadytune.trial import Trial, run_stored
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.trial import Trial
 
 
 def test_symmetric_kl_matches_numpy():
@@ -22,7 +23,7 @@ def test_symmetric_kl_matches_numpy():
 
 
 def test_the_added_term_is_lambda_times_the_kl_to_the_noisy_forward(tiny_trial_config, options):
-    from steadytune.encoding import collate
+    from steadytune.data.encoding import collate
 
     trial = Trial(tiny_trial_config(r3f=2.0, r3f_eps=0.5), options)
     model = trial.model.eval()  # no dropout: the two forwards differ by the noise alone

@@ -8,11 +8,12 @@ import math
 import sqlite3
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.store import Store
+from steadytune.storage.store import Store
 
 runner = CliRunner()
 

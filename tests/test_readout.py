@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_classifier
 from transformers import AutoModelForSequenceClassification
 
-from conftest import tiny_classifier
-from steadytune.architecture import encoder_layout
-from steadytune.encoding import collate
-from steadytune.evaluation import evaluate
-from steadytune.readout import first_token_readout, supports_readout
-from steadytune.tasks import get_task
+from steadytune.data.encoding import collate
+from steadytune.data.tasks import get_task
+from steadytune.models.architecture import encoder_layout
+from steadytune.models.readout import first_token_readout, supports_readout
+from steadytune.training.evaluation import evaluate
 
 
 def padded_batch(vocab: int = 100, lengths=(9, 5, 7, 3)) -> dict[str, torch.Tensor]:
@@ -82,9 +82,9 @@ def test_readout_refuses_training_mode():
 
 def test_real_minilm_predictions_are_unchanged(minilm_path, glue_dir):
     """The real pretrained weights (cut to 2 layers) on real RTE dev examples: same predictions, same loss."""
-    from steadytune.data import load_glue
-    from steadytune.encoding import encode
-    from steadytune.models import load_tokenizer
+    from steadytune.data.datasets import load_glue
+    from steadytune.data.encoding import encode
+    from steadytune.models.loading import load_tokenizer
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_hidden_layers=2, num_labels=2).eval()

@@ -6,8 +6,8 @@ import torch
 import transformers
 from torch import nn
 
-from steadytune.architecture import UnsupportedArchitecture
-from steadytune.initialization import init_new_module
+from steadytune.models.architecture import UnsupportedArchitecture
+from steadytune.models.initialization import init_new_module
 from steadytune.stabilizers.reinit import reinit_top_layers
 
 STD = 0.02

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from steadytune.analysis import AnalysisError, load_results
 from steadytune.cli import app
-from steadytune.report import ReportSettings, build_report
-from steadytune.store import CurvePoint, Predictions, Store, StoreError, TrialOutcome, export
+from steadytune.reporting.report import ReportSettings, build_report
+from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome, export
+from steadytune.training.records import Predictions
 
 TASKS = {"rte": ("accuracy", 0.527), "mrpc": ("f1", 0.812)}
 RECIPES = {"devlin2019": 0.0, "mosbach2021": 0.04}
@@ -232,9 +233,9 @@ def test_no_figure_clips_its_titles_or_overlaps_its_labels(store_path, small_sto
     import sys
     from pathlib import Path
 
-    from steadytune import plots
     from steadytune.analysis.gradients import gradient_norms, part_order
-    from steadytune.report import Plot, build_sections
+    from steadytune.reporting import plots
+    from steadytune.reporting.report import Plot, build_sections
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_diagnostics import _synthetic_results

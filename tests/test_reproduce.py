@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from steadytune.cli import app
 from steadytune.reproduce.claims import CLAIMS
 from steadytune.reproduce.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
-from steadytune.store import Store
+from steadytune.storage.store import Store
 
 VERDICTS = {HOLDS, DOES_NOT_HOLD, INCONCLUSIVE}
 
@@ -152,7 +152,8 @@ def test_a_hub_name_offline_is_one_line_and_sizes_come_from_the_command_line(tmp
     row = next(line for line in result.output.splitlines() if "adamw" in line)
     assert [cell.strip() for cell in row.split("│") if cell.strip()] == ["published", "rte", "adamw", "2e-05", "4", "4",
                                                                         "16"]
-    for flag, value, message in (("--epochs", "nan", "--epochs: must be a positive finite number"),
+    for flag, value, message in (("--epochs", "nan", "'nan' is not a finite number"),
+                                 ("--epochs", "0", "--epochs: must be a positive finite number"),
                                  ("--lr", "1e-4,x", "--lr: expected comma-separated numbers")):
         result = _reproduce("--store", tmp_path / "s.db", flag, value, "--dry-run")
         assert result.exit_code == 2 and message in result.output
@@ -188,7 +189,7 @@ def test_an_arm_with_snapshots_is_trained_and_measured_in_its_own_study(tmp_path
     from steadytune.config import RunOptions
     from steadytune.reproduce import runner
     from steadytune.reproduce.design import SCALES, arm_spec, arms, lr_check_spec
-    from steadytune.store import TrialOutcome
+    from steadytune.storage.store import TrialOutcome
 
     scale = SCALES["smoke"]
     scratch = arm_spec(arms(scale, 2)["scratch"], scale, "rte", 1e-3, "published", {"model": "m"})

@@ -12,9 +12,22 @@ from scipy import stats
 from steadytune.analysis.results import Results
 from steadytune.reproduce.claims import CLAIMS, ClaimData
 from steadytune.reproduce.landscapes import curvature, width
-from steadytune.reproduce.statistics import (median_deviations, one_sample_t, pooled_spearman, risk_difference,
-                                             spread_reduction, two_way_indices, welch, wilson_interval)
-from steadytune.reproduce.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, verdict_table
+from steadytune.reproduce.statistics import (
+    median_deviations,
+    one_sample_t,
+    pooled_spearman,
+    risk_difference,
+    spread_reduction,
+    two_way_indices,
+    welch,
+    wilson_interval,
+)
+from steadytune.reproduce.verdicts import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    verdict_table,
+)
 
 
 def _two_groups(seed: int, n_a: int = 5, n_b: int = 6, shift: float = 0.3):
@@ -235,7 +248,7 @@ def test_curvature_is_read_back_from_the_stored_line(tmp_path):
     from steadytune.config import RunOptions
     from steadytune.reproduce.design import SCALES
     from steadytune.reproduce.landscapes import _line_curvature, settings_for
-    from steadytune.store import Store
+    from steadytune.storage.store import Store
 
     scale = SCALES["small"]
     a = np.round(np.linspace(-1, 1, scale.line_points), 10)

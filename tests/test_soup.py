@@ -5,11 +5,15 @@ import pandas as pd
 import torch
 from typer.testing import CliRunner
 
-from steadytune.checkpoints import checkpoint_dir, list_checkpoints, load_checkpoint
+from steadytune.analysis.soup import SoupEvaluator, average, ingredients, soups
 from steadytune.cli import app
 from steadytune.config import RunOptions
-from steadytune.soup import SoupEvaluator, average, ingredients, soups
-from steadytune.store import Store
+from steadytune.storage.store import Store
+from steadytune.training.checkpoints import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 
 def _study(tmp_path, tiny_bert_dir, glue_dir, *extra):

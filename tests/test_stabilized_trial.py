@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_tiny_model_dir
+
 from steadytune.config import TrialConfig
-from steadytune.stabilizers.mixout import MixLinear
 from steadytune.stabilizers.bias_correction import BERTAdam
-from steadytune.store import Store
-from steadytune.trial import Trial, model_artifact_dir, run_stored
+from steadytune.stabilizers.mixout import MixLinear
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training.trial import Trial, model_artifact_dir
 
 
 def params(trial: Trial) -> dict[str, torch.Tensor]:
@@ -122,14 +123,14 @@ def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(tiny_trial_c
 
 
 def test_init_from_unknown_trial_is_a_clear_error(tiny_trial_config, options, tmp_path):
-    from steadytune.store import StoreError
-    from steadytune.trial import resolve_init_from
+    from steadytune.storage.store import StoreError
+    from steadytune.training.trial import resolve_init_from
 
     with pytest.raises(StoreError, match="no saved encoder"):
         resolve_init_from("7", tmp_path / "runs.db")
     with pytest.raises(StoreError, match="needs the store"):
         resolve_init_from("7", None)
-    from steadytune.models import ModelError
+    from steadytune.models.loading import ModelError
 
     with pytest.raises(ModelError, match="--init-from some/folder: not a trial id of the store nor a model folder"):
         resolve_init_from("some/folder", None)

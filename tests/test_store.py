@@ -10,7 +10,16 @@ import time
 import pandas as pd
 import pytest
 
-from steadytune.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner, schema_sql
+from steadytune.storage.store import (
+    CurvePoint,
+    Lease,
+    Store,
+    StoreError,
+    TrialOutcome,
+    export,
+    new_owner,
+    schema_sql,
+)
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 
@@ -181,7 +190,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_stored(tmp_path):
 
 
 def test_a_disk_full_mid_trial_says_what_was_kept(tiny_trial_config, options, tmp_path):
-    from steadytune.trial import run_stored
+    from steadytune.studies.single import run_stored
 
     with Store(tmp_path / "r.db") as store:
         pages = store._conn.execute("PRAGMA page_count").fetchone()[0]

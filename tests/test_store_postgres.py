@@ -12,8 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome
-from steadytune.store_connections import database_name, shown_location, split_postgres_url
+from steadytune.storage.connections import (
+    database_name,
+    shown_location,
+    split_postgres_url,
+)
+from steadytune.storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome
+from steadytune.training.records import Predictions
 
 runner = CliRunner()
 

@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from steadytune.analysis.early_stopping import EarlyStop, cut_step, survivors
 from steadytune.config import ConfigError, RunOptions
-from steadytune.early_stopping import EarlyStop, cut_step, survivors
-from steadytune.store import Store, StoreError
-from steadytune.study import Executor, StudyRunner, expand, load_spec, parse_seeds
+from steadytune.storage.store import Store, StoreError
+from steadytune.studies.study import (
+    Executor,
+    StudyRunner,
+    expand,
+    load_spec,
+    parse_seeds,
+)
 
 
 @pytest.fixture
@@ -216,7 +222,7 @@ def test_save_model_is_refused_in_a_study(spec_file, tmp_path):
 
 
 def test_seed_pairs_zip_the_seeds_and_crossed_specs_keep_their_names():
-    from steadytune.study import StudySpec, expand
+    from steadytune.studies.study import StudySpec, expand
 
     paired = StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="4-6", seed_pairs=True)
     assert [(t.config.wi_seed, t.config.do_seed) for t in expand(paired)] == [(1, 4), (2, 5), (3, 6)]

@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 import torch
 import torchcrf
+from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
-from conftest import REPO_ROOT
 from steadytune.config import TrialConfig
 from steadytune.errors import DataError
-from steadytune.store import Store
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
 from steadytune.tagging.conll import load_tagged
 from steadytune.tagging.crf import LinearChainCRF, bio_masks, log_likelihood, viterbi
 from steadytune.tagging.encoding import IGNORED, encode_tags
 from steadytune.tagging.scoring import tagging_metrics
-from steadytune.trial import Trial, run_stored
+from steadytune.training.trial import Trial
 
 WNUT = REPO_ROOT.parent / "shared" / "data" / "ner" / "wnut17"
 

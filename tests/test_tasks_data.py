@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steadytune.data import (
+from steadytune.data.datasets import (
     TextDataset,
     load_files,
     load_glue,
@@ -13,8 +13,8 @@ from steadytune.data import (
     split_dev_test,
     subsample,
 )
+from steadytune.data.tasks import TASKS, custom_task, get_task
 from steadytune.errors import DataError
-from steadytune.tasks import TASKS, custom_task, get_task
 
 # (task, split) -> rows, and label counts where MANIFEST.md gives them, in label-id order.
 GLUE_COUNTS = {

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.store import Store
+from steadytune.storage.store import Store
 
 mlflow = pytest.importorskip("mlflow")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

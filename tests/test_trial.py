@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from steadytune import trial as trial_module
-from steadytune.store import Store
-from steadytune.trial import Trial, run_stored
+from steadytune.storage.store import Store
+from steadytune.studies.single import run_stored
+from steadytune.training import trial as trial_module
+from steadytune.training.trial import Trial
 
 
 @pytest.fixture

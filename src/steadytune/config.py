@@ -16,17 +16,41 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .tasks import canonical_task_name
+from .data.tasks import canonical_task_name
+from .errors import ConfigError
+
+TRACKERS = ("mlflow", "tensorboard")
 
 
-class ConfigError(ValueError):
-    """A config file or flag combination that cannot describe a trial."""
+@dataclass(frozen=True)
+class TrackerSpec:
+    kind: str
+    target: str | None  # MLflow tracking URI, TensorBoard log folder; None: the tracker's default
+
+
+def parse_track(text: str | None) -> list[TrackerSpec]:
+    """'mlflow=http://host:5000,tensorboard' -> specs; raises ValueError with a one-line reason."""
+    specs = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        kind, _, target = item.partition("=")
+        if kind not in TRACKERS:
+            raise ValueError(f"--track: unknown tracker {kind!r} (one of: {', '.join(TRACKERS)}, as NAME or NAME=TARGET)")
+        specs.append(TrackerSpec(kind, target or None))
+    return specs
 
 
 class TrialConfig(BaseModel):
@@ -272,7 +296,6 @@ class RunOptions(BaseModel):
     @field_validator("track")
     @classmethod
     def _check_track(cls, value: str | None) -> str | None:
-        from .trackers import parse_track
 
         parse_track(value)
         return value

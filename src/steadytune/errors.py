@@ -13,3 +13,11 @@ class TrialError(RuntimeError):
 
 class DataError(ValueError):
     """Bad or missing input data; the message is one line naming the file, the line and the problem."""
+
+
+class ConfigError(ValueError):
+    """A config file or flag combination that cannot describe a trial."""
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be opened or written, or is not a steadytune store; the message is one line."""

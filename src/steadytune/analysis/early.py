@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..early_stopping import EarlyStop
+from .early_stopping import EarlyStop
 from .expected import expected_max
 from .results import NotEnoughData, Results, dev_trajectory
 

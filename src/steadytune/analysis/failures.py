@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..data.tasks import get_task
 from ..errors import DataError
-from ..tasks import get_task
 from .results import Results
 
 # Scores are floats computed from counts; a run exactly at the baseline must not escape by rounding.

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..store import Store, StoreError
-from ..store_connections import is_postgres, shown_location
+from ..storage.connections import is_postgres, shown_location
+from ..storage.store import Store, StoreError
 
 RESULT_STATUSES = ("complete", "diverged")
 # Dodge et al. evaluate once at the end, once per epoch, or many times per epoch; a trial's score at a

@@ -30,10 +30,25 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 from rich.console import Console
 from rich.markup import escape as escape_markup
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ..config import (SECTIONS, ConfigError, RunOptions, TrialConfig, build_config, check_keys,
-                      format_validation_error, load_config_file)
+from ..config import (
+    SECTIONS,
+    ConfigError,
+    RunOptions,
+    TrialConfig,
+    build_config,
+    check_keys,
+    format_validation_error,
+    load_config_file,
+)
 from ..recipes import recipe_overrides
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -109,15 +124,14 @@ def print_table(table, heading: str | None = None) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by input or by the environment (a full disk), reported as one line instead of a traceback."""
     from ..analysis import AnalysisError
-    from ..architecture import UnsupportedArchitecture
-    from ..checkpoints import CheckpointError
-    from ..errors import DataError
-    from ..errors import TrialError
+    from ..errors import DataError, TrialError
     from ..forecast.model import ForecastError
     from ..landscape.evaluation import LandscapeError
-    from ..models import ModelError
-    from ..state_file import StateFileError
-    from ..store import StoreError
+    from ..models.architecture import UnsupportedArchitecture
+    from ..models.loading import ModelError
+    from ..storage.store import StoreError
+    from ..training.checkpoints import CheckpointError
+    from ..training.state_file import StateFileError
 
     return (AnalysisError, CheckpointError, ConfigError, DataError, ForecastError, LandscapeError, ModelError, StateFileError,
             StoreError, TrialError, UnsupportedArchitecture)

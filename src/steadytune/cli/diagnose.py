@@ -9,8 +9,8 @@ from rich.table import Table
 
 from ..analysis import AnalysisError, load_results
 from ..analysis.gradients import diagnosis, gradient_norms, part_order
-from ..store_connections import shown_location
-from ..plots import gradient_norms_figure, trial_diagnostics_figure
+from ..reporting.plots import gradient_norms_figure, trial_diagnostics_figure
+from ..storage.connections import shown_location
 from .common import console, finite, fmt_metric, print_table, reports_user_errors
 
 

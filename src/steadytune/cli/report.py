@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..report import ReportSettings, build_report
+from ..reporting.report import ReportSettings, build_report
 from .common import console, err_console, finite, reports_user_errors
 
 

@@ -13,16 +13,36 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import ConfigError
+from ..data.tasks import canonical_task_name
 from ..reproduce.claims import CLAIMS
 from ..reproduce.design import PUBLISHED_LR, SCALES, Scale, trial_keys
 from ..reproduce.pages import write
-from ..reproduce.runner import (SETTINGS, Progress, Reproduction, claim_data, finished_keys, learning_rates,
-                                lr_choices, missing_trials, plan_steps, run, task_facts, untrained_reasons)
+from ..reproduce.runner import (
+    SETTINGS,
+    Progress,
+    Reproduction,
+    claim_data,
+    finished_keys,
+    learning_rates,
+    lr_choices,
+    missing_trials,
+    plan_steps,
+    run,
+    task_facts,
+    untrained_reasons,
+)
 from ..reproduce.verdicts import verdict_table
-from ..store import Store
-from ..study import Executor, StudyEvents
-from ..tasks import canonical_task_name
-from .common import console, err_console, finite, print_table, progress_bar, reports_user_errors, resolve_run_options
+from ..storage.store import Store
+from ..studies.study import Executor, StudyEvents
+from .common import (
+    console,
+    err_console,
+    finite,
+    print_table,
+    progress_bar,
+    reports_user_errors,
+    resolve_run_options,
+)
 from .study import seconds_per_step
 
 

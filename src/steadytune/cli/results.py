@@ -10,7 +10,8 @@ from rich import box
 from rich.table import Table
 
 from ..config import ConfigError
-from ..store import Store, export as export_frame
+from ..storage.store import Store
+from ..storage.store import export as export_frame
 from .common import console, fmt_metric, print_table, progress_bar, reports_user_errors
 
 # Existence is checked by Store, whose one-line error keeps a long path whole (typer's error box would wrap it).
@@ -99,7 +100,7 @@ def export(
 
 
 def _push(store: str, to: str) -> None:
-    from ..trackers import export_to_mlflow, parse_track
+    from ..studies.trackers import export_to_mlflow, parse_track
 
     try:
         targets = parse_track(to)

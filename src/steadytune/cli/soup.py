@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..analysis.soup import SoupEvaluator, ingredients, soups
 from ..config import RunOptions
-from ..soup import SoupEvaluator, ingredients, soups
 from .common import console, fmt_metric, print_table, reports_user_errors
 
 

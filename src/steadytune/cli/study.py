@@ -9,16 +9,44 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..cluster import DEFAULT_JOBS, DEFAULT_JOBS_FOLDER, EXECUTORS, JobArray, driver_command, submit
-from ..cluster import wait as wait_for_jobs
 from ..config import ConfigError
-from ..inputs import load_raw, resolve_task
-from ..ordering import total_steps
-from ..store import Store, TrialOutcome
-from ..store_connections import is_postgres, shown_location
-from ..study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
-from .common import (STORE_HELP, console, finite, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
-                     resolve_run_options, stop_bar, with_config_flags)
+from ..storage.connections import is_postgres, shown_location
+from ..storage.store import Store, TrialOutcome
+from ..studies.cluster import (
+    DEFAULT_JOBS,
+    DEFAULT_JOBS_FOLDER,
+    EXECUTORS,
+    JobArray,
+    driver_command,
+    submit,
+)
+from ..studies.cluster import wait as wait_for_jobs
+from ..studies.study import (
+    Executor,
+    PlannedTrial,
+    StudyEvents,
+    StudyRunner,
+    StudySpec,
+    check_inputs,
+    expand,
+    load_spec,
+)
+from ..training.inputs import load_raw, resolve_task
+from ..training.ordering import total_steps
+from .common import (
+    STORE_HELP,
+    console,
+    err_console,
+    escape,
+    finite,
+    fmt_metric,
+    print_table,
+    progress_bar,
+    reports_user_errors,
+    resolve_run_options,
+    stop_bar,
+    with_config_flags,
+)
 
 study_app = typer.Typer(no_args_is_help=True, help="Seed studies: WI x DO grids over tasks and recipes.")
 
@@ -184,7 +212,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
     if options.pack > 1:
         from ..packed.trial import pack_refusal, seeds_per_pass
-        from ..trial import pick_device
+        from ..training.trial import pick_device
 
         reason = pack_refusal([expand(study)[0].config], options)
         # Ray's workers decide their device, and so their passes.

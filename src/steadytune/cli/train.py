@@ -8,10 +8,23 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from ..store import Store, TrialOutcome
-from ..trial import Trial, run_stored
-from .common import (STORE_HELP, console, err_console, escape, fmt_metric, print_table, progress_bar, reports_user_errors,
-                     resolve_config, resolve_run_options, stop_bar, with_config_flags)
+from ..storage.store import Store, TrialOutcome
+from ..studies.single import run_stored
+from ..training.trial import Trial
+from .common import (
+    STORE_HELP,
+    console,
+    err_console,
+    escape,
+    fmt_metric,
+    print_table,
+    progress_bar,
+    reports_user_errors,
+    resolve_config,
+    resolve_run_options,
+    stop_bar,
+    with_config_flags,
+)
 
 
 @reports_user_errors

@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..analysis.failures import failed
 from ..analysis.results import is_export, load_results
-from ..store import Store
-from ..store_connections import shown_location
+from ..storage.connections import shown_location
+from ..storage.store import Store
 from .features import feature_table
-from .model import ForecastError, Forecaster, fit
+from .model import Forecaster, ForecastError, fit
 
 FRACTIONS = (0.05, 0.10, 0.20, 0.30)
 

@@ -73,8 +73,8 @@ def trial_features(points: pd.DataFrame, step: int, metric: str, baseline: float
 def feature_table(trials: pd.DataFrame, curves: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """One row per trial: id, task, total_steps, the step s where a study cuts at `fraction` (early_stopping.cut_step,
     where --policy replace decides), and its features there."""
+    from ..analysis.early_stopping import cut_step
     from ..analysis.failures import num_classes
-    from ..early_stopping import cut_step
 
     labels = trials["cfg.label_names"] if "cfg.label_names" in trials else pd.Series(None, index=trials.index)
     by_trial = dict(tuple(curves.groupby("trial_id")))

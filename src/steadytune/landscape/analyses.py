@@ -8,10 +8,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..store import Store
+from ..storage.store import Store
 from .compute import Cell, compute, grid_cells
-from .evaluation import LandscapeError
 from .directions import Plane, hao_plane, interpolate, mosbach_plane, random_plane
+from .evaluation import LandscapeError
 from .layers import group_contents, layer_groups, move_group
 from .projection import project
 from .sources import EvaluationSettings, TrialSnapshots, build_evaluator

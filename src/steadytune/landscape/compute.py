@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..store import Store
+from ..storage.store import Store
 from .directions import Params
 from .evaluation import LandscapeEvaluator
 

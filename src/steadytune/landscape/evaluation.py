@@ -6,7 +6,7 @@ memory grows with the number of points). Batches are collated once, sorted by le
 every point, so only the forward passes cost. The loss is the model's own (mean cross-entropy, or MSE for
 regression) averaged over examples, computed exactly as Hugging Face's heads do, so a point equal to a
 model's parameters gives that model's evaluation loss bit for bit (with one point per pass): like the
-trial's evaluation, the top layer runs for the first token only (see readout.py).
+trial's evaluation, the top layer runs for the first token only (see models/readout.py).
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..encoding import EncodedDataset, collate, length_sorted_batches
-from ..metrics import compute_metrics
-from ..readout import first_token_readout
+from ..data.encoding import EncodedDataset, collate, length_sorted_batches
+from ..data.metrics import compute_metrics
+from ..data.tasks import TaskSpec
+from ..models.readout import first_token_readout
 from ..tagging.encoding import collate_tags
 from ..tagging.heads import place_words, predicted_tags, tagging_loss
-from ..tasks import TaskSpec
 from .directions import Params
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from ..architecture import encoder_layout, layer_index
+from ..models.architecture import encoder_layout, layer_index
 from .directions import Params, interpolate
 
 THIRDS = ("low", "middle", "high")

@@ -1,6 +1,6 @@
 """Landscape figures: 1-D lines, contour and 3-D surfaces with the trajectory, layer-group curves.
 
-Like steadytune.plots, every function returns a matplotlib Figure built with the object-oriented API.
+Like steadytune.reporting.plots, every function returns a matplotlib Figure built with the object-oriented API.
 """
 from __future__ import annotations
 

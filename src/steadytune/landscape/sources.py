@@ -7,14 +7,20 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import (CheckpointError, check_recorded, checkpoint_dir, checkpoint_hash, list_checkpoints,
-                           load_checkpoint)
 from ..config import RunOptions, TrialConfig
-from ..inputs import prepare_inputs
-from ..models import load_classifier, load_tokenizer
+from ..models.loading import load_classifier, load_tokenizer
 from ..stabilizers import active_stabilizers
-from ..store import Store
-from ..trial import configure_torch, pick_device
+from ..storage.store import Store
+from ..training.checkpoints import (
+    CheckpointError,
+    check_recorded,
+    checkpoint_dir,
+    checkpoint_hash,
+    list_checkpoints,
+    load_checkpoint,
+)
+from ..training.inputs import prepare_inputs
+from ..training.trial import configure_torch, pick_device
 from .directions import Params
 from .evaluation import LandscapeEvaluator, fixed_subset
 

@@ -41,7 +41,7 @@ def model_refusal(model_name: str) -> str | None:
     """Why a model of this name cannot be packed, read from its config alone (or None)."""
     from transformers import AutoConfig
 
-    from ..models import resolve_model
+    from ..models.loading import resolve_model
 
     model_type = AutoConfig.from_pretrained(resolve_model(model_name)).model_type
     if model_type not in PACKED_MODEL_TYPES:
@@ -165,7 +165,7 @@ class PackedClassifier(nn.Module):
                     * torch.finfo(hidden.dtype).min)
         top = self.config.num_hidden_layers - 1
         for layer in range(self.config.num_hidden_layers):
-            # In evaluation the head reads token 0 alone, so the top layer runs for it alone (readout.py's rule).
+            # In evaluation the head reads token 0 alone, so the top layer runs for it alone (models/readout.py's rule).
             hidden = self._layer(hidden, additive, f"{self.prefix}.encoder.layer.{layer}", generators, shapes,
                                  first_only=generators is None and layer == top)
         pooled = torch.tanh(self._linear(hidden[:, :, 0], f"{self.prefix}.pooler.dense"))

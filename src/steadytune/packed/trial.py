@@ -23,14 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import ordering
 from ..config import RunOptions, TrialConfig
-from ..diagnostics import SATURATION_THRESHOLD, part_parameters, prediction_summary
-from ..encoding import collate, length_sorted_batches
-from ..metrics import compute_metrics
+from ..data.encoding import collate, length_sorted_batches
+from ..data.metrics import compute_metrics
 from ..stabilizers.llrd import no_weight_decay
-from ..store import CurvePoint, TrialOutcome
-from ..trial import Trial, bf16_autocast, configure_torch, optimizer_and_schedule
+from ..training import ordering
+from ..training.diagnostics import (
+    SATURATION_THRESHOLD,
+    part_parameters,
+    prediction_summary,
+)
+from ..training.records import CurvePoint, TrialOutcome
+from ..training.trial import (
+    Trial,
+    bf16_autocast,
+    configure_torch,
+    optimizer_and_schedule,
+)
 from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")
@@ -61,8 +70,8 @@ def pack_key(config: TrialConfig) -> str:
 
 def pack_refusal(configs: list[TrialConfig], options: RunOptions) -> str | None:
     """Why these trials cannot train as one pack (a one-line reason), or None."""
-    from ..inputs import resolve_task
     from ..stabilizers import active_stabilizers
+    from ..training.inputs import resolve_task
 
     if len({pack_key(c) for c in configs}) > 1:
         return "the trials of a pack must differ only in their seeds"

@@ -29,7 +29,7 @@ from ..config import RunOptions
 from ..landscape.analyses import layer_curves, surface
 from ..landscape.layers import THIRDS
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
-from ..store import Store
+from ..storage.store import Store
 from .design import Scale
 
 WIDTH_DELTA = 0.1  # nats of training loss above the end's

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..report import Section, Table, model_note, render_html, render_markdown
+from ..reporting.report import Section, Table, model_note, render_html, render_markdown
 from . import verdicts
 from .claims import CLAIMS, ClaimData
 from .claims.base import LEARNS_MARGIN

@@ -14,13 +14,22 @@ import pandas as pd
 
 from ..analysis.results import build_results
 from ..config import RunOptions
-from ..inputs import load_raw, resolve_task
-from ..ordering import total_steps
-from ..store import Store
-from ..study import Executor, StudyEvents, StudyRunner, StudySpec, expand
+from ..storage.store import Store
+from ..studies.study import Executor, StudyEvents, StudyRunner, StudySpec, expand
+from ..training.inputs import load_raw, resolve_task
+from ..training.ordering import total_steps
 from .claims import CLAIMS, ClaimData
 from .claims.base import LEARNS_MARGIN
-from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_candidates_for, lr_check_spec, trial_keys
+from .design import (
+    PUBLISHED_LR,
+    Arm,
+    Scale,
+    arm_spec,
+    arms,
+    lr_candidates_for,
+    lr_check_spec,
+    trial_keys,
+)
 from .landscapes import measure, recorded
 
 SETTINGS = ("published", "learning")
@@ -84,7 +93,7 @@ class Reproduction:
         import torch
         from transformers import AutoConfig, AutoModel
 
-        from ..models import ModelError, resolve_model
+        from ..models.loading import ModelError, resolve_model
 
         path = resolve_model(self.model)
         try:

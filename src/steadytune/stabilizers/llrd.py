@@ -9,7 +9,7 @@ This is decided per module, not by substring over the full name, so MPNet's
 other embeddings (the usual ``"bias" in name`` test would exclude it).
 
 Layer-wise LR decay with factor ``eta`` (Zhang et al. 2021, after Howard & Ruder 2018): with
-``L`` transformer layers and depth ``d`` from :func:`steadytune.architecture.layer_index`
+``L`` transformer layers and depth ``d`` from :func:`steadytune.models.architecture.layer_index`
 (0 embeddings, 1..L layers, L+1 pooler and head) a parameter gets ``lr * eta ** (L + 1 - d)``:
 head and pooler ``lr``, top layer ``lr * eta``, each layer below one more factor, embeddings
 ``lr * eta ** (L + 1)``. ALBERT is refused: its layers share one set of weights, so there is
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ..architecture import UnsupportedArchitecture, encoder_layout, layer_index
+from ..models.architecture import UnsupportedArchitecture, encoder_layout, layer_index
 from .base import Stabilizer
 
 if TYPE_CHECKING:

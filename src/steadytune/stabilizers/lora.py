@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from ..architecture import encoder_layout
 from ..config import ConfigError
+from ..models.architecture import encoder_layout
 from .base import Stabilizer
 
 

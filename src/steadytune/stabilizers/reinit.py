@@ -1,6 +1,6 @@
 """Re-initialization of the top transformer layers and the pooler (Zhang et al. 2021).
 
-The init rule is BERT's own (see initialization.py), drawn from the trial's wi_seed generator, so the
+The init rule is BERT's own (see models/initialization.py), drawn from the trial's wi_seed generator, so the
 weight-init seed alone decides the new weights.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..architecture import UnsupportedArchitecture, encoder_layout
-from ..initialization import init_new_module
+from ..models.architecture import UnsupportedArchitecture, encoder_layout
+from ..models.initialization import init_new_module
 from .base import Stabilizer
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def reinit_top_layers(
     the same weights for every ``num_layers`` under one seed. Returns the full names (as in
     ``model.named_parameters()``) of the re-initialized parameters.
 
-    Raises :class:`~steadytune.architecture.UnsupportedArchitecture` (a ``ValueError``) for models
+    Raises :class:`~steadytune.models.architecture.UnsupportedArchitecture` (a ``ValueError``) for models
     of other families, when ``num_layers`` is outside ``0..num_layers_of_model``, when
     ``num_layers > 0`` on ALBERT (one set of weights is shared by every layer, so "the top
     layers" do not exist separately), and when ``reinit_pooler`` is asked of an architecture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import _jsonl_records, _read_text
+from ..data.datasets import _jsonl_records, _read_text
 from ..errors import DataError
 
 OUTSIDE = "O"

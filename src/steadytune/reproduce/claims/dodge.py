@@ -1,7 +1,6 @@
 """Dodge et al. 2020: best-of-N, WI vs DO variance, seed transfer, early-vs-final, early stopping. All on the grid."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from scipy import stats

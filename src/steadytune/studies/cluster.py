@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
-from .store_connections import is_postgres
+from ..config import ConfigError
+from ..storage.connections import is_postgres
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 DEFAULT_JOBS, DEFAULT_JOBS_FOLDER = 4, Path("steadytune-jobs")

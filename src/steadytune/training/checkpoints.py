@@ -6,7 +6,7 @@ trainable parameters (encoder and head) under ``<store>-checkpoints/<trial key>/
 trial's config hash, so a trial paused and resumed by a study keeps adding to the same folder, and
 a re-run of the same config (bit-identical by construction) overwrites identical files.
 
-`--keep-weights` keeps the last step's snapshot alone, for seed soups (soup.py); for an adapter trial it holds
+`--keep-weights` keeps the last step's snapshot alone, for seed soups (analysis/soup.py); for an adapter trial it holds
 the adapters and the head only, since the frozen encoder is the pretrained one.
 
 Snapshots are untrusted when read back. Each file carries the sha256 of its tensors (written with it,

@@ -5,12 +5,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoding import EncodedDataset, collate, length_sorted_batches
-from .metrics import compute_metrics
-from .readout import first_token_readout
-from .tagging.encoding import EncodedTags, collate_tags
-from .tagging.heads import place_words, predicted_tags, tagging_forward
-from .tasks import TaskSpec
+from ..data.encoding import EncodedDataset, collate, length_sorted_batches
+from ..data.metrics import compute_metrics
+from ..data.tasks import TaskSpec
+from ..models.readout import first_token_readout
+from ..tagging.encoding import EncodedTags, collate_tags
+from ..tagging.heads import place_words, predicted_tags, tagging_forward
 
 
 def evaluate(model: nn.Module, data: EncodedDataset, task: TaskSpec, batch_size: int, device: torch.device,
@@ -26,7 +26,7 @@ def evaluate_with_predictions(model: nn.Module, data: EncodedDataset, task: Task
     regression values). The model's training mode is restored afterwards.
 
     Batches are sorted by length so padding is minimal, and the top layer runs for the first token only
-    (see readout.py). A tagging task predicts one tag per word, sentence after sentence.
+    (see models/readout.py). A tagging task predicts one tag per word, sentence after sentence.
     """
     if task.tagging:
         return _evaluate_tags(model, data, task, batch_size, device, pad_token_id)

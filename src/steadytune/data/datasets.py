@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .metrics import compute_metrics
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ With early stopping (Dodge et al.), each task x recipe group starts T trials, tr
 fraction F, continues the top P from their saved state, and records the rest as `stopped`.
 
 Processes die, and the design assumes it:
-- a driver claims each trial in the store just before it hands it to a worker (store.py: claims with
+- a driver claims each trial in the store just before it hands it to a worker (storage/store.py: claims with
   an expiring lease), so several drivers on one study share its trials and none is run twice; a
   killed driver's claims expire and the others take its trials over;
 - a worker exits within a second when its driver dies (it watches its parent from the first import of the
@@ -36,17 +36,38 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from . import WATCHED_DRIVER
-from .checkpoints import file_sha256
-from .config import (ConfigError, RunOptions, TrialConfig, build_config, check_keys, format_validation_error,
-                     load_config_file)
-from .early_stopping import EarlyStop, cut_step, survivors
-from .errors import Interrupted
-from .recipes import recipe_overrides
-from .store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
-from .tasks import canonical_task_name
+from .. import WATCHED_DRIVER
+from ..analysis.early_stopping import EarlyStop, cut_step, survivors
+from ..config import (
+    ConfigError,
+    RunOptions,
+    TrialConfig,
+    build_config,
+    check_keys,
+    format_validation_error,
+    load_config_file,
+)
+from ..data.tasks import canonical_task_name
+from ..errors import Interrupted
+from ..recipes import recipe_overrides
+from ..storage.store import (
+    CurvePoint,
+    Lease,
+    Store,
+    StoreError,
+    TrialOutcome,
+    new_owner,
+)
+from ..training.checkpoints import file_sha256
 
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",
               "forecaster", "forecast_threshold")
@@ -261,8 +282,8 @@ def expand(spec: StudySpec) -> list[PlannedTrial]:
 def check_inputs(trials: list[PlannedTrial]) -> None:
     """Raise DataError or ModelError for data or a model the study's trials cannot load, before anything runs or
     is stored: a missing GLUE folder should be one error, not a failed trial per grid cell."""
-    from .inputs import load_raw, resolve_task
-    from .models import resolve_model
+    from ..models.loading import resolve_model
+    from ..training.inputs import load_raw, resolve_task
 
     checked_models, checked_data = set(), set()
     for trial in trials:
@@ -308,7 +329,7 @@ def restored_or_fresh(make: Callable[[], Any], job: Job) -> tuple[Any, str | Non
     """A trial continued from its saved state, or from the start (the same result) when the state is refused; and
     the reason it was refused, which the driver reports in one line. A state is used only if its bytes hash to what
     the store recorded when it was written: a file beside the store is never trusted on its own."""
-    from .state_file import StateFileError
+    from ..training.state_file import StateFileError
 
     trial = make()
     if job.state_in and Path(job.state_in).exists():
@@ -334,7 +355,7 @@ def from_store(job: Job, read: Callable[[Store], Any]) -> Any:
 
 
 def check_state_hash(path: Path, recorded: str | None) -> None:
-    from .state_file import StateFileError
+    from ..training.state_file import StateFileError
 
     if recorded is None:
         raise StateFileError(f"{path}: the store holds no record of this state (not written by a run of this "
@@ -370,8 +391,8 @@ def failed_outcome(error: str) -> TrialOutcome:
 def execute(job: Job) -> JobResult | list[JobResult]:
     """Run one job in this process (a pack job: one result per trial). Errors become a `failed` outcome, never an
     exception: a study goes on."""
+    from ..training.trial import Trial
     from .trackers import trial_trackers
-    from .trial import Trial
 
     if job.pack:
         return execute_pack(job)
@@ -412,10 +433,10 @@ def execute_pack(job: Job) -> list[JobResult]:
     its end; a stopped one's state is saved for its continuation. It trains in passes of --pack-pass seeds, one after
     another (on a CPU by default one seed at a time, see CPU_PASS_SEEDS). A pack that cannot be built (the model is not
     a BERT, or the states stand at different steps) runs its jobs one after another instead."""
-    from .packed.model import NotPackable
-    from .packed.trial import PackedTrial, pack_refusal, seeds_per_pass
+    from ..packed.model import NotPackable
+    from ..packed.trial import PackedTrial, pack_refusal, seeds_per_pass
+    from ..training.trial import Trial, pick_device
     from .trackers import trial_trackers
-    from .trial import Trial, pick_device
 
     started_at = time.time()
     jobs = [replace(job, pack=()), *job.pack]
@@ -804,7 +825,7 @@ class StudyRunner:
     def _pack_mates(self, trial: PlannedTrial, job: Job, queue: deque, claim: Callable) -> list[tuple[PlannedTrial, Job]]:
         """Up to --pack - 1 more queued trials to train with this one: the same config but for the seeds, and the
         same kind of job (to the same cut, or continuing from saved states). Taken from the queue and claimed."""
-        from .packed.trial import pack_key
+        from ..packed.trial import pack_key
 
         def kind(j: Job) -> tuple:
             return j.stop_at_fraction, j.state_in is not None, j.state_out is not None
@@ -850,7 +871,7 @@ class StudyRunner:
         events.on_result(trial, result.outcome)
 
     def _forecaster(self, stop: EarlyStop | None):
-        from .forecast.model import Forecaster, resolve
+        from ..forecast.model import Forecaster, resolve
 
         if not self.store.holds_forecast_stops():
             raise ConfigError(f"{self.store.label} was created before forecast-stopped trials existed; run --policy "
@@ -910,8 +931,8 @@ class StudyRunner:
             batch = replacements
 
     def _failure_probability(self, row: dict, forecaster) -> float:
-        from .analysis.failures import num_classes
-        from .forecast.features import trial_features
+        from ..analysis.failures import num_classes
+        from ..forecast.features import trial_features
 
         config = json.loads(row["config_json"])
         features = trial_features(self.store.curves([row["id"]]), row["steps_done"], row["metric"],

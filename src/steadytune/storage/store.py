@@ -1,5 +1,5 @@
 """The one stateful piece: a SQLite file, or a PostgreSQL database for drivers on several machines (same schema,
-same statements: store_connections.py adapts them), holding studies, trials, their curves and who runs what.
+same statements: connections.py adapts them), holding studies, trials, their curves and who runs what.
 
 Durability rules, all kept here:
 - Every write is one transaction, and writers take the lock up front (SQLite's BEGIN IMMEDIATE, a PostgreSQL
@@ -33,14 +33,23 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .store_connections import (TYPES, PostgresConnection, SqliteConnection, postgres_errors, database_name,
-                                is_postgres, split_postgres_url)
+from ..errors import StoreError
+from ..training.records import TERMINAL_STATUSES, CurvePoint, TrialOutcome
+from .connections import (
+    TYPES,
+    PostgresConnection,
+    SqliteConnection,
+    database_name,
+    is_postgres,
+    postgres_errors,
+    split_postgres_url,
+)
 
 Connection = SqliteConnection | PostgresConnection
 
@@ -150,26 +159,6 @@ TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables
 LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
 CACHE_RECORD = "tokenization-cache:"  # the prefix of cache entries' names in the files table
-TERMINAL_STATUSES = ("complete", "diverged", "stopped", "failed", "forecast-stopped")
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    step: int
-    epoch: float
-    split: str  # "train", "dev", "test", or "diag" (diagnostics.py)
-    metric: str
-    value: float
-
-
-@dataclass(frozen=True, eq=False)
-class Predictions:
-    """One evaluation's predictions (or the gold labels) of every example of a split, in example order."""
-
-    split: str               # dev or test
-    point: str               # final, best, or gold
-    step: int | None
-    values: np.ndarray       # class ids (integers) or regression values
 
 
 # dtype name -> numpy dtype of stored predictions; anything else read back is refused.
@@ -182,28 +171,6 @@ def _encode_predictions(values: np.ndarray) -> tuple[str, bytes]:
             raise ValueError("class ids must lie in 0..32767")
         return "int16", values.astype(PREDICTION_DTYPES["int16"]).tobytes()
     return "float32", values.astype(PREDICTION_DTYPES["float32"]).tobytes()
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What a finished trial reports; the store adds ids and timestamps."""
-
-    status: str
-    steps_done: int
-    total_steps: int
-    metric: str
-    final_metrics: dict[str, float]
-    best_metrics: dict[str, float]
-    best_step: int | None
-    baseline_metric: float
-    wall_seconds: float
-    error: str | None = None
-    threads: int | None = None     # torch CPU threads: results differ in the low bits between thread counts
-    device: str | None = None
-    data_hash: str | None = None   # identity of the trial's data (inputs.TrialInputs.data_hash)
-    predictions: tuple[Predictions, ...] = ()  # per-example, for instability analyses
-    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files beside the store the trial wrote
-    cache_entries: tuple[tuple[str, str], ...] = ()  # (name, checksum) of the tokenization cache entries it used
 
 
 def best_and_final(rows: Iterable[tuple[int, str, str, float | None]], metric: str
@@ -225,10 +192,6 @@ def best_and_final(rows: Iterable[tuple[int, str, str, float | None]], metric: s
         if metrics[metric] > best_value:  # NaN never is
             best, best_value = (step, metrics), metrics[metric]
     return best, final
-
-
-class StoreError(RuntimeError):
-    """The store file cannot be opened or written, or is not a steadytune store; the message is one line."""
 
 
 def describe_sqlite_error(path: Path, err: Exception | str, doing: str) -> str:

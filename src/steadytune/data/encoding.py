@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import TextDataset
+from .datasets import TextDataset
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,30 +22,19 @@ from typing import Any
 
 import pandas as pd
 
-from .store import TERMINAL_STATUSES, CurvePoint, Store, StoreError, TrialOutcome
+from ..config import TrackerSpec, parse_track
+from ..storage.store import (
+    TERMINAL_STATUSES,
+    CurvePoint,
+    Store,
+    StoreError,
+    TrialOutcome,
+)
 
-TRACKERS = ("mlflow", "tensorboard")
 DEFAULT_TENSORBOARD_DIR = "tensorboard"
 TRIAL_KEY_TAG = "steadytune.trial_key"
 TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
 STORE_TAG, TRIAL_ID_TAG = "steadytune.store", "steadytune.trial_id"  # where an exported run came from
-
-
-@dataclass(frozen=True)
-class TrackerSpec:
-    kind: str
-    target: str | None  # MLflow tracking URI, TensorBoard log folder; None: the tracker's default
-
-
-def parse_track(text: str | None) -> list[TrackerSpec]:
-    """'mlflow=http://host:5000,tensorboard' -> specs; raises ValueError with a one-line reason."""
-    specs = []
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        kind, _, target = item.partition("=")
-        if kind not in TRACKERS:
-            raise ValueError(f"--track: unknown tracker {kind!r} (one of: {', '.join(TRACKERS)}, as NAME or NAME=TARGET)")
-        specs.append(TrackerSpec(kind, target or None))
-    return specs
 
 
 @dataclass(frozen=True)

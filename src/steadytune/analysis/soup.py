@@ -19,12 +19,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .analysis.expected import expected_max
-from .analysis.results import AnalysisError, load_results
-from .checkpoints import check_recorded, checkpoint_dir, list_checkpoints, load_checkpoint
-from .config import RunOptions, TrialConfig
-from .evaluation import evaluate_with_predictions
-from .store import Store
+from ..config import RunOptions, TrialConfig
+from ..storage.store import Store
+from ..training.checkpoints import (
+    check_recorded,
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+)
+from ..training.evaluation import evaluate_with_predictions
+from .expected import expected_max
+from .results import AnalysisError, load_results
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class SoupEvaluator:
     that takes a parameter set and scores it on the dev set and the test half, as the trials do."""
 
     def __init__(self, config: TrialConfig, options: RunOptions, store: Path):
-        from .trial import Trial
+        from ..training.trial import Trial
 
         self.trial = Trial(config, options, store)
         self.names = {name for name, p in self.trial.model.named_parameters() if p.requires_grad}

@@ -26,7 +26,7 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     if predictions.shape != labels.shape or predictions.ndim != 1 or len(labels) == 0:
         raise ValueError(f"need two equal-length non-empty 1-d arrays, got {predictions.shape} and {labels.shape}")
     if task.tagging:
-        from .tagging.scoring import tagging_metrics  # seqeval is only needed here
+        from ..tagging.scoring import tagging_metrics  # seqeval is only needed here
 
         if sentence_offsets is None or sentence_offsets[-1] != len(labels):
             raise ValueError("a tagging task's metrics need the offsets of its sentences")

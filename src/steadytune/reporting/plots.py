@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import gaussian_kde
 
-from .analysis.results import FREQUENCIES
+from ..analysis.results import FREQUENCIES
 
 _PANEL = (4.6, 3.6)  # inches per panel
 # A report page is about 1,200 px wide: a figure of one panel still gets half of it, so its titles fit.

@@ -5,13 +5,19 @@ import importlib
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
+from ..data.tasks import TaskSpec
+from ..tagging.crf import LinearChainCRF
 from .initialization import init_new_module
-from .tagging.crf import LinearChainCRF
-from .tasks import TaskSpec
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Aliases for checkpoints that ship as Python packages, so they load without hub access.

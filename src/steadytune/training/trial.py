@@ -2,7 +2,7 @@
 
 Randomness has exactly three sources, each with its own seed: the head (and re-initialized
 layers) come from a torch.Generator seeded with wi_seed, the data order from (do_seed, epoch)
-(see ordering.py), and dropout/Mixout masks from the global torch RNG, seeded with dropout_seed
+(see training/ordering.py), and dropout/Mixout masks from the global torch RNG, seeded with dropout_seed
 only after the model is built, so nothing else draws from it.
 """
 from __future__ import annotations
@@ -17,24 +17,28 @@ import numpy as np
 import torch
 from transformers import get_scheduler
 
+from ..config import ConfigError, RunOptions, TrialConfig
+from ..data.encoding import collate
+from ..errors import StoreError
+from ..models.loading import ModelError, load_classifier, load_tokenizer, save_encoder
+from ..models.quantization import Int8Twin
+from ..stabilizers import active_stabilizers
+from ..stabilizers.bias_correction import build_optimizer
+from ..stabilizers.llrd import parameter_groups
+from ..tagging.encoding import collate_tags
+from ..tagging.heads import tag_share, tagging_forward
 from . import ordering
 from .checkpoints import checkpoint_dir, checkpoint_steps, file_sha256, save_checkpoint
-from .config import ConfigError, RunOptions, TrialConfig
-from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
-from .encoding import collate
+from .diagnostics import (
+    PoolerProbe,
+    gradient_norms,
+    part_parameters,
+    prediction_summary,
+)
 from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
-from .models import ModelError, load_classifier, load_tokenizer, save_encoder
-from .quantization import Int8Twin
-from .stabilizers import active_stabilizers
-from .stabilizers.bias_correction import build_optimizer
-from .stabilizers.llrd import parameter_groups
+from .records import CurvePoint, Predictions, TrialOutcome
 from .state_file import StateFileError, load_state_file, save_state_file
-from .errors import Interrupted, TrialError
-from .tagging.encoding import collate_tags
-from .tagging.heads import tag_share, tagging_forward
-from .store import CurvePoint, Lease, Predictions, Store, StoreError, TrialOutcome, new_owner
-from .trackers import trial_trackers
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
@@ -134,7 +138,7 @@ class Trial:
         for method in self.stabilizers:
             method.change_model(self.model, wi_generator)
         self.model.to(self.device)
-        # Evaluated instead of the model under --eval-precision int8 (see quantization.py).
+        # Evaluated instead of the model under --eval-precision int8 (see models/quantization.py).
         self.int8_twin = Int8Twin(self.model) if config.eval_precision == "int8" else None
         self.pad_token_id = self.tokenizer.pad_token_id or 0
         self.per_epoch = ordering.steps_per_epoch(len(self.inputs.train), config.batch_size)
@@ -485,72 +489,3 @@ def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | N
         raise StoreError(f"--init-from {init_from}: trial {init_from} of {store_path} has no saved encoder "
                          f"(run it with --save-model); looked in {folder}")
     return str(folder)
-
-
-def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id: int | None = None,
-               progress: ProgressCallback | None = None,
-               on_prepared: Callable[[Trial], None] | None = None) -> tuple[int, TrialOutcome, bool]:
-    """Prepare, claim, run and record one trial; returns (trial id, outcome, reused).
-
-    Bad input raises before anything is stored. A trial whose config already has a result in the store is
-    not run again (reused=True) unless it is asked to save a model or snapshots; one that another process
-    is running is refused. An error or Ctrl-C during training records the trial as `failed` with its curve
-    so far and raises TrialError or Interrupted, whose message says what was kept. `on_prepared` sees the
-    trial once its inputs are checked (to show notes such as a --max-train beyond the data).
-    """
-    if options.checkpoint_every is not None:
-        raise ConfigError("--checkpoint-every applies to `study run`, whose trials continue from their saved state; "
-                          "a single `train` is simply run again")
-    trial = Trial(config, options, store.path, store.cache_records())
-    if on_prepared is not None:
-        on_prepared(trial)
-    key, owner = config.trial_key(), new_owner()
-    wants_files = options.save_model or options.save_checkpoints > 0 or options.keep_weights
-    claimed = store.claim(key, study_id, owner, () if wants_files else ("complete", "diverged"))
-    if claimed == "done":
-        row = store.latest_trial(key, study_id)
-        return row["id"], store.outcome(row["id"]), True
-    if claimed == "busy":
-        raise StoreError(f"{store.label}: this trial (key {key}) is being run by another process "
-                         f"({store.claim_holder(key, study_id)}); its result will appear in the store")
-    try:
-        with Lease(store, owner):
-            trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
-            trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
-
-            def reached(points: list[CurvePoint]) -> None:
-                store.add_points(trial_id, points)
-                trackers.log(points)
-
-            try:
-                outcome, pending = trial.run(reached, progress)
-                if options.save_model and outcome.status == "complete":
-                    trial.save_encoder(model_artifact_dir(store.path, trial_id))
-            except BaseException as err:
-                trackers.finish(trial.failed_outcome(err))
-                raise _recorded_failure(store, trial, trial_id, err) from None
-            store.finish_trial(trial_id, outcome, pending)
-            trackers.log(pending)
-            trackers.finish(outcome)
-    finally:
-        store.release_claims(owner)
-    return trial_id, outcome, False
-
-
-def _recorded_failure(store: Store, trial: Trial, trial_id: int, err: BaseException) -> BaseException:
-    """Record the trial as failed (if the store can still be written) and say what was kept."""
-    interrupted = isinstance(err, KeyboardInterrupt)
-    reason = "interrupted (Ctrl-C)" if interrupted else f"{type(err).__name__}: {err}"
-    where = f"at step {trial.step}/{trial.total_steps}"
-    try:
-        store.finish_trial(trial_id, trial.failed_outcome(reason))
-        kept = (f"trial {trial_id} is kept in {store.label} as 'failed' with its curve to the last evaluation; "
-                f"run the same command again to train it anew")
-    except StoreError:
-        kept = (f"trial {trial_id} stays 'running' in {store.label} with its curve to the last evaluation (the store "
-                f"could not be written); it is not counted as a result")
-    if interrupted:
-        return Interrupted(f"interrupted {where}: {kept}")
-    if isinstance(err, StoreError):
-        return StoreError(f"{err} (training stopped {where}); {kept}")
-    return TrialError(f"trial failed {where} ({reason}); {kept}")

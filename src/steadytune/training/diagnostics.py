@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .architecture import encoder_layout, layer_index
+from ..models.architecture import encoder_layout, layer_index
 
 SATURATION_THRESHOLD = 0.99
 

@@ -1,0 +1,1 @@
+"""Reporting: the analysis report (HTML or Markdown) and its figures."""

@@ -1,0 +1,1 @@
+"""Storage: the one stateful piece, a SQLite or PostgreSQL store, behind one interface."""

@@ -1,0 +1,1 @@
+"""Studies: seed studies run resumably by cooperating drivers, their policies, clusters and trackers."""

@@ -33,13 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from trial_speed import (
-    benchmark_parser,
-    flops_per_example,
-    matmul_peak_gflops,
-    model_shape,
-    same_within_noise,
-)
+from trial_speed import benchmark_parser, flops_per_example, matmul_peak_gflops, model_shape, same_within_noise
 
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial, seeds_per_pass

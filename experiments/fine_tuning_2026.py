@@ -18,10 +18,7 @@ import pandas as pd
 
 from steadytune.analysis import bootstrap_diff_ci, load_results, permutation_test
 from steadytune.analysis.soup import SoupEvaluator, ingredients, soups
-from steadytune.analysis.variance import (
-    adapter_seeds_as_first_factor,
-    variance_components,
-)
+from steadytune.analysis.variance import adapter_seeds_as_first_factor, variance_components
 from steadytune.config import RunOptions
 
 

@@ -7,13 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steadytune.analysis import (
-    build_results,
-    expected_max,
-    expected_max_curves,
-    expected_max_table,
-    frequency_scores,
-)
+from steadytune.analysis import build_results, expected_max, expected_max_curves, expected_max_table, frequency_scores
 
 SCORES = [0.5, 0.6, 0.7, 0.9]
 

@@ -9,11 +9,7 @@ import transformers
 from conftest import FAMILIES, TINY_SIZES, tiny_classifier
 from torch import nn
 
-from steadytune.models.architecture import (
-    UnsupportedArchitecture,
-    encoder_layout,
-    layer_index,
-)
+from steadytune.models.architecture import UnsupportedArchitecture, encoder_layout, layer_index
 
 tiny = tiny_classifier
 

@@ -10,18 +10,8 @@ from transformers import AutoModelForSequenceClassification
 from steadytune.config import RunOptions
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
-from steadytune.training.checkpoints import (
-    checkpoint_dir,
-    checkpoint_steps,
-    list_checkpoints,
-    load_checkpoint,
-)
-from steadytune.training.diagnostics import (
-    PoolerProbe,
-    gradient_norms,
-    part_parameters,
-    prediction_summary,
-)
+from steadytune.training.checkpoints import checkpoint_dir, checkpoint_steps, list_checkpoints, load_checkpoint
+from steadytune.training.diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from steadytune.training.trial import Trial
 
 

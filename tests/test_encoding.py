@@ -7,12 +7,7 @@ import torch
 
 from steadytune.data import encoding
 from steadytune.data.datasets import TextDataset, load_glue, subsample
-from steadytune.data.encoding import (
-    EncodedDataset,
-    collate,
-    encode,
-    tokenizer_fingerprint,
-)
+from steadytune.data.encoding import EncodedDataset, collate, encode, tokenizer_fingerprint
 from steadytune.data.tasks import get_task
 
 

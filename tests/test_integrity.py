@@ -20,12 +20,7 @@ from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots
 from steadytune.models.loading import load_tokenizer
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
-from steadytune.training.checkpoints import (
-    CheckpointError,
-    checkpoint_dir,
-    file_sha256,
-    load_checkpoint,
-)
+from steadytune.training.checkpoints import CheckpointError, checkpoint_dir, file_sha256, load_checkpoint
 
 runner = CliRunner()
 

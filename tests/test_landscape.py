@@ -9,20 +9,10 @@ from typer.testing import CliRunner
 from steadytune.cli import app
 from steadytune.landscape.analyses import layer_curves, line, surface
 from steadytune.landscape.compute import compute, grid_cells
-from steadytune.landscape.directions import (
-    difference,
-    filter_normalized,
-    hao_plane,
-    norm,
-    random_plane,
-)
+from steadytune.landscape.directions import difference, filter_normalized, hao_plane, norm, random_plane
 from steadytune.landscape.layers import layer_groups, move_group
 from steadytune.landscape.projection import project
-from steadytune.landscape.sources import (
-    EvaluationSettings,
-    TrialSnapshots,
-    build_evaluator,
-)
+from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots, build_evaluator
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
 from steadytune.training.evaluation import evaluate

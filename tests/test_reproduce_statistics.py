@@ -22,12 +22,7 @@ from steadytune.reproduce.statistics import (
     welch,
     wilson_interval,
 )
-from steadytune.reproduce.verdicts import (
-    DOES_NOT_HOLD,
-    HOLDS,
-    INCONCLUSIVE,
-    verdict_table,
-)
+from steadytune.reproduce.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, verdict_table
 
 
 def _two_groups(seed: int, n_a: int = 5, n_b: int = 6, shift: float = 0.3):

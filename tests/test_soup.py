@@ -9,11 +9,7 @@ from steadytune.analysis.soup import SoupEvaluator, average, ingredients, soups
 from steadytune.cli import app
 from steadytune.config import RunOptions
 from steadytune.storage.store import Store
-from steadytune.training.checkpoints import (
-    checkpoint_dir,
-    list_checkpoints,
-    load_checkpoint,
-)
+from steadytune.training.checkpoints import checkpoint_dir, list_checkpoints, load_checkpoint
 
 
 def _study(tmp_path, tiny_bert_dir, glue_dir, *extra):

@@ -13,11 +13,7 @@ import torch
 from steadytune.config import RunOptions
 from steadytune.studies.study import Job, execute
 from steadytune.training.checkpoints import file_sha256
-from steadytune.training.state_file import (
-    StateFileError,
-    load_state_file,
-    save_state_file,
-)
+from steadytune.training.state_file import StateFileError, load_state_file, save_state_file
 from steadytune.training.trial import Trial
 
 

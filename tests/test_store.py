@@ -10,16 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from steadytune.storage.store import (
-    CurvePoint,
-    Lease,
-    Store,
-    StoreError,
-    TrialOutcome,
-    export,
-    new_owner,
-    schema_sql,
-)
+from steadytune.storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner, schema_sql
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 

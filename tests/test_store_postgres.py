@@ -12,11 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
-from steadytune.storage.connections import (
-    database_name,
-    shown_location,
-    split_postgres_url,
-)
+from steadytune.storage.connections import database_name, shown_location, split_postgres_url
 from steadytune.storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome
 from steadytune.training.records import Predictions
 

@@ -15,13 +15,7 @@ import yaml
 from steadytune.analysis.early_stopping import EarlyStop, cut_step, survivors
 from steadytune.config import ConfigError, RunOptions
 from steadytune.storage.store import Store, StoreError
-from steadytune.studies.study import (
-    Executor,
-    StudyRunner,
-    expand,
-    load_spec,
-    parse_seeds,
-)
+from steadytune.studies.study import Executor, StudyRunner, expand, load_spec, parse_seeds
 
 
 @pytest.fixture

@@ -28,13 +28,7 @@ from .early import (
                       simulate_early_stopping,
 )
 from .expected import expected_max, expected_max_curves, expected_max_table, max_weights
-from .failures import (
-                      failed,
-                      failure_kind_counts,
-                      failure_kinds,
-                      failure_rates,
-                      training_losses,
-)
+from .failures import failed, failure_kind_counts, failure_kinds, failure_rates, training_losses
 from .results import (
                       FREQUENCIES,
                       RESULT_STATUSES,
@@ -48,14 +42,7 @@ from .results import (
                       load_frames,
                       load_results,
 )
-from .variance import (
-                      anova_two_way,
-                      seed_extremes,
-                      seed_grid,
-                      seed_means,
-                      seed_spread,
-                      seed_transfer,
-)
+from .variance import anova_two_way, seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer
 
 __all__ = [
     "FREQUENCIES", "RESULT_STATUSES", "AnalysisError", "EarlyStoppingPlan", "NotEnoughData", "Results",

@@ -21,12 +21,7 @@ import torch
 
 from ..config import RunOptions, TrialConfig
 from ..storage.store import Store
-from ..training.checkpoints import (
-    check_recorded,
-    checkpoint_dir,
-    list_checkpoints,
-    load_checkpoint,
-)
+from ..training.checkpoints import check_recorded, checkpoint_dir, list_checkpoints, load_checkpoint
 from ..training.evaluation import evaluate_with_predictions
 from .expected import expected_max
 from .results import AnalysisError, load_results

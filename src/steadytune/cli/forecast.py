@@ -8,14 +8,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from ..forecast.evaluation import (
-    FRACTIONS,
-    evaluate,
-    fit_on,
-    held_out_grids,
-    pooled,
-    score,
-)
+from ..forecast.evaluation import FRACTIONS, evaluate, fit_on, held_out_grids, pooled, score
 from ..forecast.model import Forecaster, resolve
 from ..forecast.policies import compute_to_reach, simulate
 from .common import console, finite, print_table, reports_user_errors

@@ -15,22 +15,10 @@ from rich.table import Table
 
 from ..config import ConfigError, RunOptions
 from ..landscape.analyses import layer_curves, line, surface
-from ..landscape.plotting import (
-    layer_figure,
-    line_figure,
-    surface_3d_figure,
-    surface_figure,
-)
+from ..landscape.plotting import layer_figure, line_figure, surface_3d_figure, surface_figure
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
 from ..storage.store import Store
-from .common import (
-    console,
-    finite,
-    fmt_metric,
-    print_table,
-    progress_bar,
-    reports_user_errors,
-)
+from .common import console, finite, fmt_metric, print_table, progress_bar, reports_user_errors
 
 landscape_app = typer.Typer(no_args_is_help=True, help="Loss landscapes of stored trials: 1-D lines, 2-D surfaces "
                             "with the training trajectory, layer-group rollback. Train with --save-checkpoints first.")

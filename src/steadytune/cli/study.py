@@ -12,25 +12,9 @@ from rich.table import Table
 from ..config import ConfigError
 from ..storage.connections import is_postgres, shown_location
 from ..storage.store import Store, TrialOutcome
-from ..studies.cluster import (
-    DEFAULT_JOBS,
-    DEFAULT_JOBS_FOLDER,
-    EXECUTORS,
-    JobArray,
-    driver_command,
-    submit,
-)
+from ..studies.cluster import DEFAULT_JOBS, DEFAULT_JOBS_FOLDER, EXECUTORS, JobArray, driver_command, submit
 from ..studies.cluster import wait as wait_for_jobs
-from ..studies.study import (
-    Executor,
-    PlannedTrial,
-    StudyEvents,
-    StudyRunner,
-    StudySpec,
-    check_inputs,
-    expand,
-    load_spec,
-)
+from ..studies.study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
 from ..training.inputs import load_raw, resolve_task
 from ..training.ordering import total_steps
 from .common import (

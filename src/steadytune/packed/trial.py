@@ -28,18 +28,9 @@ from ..data.encoding import collate, length_sorted_batches
 from ..data.metrics import compute_metrics
 from ..stabilizers.llrd import no_weight_decay
 from ..training import ordering
-from ..training.diagnostics import (
-    SATURATION_THRESHOLD,
-    part_parameters,
-    prediction_summary,
-)
+from ..training.diagnostics import SATURATION_THRESHOLD, part_parameters, prediction_summary
 from ..training.records import CurvePoint, TrialOutcome
-from ..training.trial import (
-    Trial,
-    bf16_autocast,
-    configure_torch,
-    optimizer_and_schedule,
-)
+from ..training.trial import Trial, bf16_autocast, configure_torch, optimizer_and_schedule
 from .model import NotPackable, PackedClassifier, model_refusal, packable
 
 SEED_FIELDS = ("wi_seed", "do_seed", "dropout_seed")

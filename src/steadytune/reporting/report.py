@@ -48,19 +48,9 @@ from ..analysis import (
 from ..analysis.aso import BETTER_BELOW
 from ..analysis.compare import CORRECTIONS, INTERVALS
 from ..analysis.gradients import diagnosis, gradient_norms, part_order
-from ..analysis.instability import (
-    arm_predictions,
-    compare_churn,
-    extreme_examples,
-    instability_table,
-    right_counts,
-)
+from ..analysis.instability import arm_predictions, compare_churn, extreme_examples, instability_table, right_counts
 from ..analysis.results import thread_mix
-from ..analysis.variance import (
-    SEED_KINDS,
-    adapter_seeds_as_first_factor,
-    variance_components,
-)
+from ..analysis.variance import SEED_KINDS, adapter_seeds_as_first_factor, variance_components
 from ..storage.connections import shown_location
 from . import plots
 

@@ -20,16 +20,7 @@ from ..training.inputs import load_raw, resolve_task
 from ..training.ordering import total_steps
 from .claims import CLAIMS, ClaimData
 from .claims.base import LEARNS_MARGIN
-from .design import (
-    PUBLISHED_LR,
-    Arm,
-    Scale,
-    arm_spec,
-    arms,
-    lr_candidates_for,
-    lr_check_spec,
-    trial_keys,
-)
+from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_candidates_for, lr_check_spec, trial_keys
 from .landscapes import measure, recorded
 
 SETTINGS = ("published", "learning")

@@ -36,14 +36,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import WATCHED_DRIVER
 from ..analysis.early_stopping import EarlyStop, cut_step, survivors
@@ -59,14 +52,7 @@ from ..config import (
 from ..data.tasks import canonical_task_name
 from ..errors import Interrupted
 from ..recipes import recipe_overrides
-from ..storage.store import (
-    CurvePoint,
-    Lease,
-    Store,
-    StoreError,
-    TrialOutcome,
-    new_owner,
-)
+from ..storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
 from ..training.checkpoints import file_sha256
 
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",

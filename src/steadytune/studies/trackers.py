@@ -23,13 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import TrackerSpec, parse_track
-from ..storage.store import (
-    TERMINAL_STATUSES,
-    CurvePoint,
-    Store,
-    StoreError,
-    TrialOutcome,
-)
+from ..storage.store import TERMINAL_STATUSES, CurvePoint, Store, StoreError, TrialOutcome
 
 DEFAULT_TENSORBOARD_DIR = "tensorboard"
 TRIAL_KEY_TAG = "steadytune.trial_key"

@@ -11,27 +11,12 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..config import TrialConfig
-from ..data.datasets import (
-    TextDataset,
-    load_files,
-    load_glue,
-    load_hub,
-    majority_baseline,
-    split_dev_test,
-    subsample,
-)
+from ..data.datasets import TextDataset, load_files, load_glue, load_hub, majority_baseline, split_dev_test, subsample
 from ..data.encoding import EncodedDataset, encode
 from ..data.metrics import compute_metrics
 from ..data.tasks import TaskSpec, custom_task, get_task, tagging_task
 from ..errors import DataError
-from ..tagging.conll import (
-    OUTSIDE,
-    TaggedDataset,
-    check_tag_names,
-    load_tagged,
-    read_sentences,
-    tag_names,
-)
+from ..tagging.conll import OUTSIDE, TaggedDataset, check_tag_names, load_tagged, read_sentences, tag_names
 from ..tagging.encoding import EncodedTags, encode_tags
 
 CUSTOM_TASKS = ("classification", "regression", "ner")

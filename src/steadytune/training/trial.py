@@ -29,12 +29,7 @@ from ..tagging.encoding import collate_tags
 from ..tagging.heads import tag_share, tagging_forward
 from . import ordering
 from .checkpoints import checkpoint_dir, checkpoint_steps, file_sha256, save_checkpoint
-from .diagnostics import (
-    PoolerProbe,
-    gradient_norms,
-    part_parameters,
-    prediction_summary,
-)
+from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
 from .records import CurvePoint, Predictions, TrialOutcome

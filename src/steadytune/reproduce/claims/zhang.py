@@ -7,14 +7,7 @@ import pandas as pd
 from ...analysis.failures import failed
 from ...analysis.results import NotEnoughData
 from ..statistics import risk_difference, spread_reduction, welch
-from .base import (
-    Claim,
-    Evidence,
-    on_shared_tasks,
-    require_learning,
-    scores_by_task,
-    stacked,
-)
+from .base import Claim, Evidence, on_shared_tasks, require_learning, scores_by_task, stacked
 
 SCORE_POINT = 0.01    # stated default: one metric point, the smallest gain the papers' tables resolve
 SPREAD_POINT = 0.005  # stated default: half a point of mean absolute deviation

@@ -4,6 +4,7 @@ A real server runs (see the `postgres_server` fixture); each test gets a fresh d
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -125,3 +126,25 @@ def test_a_study_on_postgresql_records_what_it_records_on_sqlite(tiny_bert_dir, 
     report = runner.invoke(app, ["report", postgres_url, "--format", "md", "--out", str(tmp_path / "report")])
     assert report.exit_code == 0, report.output
     assert "Source: postgresql://steadytune@/" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_password_in_the_url_never_travels_with_a_job(postgres_url, tiny_bert_dir, glue_dir, monkeypatch):
+    """Jobs go through pipes to workers and, with Ray, into its object store (spilled to disk when memory is
+    short): they carry the URL without its password, which local workers inherit as libpq's PGPASSWORD."""
+    from steadytune.config import RunOptions
+    from steadytune.storage.connections import without_password
+    from steadytune.studies.study import Executor, StudyRunner, StudySpec
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    secret_url = postgres_url.replace("steadytune@", "steadytune:s3cret@")
+    assert "s3cret" in secret_url  # the test server trusts local connections: any password is accepted
+    assert without_password("postgresql://u:p%40ss@h/db?password=q&files=/x") == ("postgresql://u@h/db?files=/x", "q")
+    assert without_password("postgresql:///db") == ("postgresql:///db", None)
+    with Store(secret_url) as store:
+        spec = StudySpec(name="secret", tasks=["rte"], config={"model": str(tiny_bert_dir), "glue_dir": str(glue_dir)})
+        runner = StudyRunner(spec, store, RunOptions(checkpoint_every=1.0), Executor(workers=2))
+        job = runner._job(runner.trials[0])
+        assert "s3cret" not in repr(job) and job.store_location == store.worker_location
+        assert os.environ["PGPASSWORD"] == "s3cret"  # what spawned workers inherit
+        with Store(job.store_location) as worker_side:  # what a worker opens
+            assert worker_side.study_names() == store.study_names()

@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 # Every writing transaction takes this advisory lock first, so PostgreSQL writers queue one at a time as
@@ -48,6 +48,20 @@ def split_postgres_url(url: str) -> tuple[str, str, Path]:
                             safe="/*")
     shown = urlunsplit(parts._replace(netloc=shown_netloc, query=shown_query))
     return connect, shown, Path(files[-1] if files else ".")
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """The URL with its password taken out (of the user part or a `password=` parameter), and the password."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    # libpq reads the user part first and the query after it, so a `password=` parameter wins
+    passwords = ([unquote(parts.password)] if parts.password is not None else [])
+    passwords += [value for key, value in query if key == "password"]
+    if not passwords:
+        return url, None
+    netloc = re.sub(r":[^:@/]*@", "@", parts.netloc) if parts.password is not None else parts.netloc
+    kept = urlencode([(key, value) for key, value in query if key != "password"], safe="/")
+    return urlunsplit(parts._replace(netloc=netloc, query=kept)), (passwords[-1] if passwords else None)
 
 
 def shown_location(location: str | Path) -> str:

@@ -49,6 +49,7 @@ from .connections import (
     is_postgres,
     postgres_errors,
     split_postgres_url,
+    without_password,
 )
 
 Connection = SqliteConnection | PostgresConnection
@@ -216,7 +217,10 @@ class Store:
         `path` is where files beside the store go (checkpoints, autosaved states, kept weights): next to a
         SQLite file, or for PostgreSQL in the URL's `files=DIR` folder; `label` names the store in messages."""
         self.readonly = readonly
-        self.location = str(location)  # as given (a URL keeps its password: never print it, see `label`)
+        # What a worker opens: the URL without its password, which reaches workers through libpq's PGPASSWORD
+        # (share_password_with_workers), so that no job, queue or spilled Ray object ever carries it.
+        self.worker_location, self._password = (without_password(location) if is_postgres(location)
+                                                else (str(location), None))
         if is_postgres(location):
             self._url, self.label, files = split_postgres_url(str(location))
             self.path = files / f"{database_name(self._url)}.postgres"
@@ -235,6 +239,12 @@ class Store:
             self._conn = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
+
+    def share_password_with_workers(self) -> None:
+        """Local worker processes inherit this process's environment: give them the URL's password as libpq's
+        PGPASSWORD. Workers elsewhere (Ray nodes) read theirs from their own PGPASSWORD or ~/.pgpass."""
+        if self._password is not None:
+            os.environ["PGPASSWORD"] = self._password
 
     def connect(self):
         """A new connection to the same database (for another thread: connections stay in theirs)."""

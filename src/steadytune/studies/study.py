@@ -689,6 +689,7 @@ class StudyRunner:
         self.study_id = store.study_id(spec.study_name(), spec.model_dump(mode="json"))
         self.trials = expand(spec)
         self.states_dir = store.path.parent / f"{store.path.stem}-states"
+        store.share_password_with_workers()
         if options.threads is None:
             threads = (executor.threads_per_worker() if executor.ray_address or executor.workers > 1
                        else torch.get_num_threads())
@@ -763,7 +764,7 @@ class StudyRunner:
         # With autosaves, a trial continues from the state a killed or preempted run left, if there is one when the
         # job starts (a missing file means a fresh start).
         return Job(trial.config.model_dump(mode="json"), self.options.model_dump(mode="json"),
-                   store_path=str(self.store.path), store_location=self.store.location,
+                   store_path=str(self.store.path), store_location=self.store.worker_location,
                    stop_at_fraction=stop_at_fraction,
                    state_in=str(self._state_path(trial)) if resume or autosave else None,
                    state_out=str(self._state_path(trial)) if save_state else None,

@@ -10,38 +10,14 @@ aso      -- almost stochastic order, as deepsig computes it
 compare  -- Table 1, Levene, permutation/bootstrap/ASO comparisons with multiple-comparison corrections, seeds needed
 """
 from .aso import aso, violation_ratio
-from .compare import (
-                      adjust_pvalues,
-                      bootstrap_diff_ci,
-                      compare_pairs,
-                      levene_by_task,
-                      permutation_test,
-                      recipe_table,
-                      seeds_needed,
-)
-from .early import (
-                      EarlyStoppingPlan,
-                      early_final_correlation,
-                      plan_early_stopping,
-                      recommend,
-                      scores_at,
-                      simulate_early_stopping,
-)
+from .compare import (adjust_pvalues, bootstrap_diff_ci, compare_pairs, levene_by_task, permutation_test,
+                      recipe_table, seeds_needed)
+from .early import (EarlyStoppingPlan, early_final_correlation, plan_early_stopping, recommend, scores_at,
+                    simulate_early_stopping)
 from .expected import expected_max, expected_max_curves, expected_max_table, max_weights
 from .failures import failed, failure_kind_counts, failure_kinds, failure_rates, training_losses
-from .results import (
-                      FREQUENCIES,
-                      RESULT_STATUSES,
-                      AnalysisError,
-                      NotEnoughData,
-                      Results,
-                      arm_labels,
-                      build_results,
-                      dev_trajectory,
-                      frequency_scores,
-                      load_frames,
-                      load_results,
-)
+from .results import (FREQUENCIES, RESULT_STATUSES, AnalysisError, NotEnoughData, Results, arm_labels, build_results,
+                      dev_trajectory, frequency_scores, load_frames, load_results)
 from .variance import anova_two_way, seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer
 
 __all__ = [

@@ -18,7 +18,8 @@ from .expected import expected_max, expected_max_curves, expected_max_table, max
 from .failures import failed, failure_kind_counts, failure_kinds, failure_rates, training_losses
 from .results import (FREQUENCIES, RESULT_STATUSES, AnalysisError, NotEnoughData, Results, arm_labels, build_results,
                       dev_trajectory, frequency_scores, load_frames, load_results)
-from .variance import anova_two_way, seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer
+from .variance import (anova_two_way, seed_extremes, seed_grid, seed_means, seed_spread, seed_transfer,
+                       variance_components)
 
 __all__ = [
     "FREQUENCIES", "RESULT_STATUSES", "AnalysisError", "EarlyStoppingPlan", "NotEnoughData", "Results",
@@ -27,5 +28,5 @@ __all__ = [
     "failure_kind_counts", "failure_kinds", "failure_rates", "frequency_scores", "levene_by_task", "load_frames",
     "load_results", "max_weights", "permutation_test", "plan_early_stopping", "recipe_table", "recommend",
     "scores_at", "seed_extremes", "seed_grid", "seed_means", "seed_spread", "seed_transfer", "seeds_needed",
-    "simulate_early_stopping", "training_losses", "violation_ratio",
+    "simulate_early_stopping", "training_losses", "variance_components", "violation_ratio",
 ]

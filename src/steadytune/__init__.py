@@ -79,7 +79,7 @@ def train(config: TrialConfig | Mapping[str, Any], store: str | Path = "runs/ste
 
     config = config if isinstance(config, TrialConfig) else build_config(dict(config))
     options = options if isinstance(options, RunOptions) else RunOptions(**dict(options or {}))
-    with Store(store) as db:
+    with Store(_store_folder_made(store)) as db:
         return run_stored(config, options, db)[1]
 
 
@@ -97,5 +97,14 @@ def run_study(spec: StudySpec | Mapping[str, Any] | str | Path, store: str | Pat
     elif not isinstance(spec, StudySpec):
         spec = StudySpec(**dict(spec))
     options = options if isinstance(options, RunOptions) else RunOptions(**dict(options or {}))
-    with Store(store) as db:
+    with Store(_store_folder_made(store)) as db:
         return StudyRunner(spec, db, options, Executor(workers=workers)).run()
+
+
+def _store_folder_made(store: str | Path) -> str | Path:
+    """A SQLite store's folder, created if missing (the default `runs/` included); a URL as it is."""
+    from .storage.connections import is_postgres
+
+    if not is_postgres(store):
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+    return store

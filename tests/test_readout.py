@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification
 from steadytune.data.encoding import collate
 from steadytune.data.tasks import get_task
 from steadytune.models.architecture import encoder_layout
-from steadytune.models.readout import first_token_readout, supports_readout
+from steadytune.models.readout import first_token_readout
 from steadytune.training.evaluation import evaluate
 
 
@@ -67,7 +67,6 @@ def test_other_architectures_run_their_full_forward(model_type):
     batch = padded_batch()
     with torch.inference_mode():
         full = model(**batch).logits
-    assert not supports_readout(model)
     with first_token_readout(model) as applied, torch.inference_mode():
         assert not applied
         assert torch.equal(model(**batch).logits, full)
@@ -115,4 +114,5 @@ def test_eager_attention_masks_work_and_other_kernels_keep_the_full_forward():
     assert applied and rows == (4, 1, 16)
     torch.testing.assert_close(readout, full, rtol=0, atol=1e-6)
     model.config._attn_implementation = "flash_attention_2"  # only inspected, never run here
-    assert not supports_readout(model)
+    with first_token_readout(model) as applied:
+        assert not applied

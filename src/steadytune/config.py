@@ -171,8 +171,7 @@ class TrialConfig(BaseModel):
     evals_per_epoch: int = Field(1, ge=0, description="Evaluate the dev set this many times per epoch, evenly spaced "
                                  "(Dodge et al. used 1 and 10), plus always at the end; 0 = only at the end.")
     eval_batch_size: int = Field(32, ge=1, description="Batch size for evaluation. Batches are sorted by length; "
-                                 "larger ones pad more (on RTE 128 pads 30% of tokens and evaluates 1.5x slower on "
-                                 "CPU than 32).")
+                                 "larger ones pad more.")
     eval_precision: Literal["fp32", "int8", "bf16"] = Field("fp32", description="Numerics of dev/test evaluation; "
                                                             "changes the recorded metrics. int8: evaluate a copy "
                                                             "whose Linear layers are PyTorch dynamically quantized to "
@@ -275,9 +274,8 @@ class RunOptions(BaseModel):
     pack: int = Field(1, ge=1, description="In a study, train up to K trials that differ only in their seeds as one "
                       "pack: their parameters stacked, every matrix product batched over K (BERT-family sequence "
                       "classifiers; others run unpacked). Each seed's results equal its single run's to float "
-                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs (an H200 trained 32 "
-                      "MiniLM-L6 seeds 6.8x faster than one after another, in fp32): a CPU trains the seeds one at a "
-                      "time (see --pack-pass).")
+                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs (the README's \"Many seeds at once\" "
+                      "section has the measured speed-ups): a CPU trains the seeds one at a time (see --pack-pass).")
     pack_pass: int | None = Field(None, ge=1, description="Seeds of a pack trained in one pass, the passes one after "
                                   "another. Default: all of them on a GPU; 1 on a CPU, where every wider pass measured "
                                   "slower than separate trials (a CPU is already busy with one seed's products).")

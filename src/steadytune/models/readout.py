@@ -66,10 +66,6 @@ def _readout_layer(model: nn.Module) -> nn.Module | None:
     return layout.layers[-1] if supported else None
 
 
-def supports_readout(model: nn.Module) -> bool:
-    return _readout_layer(model) is not None
-
-
 @contextmanager
 def first_token_readout(model: nn.Module) -> Iterator[bool]:
     """Within the block the model's top layer outputs only the first position; yields whether it applies.

@@ -95,10 +95,6 @@ class PackedClassifier(nn.Module):
     def weight(self, name: str) -> torch.Tensor:
         return self.stacked[_key(name)]
 
-    def seed_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Seed k's parameters under the Hugging Face names (for snapshots, or to load into a single model)."""
-        return {name: self.weight(name)[k].detach() for name in self.names}
-
     def keep_seeds(self, index: torch.Tensor) -> None:
         """Keep only these seeds' slices (new parameters: an optimizer over the old ones must be rebuilt)."""
         for name in self.names:

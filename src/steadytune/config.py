@@ -274,8 +274,9 @@ class RunOptions(BaseModel):
     pack: int = Field(1, ge=1, description="In a study, train up to K trials that differ only in their seeds as one "
                       "pack: their parameters stacked, every matrix product batched over K (BERT-family sequence "
                       "classifiers; others run unpacked). Each seed's results equal its single run's to float "
-                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs (the README's \"Many seeds at once\" "
-                      "section has the measured speed-ups): a CPU trains the seeds one at a time (see --pack-pass).")
+                      "rounding, not bitwise; its trial's device says it ran packed. For GPUs (the README's "
+                      "\"Many seeds at once\" section has the measured speed-ups): a CPU trains the seeds one at a "
+                      "time (see --pack-pass).")
     pack_pass: int | None = Field(None, ge=1, description="Seeds of a pack trained in one pass, the passes one after "
                                   "another. Default: all of them on a GPU; 1 on a CPU, where every wider pass measured "
                                   "slower than separate trials (a CPU is already busy with one seed's products).")

@@ -27,7 +27,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-# The pid of a study driver, set in the environment its spawned workers inherit (study.Executor).
+# The pid of a study driver, set in the environment only while it spawns a worker (studies.study._Worker).
 WATCHED_DRIVER = "STEADYTUNE_DRIVER_PID"
 
 

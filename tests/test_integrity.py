@@ -194,7 +194,7 @@ def test_a_forged_state_file_cannot_fake_a_result(tiny_trial_config, options, tm
     forged["tracked"]["best_metrics"] = {**forged["tracked"]["best_metrics"], "accuracy": 0.99}
     save_state_file(state, forged)
     result = execute(replace(job, state_in=str(state)))
-    assert "differs from the state the store recorded when it was written" in result.state_refused
+    assert "state differs from the one the store recorded when it was written" in result.state_refused
     assert "\n" not in result.state_refused
     assert result.resumed_at == 0 and result.outcome.status == "complete"
     store.finish_trial(trial_id, result.outcome, result.points)

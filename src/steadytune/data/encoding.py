@@ -127,16 +127,19 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _read_cache(path: Path, key: str, examples: int, vocabulary: int, max_length: int) -> dict[str, np.ndarray] | None:
-    """The cached arrays if the entry is complete, made for `key`, intact, and holds what the tokenizer could have
-    made (ids in its vocabulary, rows no longer than max_length); None otherwise, and the entry is rebuilt. A
-    checksum the entry carries itself detects damage, not a crafted entry: ids of 10^6 failed a trial."""
+def _read_cache(path: Path, key: str, examples: int, vocabulary: int,
+                max_length: int) -> tuple[dict[str, np.ndarray], str] | None:
+    """The cached arrays and their checksum if the entry is complete, made for `key`, intact, and holds what the
+    tokenizer could have made (ids in its vocabulary, rows no longer than max_length); None otherwise, and the entry
+    is rebuilt. A checksum the entry carries itself detects damage, not a crafted entry: ids of 10^6 failed a
+    trial (the store's record of the checksum catches the rest, see `encode`)."""
     try:
         with np.load(path, allow_pickle=False) as cached:
             arrays = {name: cached[name] for name in cached.files}
         offsets, ids = arrays["offsets"], arrays["input_ids"]
         types = arrays.get("token_type_ids", np.zeros_like(ids))
-        valid = (str(arrays.pop("key")) == key and str(arrays.pop("checksum")) == _checksum(arrays)
+        checksum = str(arrays.pop("checksum"))
+        valid = (str(arrays.pop("key")) == key and checksum == _checksum(arrays)
                  and offsets.ndim == 1 and len(offsets) == examples + 1 and offsets[0] == 0
                  and bool(np.all(np.diff(offsets) >= 0)) and offsets[-1] == len(ids)
                  and bool(np.all(np.diff(offsets) <= max_length)) and len(types) == len(ids)
@@ -144,13 +147,13 @@ def _read_cache(path: Path, key: str, examples: int, vocabulary: int, max_length
                  and (len(types) == 0 or (int(types.min()) >= 0 and int(types.max()) <= 1)))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    return arrays if valid else None
+    return (arrays, checksum) if valid else None
 
 
-def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray], checksum: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomic(path, key=np.array(key), checksum=np.array(_checksum(arrays)), **arrays)
+        _save_atomic(path, key=np.array(key), checksum=np.array(checksum), **arrays)
     except OSError:
         pass  # a cache that cannot be written costs the tokenization next time, never the trial
 
@@ -164,23 +167,25 @@ def encode(ds: TextDataset, tokenizer, max_length: int, cache_dir: Path | None,
     matches its record was changed since, and is rebuilt."""
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
-    path = arrays = None
+    path = cached = None
     if cache_dir is not None:
         key = f"{ds.content_hash()}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
         path = Path(cache_dir) / f"enc-{hashlib.sha256(key.encode()).hexdigest()}.npz"
-        arrays = _read_cache(path, key, len(ds), len(tokenizer), max_length) if path.is_file() else None
-        expected = (recorded or {}).get(path.name)
-        if arrays is not None and expected is not None and _checksum(arrays) != expected:
-            arrays = None
-    if arrays is None:
+        cached = _read_cache(path, key, len(ds), len(tokenizer), max_length) if path.is_file() else None
+        if cached is not None and cached[1] != (recorded or {}).get(path.name, cached[1]):
+            cached = None  # changed since a trial of the store first used it
+    if cached is None:
         arrays = _tokenize(ds, tokenizer, max_length)
+        checksum = _checksum(arrays)
         if path is not None:
-            _write_cache(path, key, arrays)
+            _write_cache(path, key, arrays, checksum)
+    else:
+        arrays, checksum = cached
     offsets = arrays["offsets"]
     types = arrays.get("token_type_ids")
     return EncodedDataset(_unflatten(arrays["input_ids"], offsets),
                           None if types is None else _unflatten(types, offsets), ds.labels,
-                          None if path is None else (path.name, _checksum(arrays)))
+                          None if path is None else (path.name, checksum))
 
 
 def length_sorted_batches(examples: EncodedDataset, batch_size: int) -> list[np.ndarray]:

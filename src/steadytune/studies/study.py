@@ -53,7 +53,7 @@ from ..data.tasks import canonical_task_name
 from ..errors import Interrupted
 from ..recipes import recipe_overrides
 from ..storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, new_owner
-from ..training.checkpoints import file_sha256
+from ..training.checkpoints import file_sha256, unrecorded
 
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",
               "forecaster", "forecast_threshold")
@@ -343,12 +343,8 @@ def from_store(job: Job, read: Callable[[Store], Any]) -> Any:
 def check_state_hash(path: Path, recorded: str | None) -> None:
     from ..training.state_file import StateFileError
 
-    if recorded is None:
-        raise StateFileError(f"{path}: the store holds no record of this state (not written by a run of this "
-                             f"study, or written before states were recorded)")
-    if file_sha256(path) != recorded:
-        raise StateFileError(f"{path}: differs from the state the store recorded when it was written (changed or "
-                             f"replaced)")
+    if reason := unrecorded(path, recorded, "state"):
+        raise StateFileError(reason)
 
 
 def record_autosave(job: Job) -> Callable[[Path, str], None]:

@@ -94,21 +94,26 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def check_recorded(path: Path, recorded: str | None, legacy: bool) -> None:
-    """Refuse a snapshot whose bytes are not what the store recorded when its trial wrote it. `legacy`: the trial
-    ran before its store recorded file hashes, so only the hash inside the file can be checked."""
-    if legacy:
-        return
+def unrecorded(path: Path, recorded: str | None, what: str) -> str | None:
+    """Why a file beside a store (a `what`: snapshot, state) is not the one the store recorded when it was written;
+    None when its bytes are. Every reader of such a file asks this before trusting it."""
     if recorded is None:
-        raise CheckpointError(f"{path}: the store holds no record of this snapshot (not written by the trial the "
-                              f"store recorded); train the trial again with --save-checkpoints to rewrite it")
+        return f"{path}: the store holds no record of this {what} (not written by a run the store recorded)"
     try:
         actual = file_sha256(path)
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read snapshot ({_reason(err)})") from None
+        return f"{path}: cannot read the {what} ({_reason(err)})"
     if actual != recorded:
-        raise CheckpointError(f"{path}: snapshot differs from the one the store recorded when it was written "
-                              f"(changed or replaced); train the trial again with --save-checkpoints to rewrite it")
+        return f"{path}: {what} differs from the one the store recorded when it was written (changed or replaced)"
+    return None
+
+
+def check_recorded(path: Path, recorded: str | None, legacy: bool) -> None:
+    """Refuse a snapshot whose bytes are not what the store recorded when its trial wrote it. `legacy`: the trial
+    ran before its store recorded file hashes, so only the hash inside the file can be checked."""
+    reason = None if legacy else unrecorded(path, recorded, "snapshot")
+    if reason:
+        raise CheckpointError(f"{reason}; train the trial again with --save-checkpoints to rewrite it")
 
 
 def list_checkpoints(folder: Path) -> dict[int, Path]:

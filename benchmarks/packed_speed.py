@@ -37,7 +37,8 @@ from trial_speed import benchmark_parser, flops_per_example, matmul_peak_gflops,
 
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.packed.trial import PackedTrial, seeds_per_pass
-from steadytune.studies.study import Executor, Job
+from steadytune.studies.executors import Executor
+from steadytune.studies.jobs import Job
 from steadytune.training import ordering
 from steadytune.training.trial import Trial, pick_device
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import steadytune
+from steadytune import TrialStatus
 
 PAGE = Path(__file__).parents[1] / "docs" / "api.md"
 
@@ -50,9 +51,9 @@ def test_the_api_page_runs_and_says_what_it_computes(tmp_path, glue_dir, monkeyp
     assert found["residual"] == pytest.approx(ms_res)
     # train and run_study recorded into their store, and a second call trains nothing.
     assert namespace["outcome"].status == "complete" and namespace["outcome"].steps_done == 2
-    assert namespace["summary"]["complete"] == 2
+    assert namespace["summary"].count(TrialStatus.COMPLETE) == 2 and namespace["summary"].ran == 2
     again = steadytune.run_study({"name": "api-demo", "tasks": ["rte"], "wi_seeds": "1-2",
                                   "config": namespace["quick"]}, store="runs/api-demo.db",
                                  options={"device": "cpu"})
-    assert again["ran"] == 0 and again["complete"] == 2
+    assert again.ran == 0 and again.count(TrialStatus.COMPLETE) == 2
     assert os.path.exists("runs/api-demo.db")

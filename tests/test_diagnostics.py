@@ -10,8 +10,9 @@ from transformers import AutoModelForSequenceClassification
 from steadytune.config import RunOptions
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
-from steadytune.training.checkpoints import checkpoint_dir, checkpoint_steps, list_checkpoints, load_checkpoint
+from steadytune.training.checkpoints import checkpoint_steps, list_checkpoints, load_checkpoint
 from steadytune.training.diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
+from steadytune.training.layout import StoreFiles
 from steadytune.training.trial import Trial
 
 
@@ -97,7 +98,7 @@ def test_checkpoints_are_evenly_spaced_and_hold_the_parameters(tiny_trial_config
     trial = Trial(config, options.model_copy(update={"save_checkpoints": 3}), store_path)
     start = {n: p.detach().clone() for n, p in trial.model.named_parameters()}
     trial.run(lambda points: None)
-    saved = list_checkpoints(checkpoint_dir(store_path, config.trial_key()))
+    saved = list_checkpoints(StoreFiles(store_path).snapshots(config.trial_key()))
     assert list(saved) == [0, 4, 8]
     first, last = load_checkpoint(saved[0]), load_checkpoint(saved[8])
     assert set(first) == set(start)

@@ -319,8 +319,7 @@ def test_replace_refuses_a_store_made_before_forecast_stops_and_needs_a_forecast
 
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as db:
-        db.executescript(schema_sql("sqlite").replace(",\n                                             'forecast-stopped'",
-                                                      ""))
+        db.executescript(schema_sql("sqlite").replace(", 'forecast-stopped'", ""))
     Forecaster(0.5, FEATURES, (0.0,) * 8, (1.0,) * 8, (0.0,) * 8, 0.0, "test").save(tmp_path / "f.json")
     refused = runner.invoke(app, replace_args(tiny_bert_dir, glue_dir, tmp_path, str(old), "1", "--policy", "replace",
                                               "--forecaster", str(tmp_path / "f.json")))

@@ -15,12 +15,14 @@ from typer.testing import CliRunner
 from steadytune.cli import app
 from steadytune.config import RunOptions, TrialConfig
 from steadytune.data.encoding import encode
+from steadytune.errors import CheckpointError
 from steadytune.landscape.analyses import line
 from steadytune.landscape.sources import EvaluationSettings, TrialSnapshots
 from steadytune.models.loading import load_tokenizer
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
-from steadytune.training.checkpoints import CheckpointError, checkpoint_dir, file_sha256, load_checkpoint
+from steadytune.training.checkpoints import load_checkpoint
+from steadytune.training.layout import file_sha256
 
 runner = CliRunner()
 
@@ -30,7 +32,7 @@ def snapshots(tiny_trial_config, options, tmp_path):
     """A store with one complete tiny trial that kept 3 snapshots (steps 0, 2, 4)."""
     store = Store(tmp_path / "runs.db")
     trial_id = run_stored(tiny_trial_config(), options.model_copy(update={"save_checkpoints": 3}), store)[0]
-    yield store, trial_id, checkpoint_dir(store.path, store.trial_config(trial_id)[1])
+    yield store, trial_id, store.layout.snapshots(store.trial_config(trial_id)[1])
     store.close()
 
 
@@ -173,7 +175,7 @@ def test_a_trial_runs_when_its_cache_is_garbage(tiny_trial_config, tmp_path):
 def test_a_forged_state_file_cannot_fake_a_result(tiny_trial_config, options, tmp_path):
     """A paused trial's state edited to claim best 0.99 is refused in one line; the trial restarts and records
     what its own curve shows."""
-    from steadytune.studies.study import Job, execute
+    from steadytune.studies.jobs import Job, execute
     from steadytune.training.state_file import load_state_file, save_state_file
 
     store = Store(tmp_path / "runs.db")

@@ -245,8 +245,8 @@ def test_a_pack_stopped_at_a_cut_saves_each_seed_to_continue_alone_or_packed(see
 
     # A damaged state file is untrusted input: that seed starts again from scratch, the pack cannot stand at one
     # step, and the study's pack job runs its trials one by one, each to the result it would have had.
-    from steadytune.studies.study import Job, execute_pack
-    from steadytune.training.checkpoints import file_sha256
+    from steadytune.studies.jobs import Job, execute_pack
+    from steadytune.training.layout import file_sha256
 
     pack = PackedTrial.from_configs(configs[:2], options)
     pack.run(lambda k, points: None, [4, 4], on_stop=lambda k: pack.save_member_state(k, paths[k]))

@@ -9,7 +9,8 @@ from steadytune.analysis.soup import SoupEvaluator, average, ingredients, soups
 from steadytune.cli import app
 from steadytune.config import RunOptions
 from steadytune.storage.store import Store
-from steadytune.training.checkpoints import checkpoint_dir, list_checkpoints, load_checkpoint
+from steadytune.training.checkpoints import list_checkpoints, load_checkpoint
+from steadytune.training.layout import StoreFiles
 
 
 def _study(tmp_path, tiny_bert_dir, glue_dir, *extra):
@@ -29,7 +30,7 @@ def test_soups_of_an_arm(tmp_path, tiny_bert_dir, glue_dir):
     assert all(i.test is not None for i in items)
     with Store(store, readonly=True) as db:
         keys = db.trials()["trial_key"]
-    assert all(list(list_checkpoints(checkpoint_dir(store, k))) == [4] for k in keys)  # the final step alone
+    assert all(list(list_checkpoints(StoreFiles(store).snapshots(k))) == [4] for k in keys)  # the final step alone
     evaluate = SoupEvaluator(items[0].config, RunOptions(device="cpu", threads=1), store)
     weights = [load_checkpoint(i.weights) for i in items]
     # A soup of one model, twice, is that model: the trial's own final dev and test scores, exactly.

@@ -10,7 +10,8 @@ from steadytune.stabilizers.bias_correction import BERTAdam
 from steadytune.stabilizers.mixout import MixLinear
 from steadytune.storage.store import Store
 from steadytune.studies.single import run_stored
-from steadytune.training.trial import Trial, model_artifact_dir
+from steadytune.training.layout import StoreFiles
+from steadytune.training.trial import Trial
 
 
 def params(trial: Trial) -> dict[str, torch.Tensor]:
@@ -107,7 +108,7 @@ def test_init_from_a_saved_trial_keeps_encoder_and_draws_a_new_head(tiny_trial_c
     with Store(store_path) as store:
         source_id, _, _ = run_stored(tiny_trial_config(task="sst2", max_train=16), options.model_copy(update={"save_model": True}),
                                   store)
-        saved = model_artifact_dir(store_path, source_id)
+        saved = StoreFiles(store_path).model(source_id)
         assert (saved / "config.json").exists()
         transfer = Trial(tiny_trial_config(init_from=str(source_id)), options, store_path)
         by_folder = Trial(tiny_trial_config(init_from=str(saved)), options)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from steadytune.config import RunOptions
-from steadytune.studies.study import Job, execute
-from steadytune.training.checkpoints import file_sha256
+from steadytune.studies.jobs import Job, execute
+from steadytune.training.layout import file_sha256
 from steadytune.training.state_file import StateFileError, load_state_file, save_state_file
 from steadytune.training.trial import Trial
 
@@ -70,7 +70,7 @@ def test_a_study_says_in_one_line_that_it_refused_a_planted_state(tiny_bert_dir,
     from typer.testing import CliRunner
 
     from steadytune.cli import app
-    from steadytune.studies.study import StudySpec, expand
+    from steadytune.studies.spec import StudySpec, expand
 
     store = tmp_path / "runs.db"
     flags = ["--name", "planted", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir), "--glue-dir",

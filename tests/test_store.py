@@ -10,7 +10,9 @@ import time
 import pandas as pd
 import pytest
 
-from steadytune.storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome, export, new_owner, schema_sql
+from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome, export, schema_sql
+from steadytune.studies.claims import Claim, Claims
+from steadytune.training.records import RESULT_STATUSES
 
 CONFIG = {"task": "rte", "model": "m", "recipe": "devlin2019", "wi_seed": 1, "do_seed": 2, "lr": 2e-5}
 
@@ -121,43 +123,73 @@ def test_concurrent_writers_share_the_file(tmp_path):
 
 # --- durability: claims, read-only files, full disks, damaged files, old stores -----------------------
 def test_claims_are_exclusive_expire_and_end_with_the_result(tmp_path):
-    with Store(tmp_path / "r.db") as a, Store(tmp_path / "r.db") as b:
-        done = ("complete", "diverged")
-        assert a.claim("key1", None, "driver-a", done) == "claimed"
-        assert b.claim("key1", None, "driver-b", done) == "busy"
-        assert b.claim_holder("key1", None) == "driver-a"
-        assert a.claim("key1", None, "driver-a", done) == "claimed"  # renewing one's own claim
-        a.record_trial(CONFIG, "key1", 1, None, outcome(), [])
-        assert a.claim("key1", None, "driver-a", done) == "done" and b.claim_holder("key1", None) is None
-        assert b.claim("key2", None, "driver-b", done, lease_seconds=0.2) == "claimed"
-        time.sleep(0.3)  # driver-b died: its claim lapses and another driver may take the trial
-        assert a.claim("key2", None, "driver-a", done) == "claimed"
-        a.release_claims("driver-a")
-        assert b.claim("key2", None, "driver-b", done) == "claimed"
+    now = [1000.0]  # the claims' clock, moved by hand: a lapsed lease needs no sleep
+
+    def clock() -> float:
+        return now[0]
+
+    with Store(tmp_path / "r.db") as first, Store(tmp_path / "r.db") as second:
+        a = Claims(first, None, "driver-a", lease_seconds=60, clock=clock)
+        b = Claims(second, None, "driver-b", lease_seconds=60, clock=clock)
+        assert a.take("key1", RESULT_STATUSES) is Claim.CLAIMED
+        assert b.take("key1", RESULT_STATUSES) is Claim.BUSY
+        assert b.holder("key1") == "driver-a"
+        assert a.take("key1", RESULT_STATUSES) is Claim.CLAIMED  # renewing one's own claim
+        first.record_trial(CONFIG, "key1", 1, None, outcome(), [])
+        assert a.take("key1", RESULT_STATUSES) is Claim.DONE and b.holder("key1") is None
+        assert b.take("key2", RESULT_STATUSES) is Claim.CLAIMED
+        now[0] += 59
+        assert a.take("key2", RESULT_STATUSES) is Claim.BUSY  # within driver-b's lease
+        now[0] += 2  # driver-b died: its claim lapses and another driver may take the trial
+        assert a.take("key2", RESULT_STATUSES) is Claim.CLAIMED
+        a.release()
+        assert b.take("key2", RESULT_STATUSES) is Claim.CLAIMED
 
 
 def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = f"{socket.gethostname()}:{finished.stdout.strip()}:0badc0de"  # a process that has exited
     elsewhere = f"another-host-{socket.gethostname()}:1:0badc0de"
-    done = ("complete", "diverged")
     with Store(tmp_path / "r.db") as store:
-        assert store.claim("k1", None, dead, done) == "claimed"
-        assert store.claim("k1", None, new_owner(), done) == "claimed"  # no need to wait out the 60 s lease
-        assert store.claim("k2", None, elsewhere, done) == "claimed"
-        assert store.claim("k2", None, new_owner(), done) == "busy"  # another host's process may be alive
-        assert store.claim("k3", None, new_owner(), done) == "claimed"
-        assert store.claim("k3", None, new_owner(), done) == "busy"  # this live process holds it
+        def take(key: str, owner: str | None = None) -> Claim:
+            return Claims(store, None, owner).take(key, RESULT_STATUSES)
+
+        assert take("k1", dead) is Claim.CLAIMED
+        assert take("k1") is Claim.CLAIMED  # no need to wait out the 60 s lease
+        assert take("k2", elsewhere) is Claim.CLAIMED
+        assert take("k2") is Claim.BUSY  # another host's process may be alive
+        assert take("k3") is Claim.CLAIMED
+        assert take("k3") is Claim.BUSY  # this live process holds it
 
 
-def test_lease_keeps_claims_alive_until_it_stops(tmp_path):
+def test_a_heartbeat_keeps_claims_alive_and_the_end_releases_them(tmp_path):
+    now = [1000.0]
     with Store(tmp_path / "r.db") as store:
-        assert store.claim("key1", 3, "me", (), lease_seconds=0.6) == "claimed"
-        with Lease(store, "me", lease_seconds=0.6):
-            time.sleep(1.5)
-            assert store.claim_holder("key1", 3) == "me"
-        time.sleep(0.8)
-        assert store.claim_holder("key1", 3) is None
+        claims = Claims(store, 3, "me", lease_seconds=60, clock=lambda: now[0])
+        assert claims.take("key1", ()) is Claim.CLAIMED
+        now[0] += 50
+        claims.renew()  # what the heartbeat does every 20 s
+        now[0] += 50  # past the first lease, within the renewed one
+        assert claims.holder("key1") == "me"
+        now[0] += 11
+        assert claims.holder("key1") is None  # no heartbeat: the claim lapsed
+
+
+def test_the_heartbeat_thread_renews_claims_until_the_block_ends(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        claims = Claims(store, 3, "me", lease_seconds=0.3)
+        assert claims.take("key1", ()) is Claim.CLAIMED
+
+        def expiry() -> float:
+            return store.connect().execute("SELECT expires_at FROM claims WHERE owner = 'me'").fetchone()[0]
+
+        first = expiry()
+        with claims:
+            deadline = time.monotonic() + 60
+            while expiry() == first:  # waits on the renewal itself, however loaded the machine
+                assert time.monotonic() < deadline, "the heartbeat never renewed the claim"
+                time.sleep(0.02)
+        assert claims.holder("key1") is None  # released at the end of the block, not left to lapse
 
 
 def test_study_trials_keep_their_real_start_time(tmp_path):

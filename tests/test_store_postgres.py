@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from steadytune.cli import app
 from steadytune.storage.connections import database_name, shown_location, split_postgres_url
-from steadytune.storage.store import CurvePoint, Lease, Store, StoreError, TrialOutcome
-from steadytune.training.records import Predictions
+from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome
+from steadytune.studies.claims import Claim, Claims
+from steadytune.training.records import Predictions, TrialStatus
 
 runner = CliRunner()
 
@@ -66,26 +67,29 @@ def test_of_many_drivers_claiming_one_trial_at_once_exactly_one_gets_it(postgres
     def driver(number: int) -> None:
         with Store(postgres_url) as store:
             start.wait()
-            answers.append(store.claim("k" * 16, None, f"host:{number}:x", ()))
+            answers.append(Claims(store, None, f"host:{number}:x").take("k" * 16, ()))
 
     threads = [threading.Thread(target=driver, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(answers) == ["busy"] * 7 + ["claimed"]
+    assert sorted(answers) == [Claim.BUSY] * 7 + [Claim.CLAIMED]
 
 
 def test_a_lease_keeps_postgresql_claims_alive_and_a_result_ends_them(postgres_url):
+    now = [1000.0]
     with Store(postgres_url) as store:
-        assert store.claim("c" * 16, None, "me", (), lease_seconds=0.6) == "claimed"
-        with Lease(store, "me", lease_seconds=0.6):
-            threading.Event().wait(1.5)
-            assert store.claim_holder("c" * 16, None) == "me"
+        claims = Claims(store, None, "me", lease_seconds=60, clock=lambda: now[0])
+        assert claims.take("c" * 16, ()) is Claim.CLAIMED
+        now[0] += 50
+        claims.renew()
+        now[0] += 50
+        assert claims.holder("c" * 16) == "me"
         trial = store.start_trial({"task": "rte", "model": "m", "wi_seed": 1, "do_seed": 1}, "c" * 16, 1)
         store.finish_trial(trial, TrialOutcome("complete", 1, 1, "accuracy", {}, {}, None, 0.5, 0.1))
-        assert store.claim_holder("c" * 16, None) is None
-        assert store.claim("c" * 16, None, "other", ("complete",)) == "done"
+        assert claims.holder("c" * 16) is None
+        assert Claims(store, None, "other").take("c" * 16, (TrialStatus.COMPLETE,)) is Claim.DONE
 
 
 def test_postgresql_errors_are_one_line_and_hide_the_password(postgres_url, postgres_server):
@@ -133,7 +137,9 @@ def test_a_password_in_the_url_never_travels_with_a_job(postgres_url, tiny_bert_
     short): they carry the URL without its password, which local workers inherit as libpq's PGPASSWORD."""
     from steadytune.config import RunOptions
     from steadytune.storage.connections import without_password
-    from steadytune.studies.study import Executor, StudyRunner, StudySpec
+    from steadytune.studies.executors import Executor
+    from steadytune.studies.runner import StudyRunner
+    from steadytune.studies.spec import StudySpec
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     secret_url = postgres_url.replace("steadytune@", "steadytune:s3cret@")

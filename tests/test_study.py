@@ -15,7 +15,10 @@ import yaml
 from steadytune.analysis.early_stopping import EarlyStop, cut_step, survivors
 from steadytune.config import ConfigError, RunOptions
 from steadytune.storage.store import Store, StoreError
-from steadytune.studies.study import Executor, StudyRunner, expand, load_spec, parse_seeds
+from steadytune.studies.executors import Executor
+from steadytune.studies.runner import StudyRunner
+from steadytune.studies.spec import expand, load_spec, parse_seeds
+from steadytune.training.records import TrialStatus
 
 
 @pytest.fixture
@@ -82,9 +85,9 @@ def run_study(store_path, spec, tmp_path, **executor):
 def test_study_runs_and_rerun_skips_finished(spec_file, tmp_path):
     spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1-2"), {})
     first = run_study(tmp_path / "s.db", spec, tmp_path)
-    assert (first["ran"], first["complete"]) == (4, 4)
+    assert (first.ran, first.count(TrialStatus.COMPLETE)) == (4, 4)
     again = run_study(tmp_path / "s.db", spec, tmp_path)
-    assert (again["ran"], again["complete"]) == (0, 4)
+    assert (again.ran, again.count(TrialStatus.COMPLETE)) == (0, 4)
     with Store(tmp_path / "s.db") as store:
         trials = store.trials()
     assert len(trials) == 4 and trials.trial_key.is_unique and set(trials.status) == {"complete"}
@@ -120,7 +123,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):
 
     spec = load_spec(spec_path, {})
     summary = run_study(store_path, spec, tmp_path)
-    assert summary["complete"] == 6 and summary["ran"] == 6 - len(survivors_before)
+    assert summary.count(TrialStatus.COMPLETE) == 6 and summary.ran == 6 - len(survivors_before)
     with Store(store_path) as store:
         after = store.trials()
     assert len(after) == 6 and after.trial_key.is_unique and set(after.status) == {"complete"}
@@ -140,8 +143,8 @@ def test_early_stopping_keeps_exactly_the_top_p(spec_file, tmp_path):
     spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1-2", epochs=2, max_train=24,
                                early_stop="start=4,fraction=0.5,keep=2"), {})
     summary = run_study(tmp_path / "es.db", spec, tmp_path)
-    assert (summary["complete"], summary["stopped"]) == (2, 2)
-    assert summary["full_trials_spent"] == pytest.approx(4 * 0.5 + 2 * 0.5)
+    assert (summary.count(TrialStatus.COMPLETE), summary.count(TrialStatus.STOPPED)) == (2, 2)
+    assert summary.full_trials_spent == pytest.approx(4 * 0.5 + 2 * 0.5)
     with Store(tmp_path / "es.db") as store:
         trials = store.trials().set_index("id")
         cut = {tid: store.dev_score_at(tid, 3) for tid in trials.index}  # 6 steps in all, cut after 3
@@ -164,9 +167,9 @@ def test_early_stopping_keeps_exactly_the_top_p(spec_file, tmp_path):
 def test_worker_processes(spec_file, tmp_path):
     spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {})
     summary = run_study(tmp_path / "w.db", spec, tmp_path, workers=2)
-    assert summary["complete"] == 2
+    assert summary.count(TrialStatus.COMPLETE) == 2
     single = run_study(tmp_path / "single.db", spec, tmp_path)
-    assert single["complete"] == 2
+    assert single.count(TrialStatus.COMPLETE) == 2
     with Store(tmp_path / "w.db") as a, Store(tmp_path / "single.db") as b:
         left, right = a.trials().set_index("trial_key"), b.trials().set_index("trial_key")
     assert (left.best_metric == right.loc[left.index, "best_metric"]).all()
@@ -190,7 +193,7 @@ def test_ray_on_a_local_cluster_reruns_the_trial_of_a_killed_worker(spec_file, t
     try:
         spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1", max_steps=300, evals_per_epoch=0), {})
         result: dict = {}
-        study = threading.Thread(target=lambda: result.update(run_study(
+        study = threading.Thread(target=lambda: result.update(summary=run_study(
             tmp_path / "ray.db", spec, tmp_path, ray_address="auto", cpus_per_trial=1, retries=1)))
         study.start()
         # Waits on states, not on a clock: Ray starts slowly on a loaded machine, and a trial takes minutes there.
@@ -201,7 +204,8 @@ def test_ray_on_a_local_cluster_reruns_the_trial_of_a_killed_worker(spec_file, t
         study.join()
     finally:
         ray.shutdown()
-    assert result["complete"] == 2, result  # the lost trial ran again (Ray's max_retries), the study went on
+    # The lost trial ran again (Ray's max_retries), and the study went on.
+    assert result["summary"].count(TrialStatus.COMPLETE) == 2, result
     with Store(tmp_path / "ray.db") as store:
         trials = store.trials()
         assert len(store.curves()) > 0
@@ -216,7 +220,7 @@ def test_save_model_is_refused_in_a_study(spec_file, tmp_path):
 
 
 def test_seed_pairs_zip_the_seeds_and_crossed_specs_keep_their_names():
-    from steadytune.studies.study import StudySpec, expand
+    from steadytune.studies.spec import StudySpec, expand
 
     paired = StudySpec(tasks=["rte"], wi_seeds="1-3", do_seeds="4-6", seed_pairs=True)
     assert [(t.config.wi_seed, t.config.do_seed) for t in expand(paired)] == [(1, 4), (2, 5), (3, 6)]

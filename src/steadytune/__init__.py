@@ -4,7 +4,8 @@ The Python API, for notebooks (each function imports what it needs when called, 
 light; see docs/api.md, whose examples a test runs):
 - `open_store(location)`: a store's result trials, curves and predictions as DataFrames, for `steadytune.analysis`;
 - `train(config)`: one trial, recorded in a store;
-- `run_study(spec)`: a seed study, resumable like `steadytune study run`.
+- `run_study(spec)`: a seed study, resumable like `steadytune study run`;
+- `TrialStatus`: where a trial stands (complete, diverged, stopped, failed, forecast-stopped, running).
 """
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .training.records import TrialStatus
+
+__all__ = ["TrialStatus", "open_store", "run_study", "train"]
+
 if TYPE_CHECKING:
     from .analysis.results import Results
     from .config import RunOptions, TrialConfig
-    from .studies.study import StudySpec
+    from .studies.runner import StudySummary
+    from .studies.spec import StudySpec
     from .training.records import TrialOutcome
 
 try:
@@ -27,7 +33,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-# The pid of a study driver, set in the environment only while it spawns a worker (studies.study._Worker).
+# The pid of a study driver, set in the environment only while it spawns a worker (studies.executors._Worker).
 WATCHED_DRIVER = "STEADYTUNE_DRIVER_PID"
 
 
@@ -84,13 +90,15 @@ def train(config: TrialConfig | Mapping[str, Any], store: str | Path = "runs/ste
 
 
 def run_study(spec: StudySpec | Mapping[str, Any] | str | Path, store: str | Path = "runs/steadytune.db",
-              options: RunOptions | Mapping[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
+              options: RunOptions | Mapping[str, Any] | None = None, workers: int = 1) -> StudySummary:
     """Run a seed study (a StudySpec, its fields as a dict, or a YAML/TOML spec file) in `store`, in `workers`
-    processes, as `steadytune study run` does: finished trials are skipped, so a second call resumes. Returns the
-    summary: trials, how many ran, and the count of each status."""
+    processes, as `steadytune study run` does: finished trials are skipped, so a second call resumes. Returns a
+    StudySummary: the study's trials, how many this call ran, its compute, and `count(status)` of each TrialStatus."""
     from .config import RunOptions
     from .storage.store import Store
-    from .studies.study import Executor, StudyRunner, StudySpec, load_spec
+    from .studies.executors import Executor
+    from .studies.runner import StudyRunner
+    from .studies.spec import StudySpec, load_spec
 
     if isinstance(spec, (str, Path)):
         spec = load_spec(Path(spec), {})

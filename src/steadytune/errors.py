@@ -21,3 +21,7 @@ class ConfigError(ValueError):
 
 class StoreError(RuntimeError):
     """The store file cannot be opened or written, or is not a steadytune store; the message is one line."""
+
+
+class CheckpointError(FileNotFoundError):
+    """Snapshots or saved states are missing or damaged, or cannot be written; the message is one line."""

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..training.records import TrialStatus
 from .early_stopping import EarlyStop
 from .expected import expected_max
 from .results import NotEnoughData, Results, dev_trajectory
@@ -127,7 +128,7 @@ def plan_early_stopping(results: Results, budget: int, score: str = "final", n_s
         own = trajectory[trajectory["trial_id"].isin(frame["id"])]
         if len(frame) < 3 or own.empty:
             continue
-        healthy = own[own["trial_id"].isin(frame.loc[frame["status"] == "complete", "id"])]
+        healthy = own[own["trial_id"].isin(frame.loc[frame["status"] == TrialStatus.COMPLETE, "id"])]
         first_eval = healthy.groupby("trial_id")["fraction"].min().max() if not healthy.empty else 1.0
         fractions = eval_fractions(own)
         fractions = fractions[(fractions >= round(first_eval, _FRACTION_DECIMALS)) & (fractions < 1)]

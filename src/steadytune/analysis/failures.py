@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..data.tasks import get_task
 from ..errors import DataError
+from ..training.records import TrialStatus
 from .results import Results
 
 # Scores are floats computed from counts; a run exactly at the baseline must not escape by rounding.
@@ -26,14 +27,14 @@ _BASELINE_SLACK = 1e-9
 
 def failed(frame: pd.DataFrame, score: str = "final") -> pd.Series:
     """True for runs at or below the majority baseline, and for diverged runs."""
-    return (frame[score] <= frame["baseline_metric"] + _BASELINE_SLACK) | (frame["status"] == "diverged")
+    return (frame[score] <= frame["baseline_metric"] + _BASELINE_SLACK) | (frame["status"] == TrialStatus.DIVERGED)
 
 
 def failure_rates(results: Results, score: str = "final") -> pd.DataFrame:
     """Runs, failed runs and the failure rate per task and arm."""
     frame = results.trials.assign(failed=failed(results.trials, score))
     table = frame.groupby(["task", "arm"]).agg(runs=("failed", "size"), failed=("failed", "sum"),
-                                               diverged=("status", lambda s: int((s == "diverged").sum())))
+                                               diverged=("status", lambda s: int((s == TrialStatus.DIVERGED).sum())))
     table["rate"] = table["failed"] / table["runs"]
     return table.reset_index()
 
@@ -70,7 +71,7 @@ def failure_kinds(results: Results, score: str = "final", tolerance: float = 0.8
     classes = [num_classes(t, l) for t, l in zip(frame["task"], labels)]
     reference = pd.Series([math.log(k) if k else np.nan for k in classes], index=frame.index).fillna(frame["initial_loss"])
     is_failed = failed(frame, score)
-    diverged = frame["status"] == "diverged"
+    diverged = frame["status"] == TrialStatus.DIVERGED
     stuck = diverged | (frame["final_loss"] >= tolerance * reference)
     kind = np.select([~is_failed, stuck, frame["final_loss"].isna()], ["ok", "optimization", "unknown"], "generalization")
     return pd.DataFrame({"id": frame["id"], "task": frame["task"], "arm": frame["arm"], "status": frame["status"],

@@ -28,8 +28,8 @@ import pandas as pd
 
 from ..storage.connections import is_postgres, shown_location
 from ..storage.store import Store, StoreError
+from ..training.records import RESULT_STATUSES
 
-RESULT_STATUSES = ("complete", "diverged")
 # Dodge et al. evaluate once at the end, once per epoch, or many times per epoch; a trial's score at a
 # frequency is its best dev score over those evaluation points.
 FREQUENCIES: dict[str, str] = {

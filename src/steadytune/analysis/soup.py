@@ -21,8 +21,9 @@ import torch
 
 from ..config import RunOptions, TrialConfig
 from ..storage.store import Store
-from ..training.checkpoints import check_recorded, checkpoint_dir, list_checkpoints, load_checkpoint
+from ..training.checkpoints import check_recorded, list_checkpoints, load_checkpoint
 from ..training.evaluation import evaluate_with_predictions
+from ..training.records import TrialStatus
 from .expected import expected_max
 from .results import AnalysisError, load_results
 
@@ -46,7 +47,7 @@ def _final_scores(trials: pd.DataFrame, curves: pd.DataFrame, split: str) -> pd.
 def ingredients(store: Path, arm: str, task: str | None = None) -> list[Ingredient]:
     """The complete trials of `arm` (and `task`) with kept final weights, best dev score first."""
     results = load_results(store)
-    trials = results.trials[(results.trials["arm"] == arm) & (results.trials["status"] == "complete")]
+    trials = results.trials[(results.trials["arm"] == arm) & (results.trials["status"] == TrialStatus.COMPLETE)]
     if task is not None:
         trials = trials[trials["task"] == task]
     if trials.empty:
@@ -59,7 +60,7 @@ def ingredients(store: Path, arm: str, task: str | None = None) -> list[Ingredie
     with Store(store, readonly=True) as db:
         since = db.files_recorded_since()
         for row in trials.itertuples():
-            steps = list_checkpoints(checkpoint_dir(store, row.trial_key))
+            steps = list_checkpoints(db.layout.snapshots(row.trial_key))
             if not steps or max(steps) != row.steps_done:
                 continue
             check_recorded(steps[max(steps)], db.recorded_hash(steps[max(steps)]), row.started_at < since)

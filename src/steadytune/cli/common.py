@@ -117,13 +117,12 @@ def print_table(table, heading: str | None = None) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by input or by the environment (a full disk), reported as one line instead of a traceback."""
     from ..analysis import AnalysisError
-    from ..errors import DataError, TrialError
+    from ..errors import CheckpointError, DataError, TrialError
     from ..forecast.model import ForecastError
     from ..landscape.evaluation import LandscapeError
     from ..models.architecture import UnsupportedArchitecture
     from ..models.loading import ModelError
     from ..storage.store import StoreError
-    from ..training.checkpoints import CheckpointError
     from ..training.state_file import StateFileError
 
     return (AnalysisError, CheckpointError, ConfigError, DataError, ForecastError, LandscapeError, ModelError, StateFileError,

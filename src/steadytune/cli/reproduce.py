@@ -33,7 +33,8 @@ from ..reproduce.runner import (
 )
 from ..reproduce.verdicts import verdict_table
 from ..storage.store import Store
-from ..studies.study import Executor, StudyEvents
+from ..studies.executors import Executor
+from ..studies.runner import StudyEvents
 from .common import console, err_console, finite, print_table, progress_bar, reports_user_errors, resolve_run_options
 from .study import seconds_per_step
 

@@ -11,12 +11,15 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..storage.connections import is_postgres, shown_location
-from ..storage.store import Store, TrialOutcome
+from ..storage.store import Store
 from ..studies.cluster import DEFAULT_JOBS, DEFAULT_JOBS_FOLDER, EXECUTORS, JobArray, driver_command, submit
 from ..studies.cluster import wait as wait_for_jobs
-from ..studies.study import Executor, PlannedTrial, StudyEvents, StudyRunner, StudySpec, check_inputs, expand, load_spec
+from ..studies.executors import Executor
+from ..studies.runner import StudyEvents, StudyRunner, StudySummary
+from ..studies.spec import PlannedTrial, StudySpec, check_inputs, expand, load_spec
 from ..training.inputs import load_raw, resolve_task
 from ..training.ordering import total_steps
+from ..training.records import TrialOutcome, TrialStatus
 from .common import (
     STORE_HELP,
     console,
@@ -80,7 +83,7 @@ def seconds_per_step(store: Path | str | None, model: str) -> float | None:
         return None
     with Store(store, readonly=True) as db:
         trials = db.trials()
-    done = trials[(trials.status == "complete") & (trials.model == model) & (trials.steps_done > 0)]
+    done = trials[(trials.status == TrialStatus.COMPLETE) & (trials.model == model) & (trials.steps_done > 0)]
     return statistics.median(done.wall_seconds / done.steps_done) if len(done) else None
 
 
@@ -212,10 +215,11 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
-    forecast = f", {summary['forecast-stopped']} forecast-stopped" if summary["forecast-stopped"] else ""
-    console.print(f"study {summary['study']}: {summary['complete']} complete, {summary['stopped']} stopped{forecast}, "
-                  f"{summary['diverged']} diverged, {summary['failed']} failed of {summary['trials']}; ran "
-                  f"{summary['ran']} now, {summary['full_trials_spent']:.2f} full-trial units of compute",
+    forecast = summary.count(TrialStatus.FORECAST_STOPPED)
+    console.print(f"study {summary.study}: {summary.count(TrialStatus.COMPLETE)} complete, "
+                  f"{summary.count(TrialStatus.STOPPED)} stopped{f', {forecast} forecast-stopped' if forecast else ''}, "
+                  f"{summary.count(TrialStatus.DIVERGED)} diverged, {summary.count(TrialStatus.FAILED)} failed of "
+                  f"{summary.trials}; ran {summary.ran} now, {summary.full_trials_spent:.2f} full-trial units of compute",
                   soft_wrap=True)
 
 
@@ -239,8 +243,8 @@ def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
                   soft_wrap=True)
 
 
-def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
-    counts = {"complete": 0, "stopped": 0, "diverged": 0, "failed": 0}
+def _run_with_progress(runner: StudyRunner) -> StudySummary:
+    counts = dict.fromkeys((TrialStatus.COMPLETE, TrialStatus.STOPPED, TrialStatus.DIVERGED, TrialStatus.FAILED), 0)
     best = {"value": None}
     bar = progress_bar("{task.fields[counts]}  best {task.fields[best]}")
     task_id = bar.add_task("study", total=None, counts="", best="-")
@@ -254,7 +258,7 @@ def _run_with_progress(runner: StudyRunner) -> dict[str, Any]:
         score = outcome.best_metrics.get(outcome.metric)
         if score is not None and (best["value"] is None or score > best["value"]):
             best["value"] = score
-        if outcome.status == "failed":
+        if outcome.status == TrialStatus.FAILED:
             err_console.print(f"[red]trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
                               f"do={trial.config.do_seed} failed:[/] {escape(outcome.error)}", markup=True,
                               soft_wrap=True)

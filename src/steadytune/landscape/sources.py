@@ -11,15 +11,9 @@ from ..config import RunOptions, TrialConfig
 from ..models.loading import load_classifier, load_tokenizer
 from ..stabilizers import active_stabilizers
 from ..storage.store import Store
-from ..training.checkpoints import (
-    CheckpointError,
-    check_recorded,
-    checkpoint_dir,
-    checkpoint_hash,
-    list_checkpoints,
-    load_checkpoint,
-)
+from ..training.checkpoints import CheckpointError, check_recorded, checkpoint_hash, list_checkpoints, load_checkpoint
 from ..training.inputs import prepare_inputs
+from ..training.records import TrialStatus
 from ..training.trial import configure_torch, pick_device
 from .directions import Params
 from .evaluation import LandscapeEvaluator, fixed_subset
@@ -52,9 +46,9 @@ class TrialSnapshots:
     def load(cls, store: Store, trial_id: int) -> TrialSnapshots:
         row = store.trial_row(trial_id)
         config, key, status = json.loads(row["config_json"]), row["trial_key"], row["status"]
-        if status != "complete":
+        if status != TrialStatus.COMPLETE:
             raise CheckpointError(f"trial {trial_id} is {status}: a landscape needs the end of a complete run")
-        folder = checkpoint_dir(store.path, key)
+        folder = store.layout.snapshots(key)
         steps = list_checkpoints(folder)
         if 0 not in steps or len(steps) < 2:
             raise CheckpointError(f"trial {trial_id} has no snapshots of its start and end (looked in {folder}); "

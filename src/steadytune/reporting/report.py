@@ -52,6 +52,7 @@ from ..analysis.instability import arm_predictions, compare_churn, extreme_examp
 from ..analysis.results import thread_mix
 from ..analysis.variance import SEED_KINDS, adapter_seeds_as_first_factor, variance_components
 from ..storage.connections import shown_location
+from ..training.records import TrialStatus
 from . import plots
 
 SCORE = "final"  # the per-run score of every section except expected validation performance
@@ -138,10 +139,10 @@ def header_lines(results: Results, source: str) -> list[str]:
     if split.any():
         data.append("dev set split into dev/test halves" + ("" if split.all() else " (in some runs)"))
     lines.append("Data: " + ("; ".join(data) if data else "not recorded"))
-    lines.append(f"Runs analysed: {counts.get('complete', 0)} complete, {counts.get('diverged', 0)} diverged "
-                 f"(counted as failed runs); excluded: {counts.get('stopped', 0)} stopped by early stopping "
-                 f"(no final score), {counts.get('running', 0)} running or interrupted, "
-                 f"{counts.get('failed', 0)} failed with an error.")
+    lines.append(f"Runs analysed: {counts.get(TrialStatus.COMPLETE, 0)} complete, {counts.get(TrialStatus.DIVERGED, 0)} diverged "
+                 f"(counted as failed runs); excluded: {counts.get(TrialStatus.STOPPED, 0)} stopped by early stopping "
+                 f"(no final score), {counts.get(TrialStatus.RUNNING, 0)} running or interrupted, "
+                 f"{counts.get(TrialStatus.FAILED, 0)} failed with an error.")
     if results.duplicates:
         lines.append(f"Duplicates: {results.duplicates} result(s) repeat a trial key already recorded (the same config "
                      f"run again); each trial key is counted once.")
@@ -317,11 +318,11 @@ def planner_section(results: Results, budget: int) -> Section:
                           "start T runs, train all to a fraction F, continue the P best by dev score to the end; cost "
                           "T*F + P*(1-F) <= budget. Expected best final dev score by resampling recorded runs (with "
                           "replacement), against training the budget's runs fully.")
-    stopped = int((results.all_trials["status"] == "stopped").sum())
+    stopped = int((results.all_trials["status"] == TrialStatus.STOPPED).sum())
     if stopped:
         section.blocks.append(f"Runs stopped by live early stopping ({stopped}) are left out: they have no final "
                               "score, so the recorded runs are the survivors of that selection.")
-    forecast = int((results.all_trials["status"] == "forecast-stopped").sum())
+    forecast = int((results.all_trials["status"] == TrialStatus.FORECAST_STOPPED).sum())
     if forecast:
         section.blocks.append(f"Runs a forecaster stopped (--policy replace, {forecast}) are left out too: the "
                               "recorded runs are those it let finish.")

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..studies.study import StudySpec, expand
+from ..studies.spec import StudySpec, expand
 
 PUBLISHED_LR = 2e-5  # Devlin et al., Dodge et al., Zhang et al., Mosbach et al. (BERT-large)
 

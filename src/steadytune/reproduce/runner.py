@@ -15,9 +15,12 @@ import pandas as pd
 from ..analysis.results import build_results
 from ..config import RunOptions
 from ..storage.store import Store
-from ..studies.study import Executor, StudyEvents, StudyRunner, StudySpec, expand
+from ..studies.executors import Executor
+from ..studies.runner import StudyEvents, StudyRunner
+from ..studies.spec import StudySpec, expand
 from ..training.inputs import load_raw, resolve_task
 from ..training.ordering import total_steps
+from ..training.records import RESULT_STATUSES, TrialStatus
 from .claims import CLAIMS, ClaimData
 from .claims.base import LEARNS_MARGIN
 from .design import PUBLISHED_LR, Arm, Scale, arm_spec, arms, lr_candidates_for, lr_check_spec, trial_keys
@@ -135,7 +138,7 @@ class Reproduction:
 def _choices(store: Store | None, reproduction: Reproduction, candidates: tuple[float, ...],
              scratch: bool) -> dict[str, LrChoice]:
     trials = store.trials() if store is not None else pd.DataFrame(columns=["trial_key", "status"])
-    done = trials[trials["status"].isin(("complete", "diverged"))].drop_duplicates("trial_key").set_index("trial_key")
+    done = trials[trials["status"].isin(RESULT_STATUSES)].drop_duplicates("trial_key").set_index("trial_key")
     choices = {}
     for task in reproduction.tasks:
         tried = []
@@ -147,7 +150,7 @@ def _choices(store: Store | None, reproduction: Reproduction, candidates: tuple[
                 continue
             # A diverged run, or one whose metric is undefined, scores the majority baseline: it did not learn.
             baseline = float(row["baseline_metric"])
-            score = float(row["final_metric"]) if row["status"] == "complete" and pd.notna(row["final_metric"]) \
+            score = float(row["final_metric"]) if row["status"] == TrialStatus.COMPLETE and pd.notna(row["final_metric"]) \
                 else baseline
             tried.append((lr, score, baseline))
         learning = [lr for lr, score, baseline in tried if score is not None and score >= baseline + LEARNS_MARGIN]
@@ -182,7 +185,7 @@ def finished_keys(store: Store | None) -> set[str]:
     if store is None:
         return set()
     trials = store.trials()
-    return set(trials.loc[trials["status"].isin(("complete", "diverged")), "trial_key"])
+    return set(trials.loc[trials["status"].isin(RESULT_STATUSES), "trial_key"])
 
 
 def missing_trials(store: Store, reproduction: Reproduction) -> int:
@@ -291,7 +294,7 @@ def _measure_arm(store: Store, spec: StudySpec, scale: Scale, options: RunOption
     own = {study_id for study_id, name in store.study_names().items() if name == spec.study_name()}
     trials = trials[trials["study_id"].isin(own)]
     for key in trial_keys(spec):
-        rows = trials[(trials["trial_key"] == key) & (trials["status"] == "complete")]
+        rows = trials[(trials["trial_key"] == key) & (trials["status"] == TrialStatus.COMPLETE)]
         if rows.empty or recorded(store, key, scale) is not None:
             continue
         progress.on_stage(f"landscape measurements of trial {int(rows['id'].iloc[0])}")
@@ -313,7 +316,7 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
             per_arm.setdefault(arm.name, []).extend(keys)
             per_task_keys.setdefault(arm.name, {})[task] = keys
             if arm.snapshots:
-                finished = trials[trials["trial_key"].isin(keys) & (trials["status"] == "complete")]
+                finished = trials[trials["trial_key"].isin(keys) & (trials["status"] == TrialStatus.COMPLETE)]
                 measured = []
                 for row in finished.drop_duplicates("trial_key").itertuples():
                     values = recorded(store, row.trial_key, reproduction.scale)
@@ -329,12 +332,12 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
             # One run per trial key: a key trained again in another study (devlin's grid cells, before it reused
             # them) gives the same run, bit for bit, and is one unit.
             chosen = trials[trials["trial_key"].isin(keys)].sort_values("id")
-            done = chosen["status"].isin(("complete", "diverged"))
+            done = chosen["status"].isin(RESULT_STATUSES)
             chosen = pd.concat([chosen[done].drop_duplicates("trial_key"),
                                 chosen[~done & ~chosen["trial_key"].isin(chosen.loc[done, "trial_key"])]])
             # An arm is read on a task only once every run the design names there has finished: a verdict from
             # the first runs of a study still training would be read as the result.
-            finished = chosen[chosen["status"].isin(("complete", "diverged"))]
+            finished = chosen[chosen["status"].isin(RESULT_STATUSES)]
             for task, planned in per_task_keys[name].items():
                 done = int(finished["trial_key"].isin(planned).sum())
                 if done < len(planned) or (name, task) in unmeasured:
@@ -342,7 +345,7 @@ def claim_data(store: Store, reproduction: Reproduction) -> dict[str, ClaimData]
                         f"{name} on {task}: {done} of {len(planned)} runs finished" if done < len(planned)
                         else unmeasured[name, task])
                     chosen = chosen[~chosen["trial_key"].isin(planned)]
-            if chosen["status"].isin(("complete", "diverged")).any():
+            if chosen["status"].isin(RESULT_STATUSES).any():
                 arms_results[name] = build_results(chosen, curves[curves["trial_id"].isin(chosen["id"])])
         untrained = {arm: {**reasons.get("scratch" if spec_arm.own_lr else setting, {}), **unfinished.get(arm, {})}
                      for arm, spec_arm in reproduction.arms().items()}

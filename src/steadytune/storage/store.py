@@ -8,11 +8,8 @@ Durability rules, all kept here:
 - A trial's status becomes terminal (complete, diverged, stopped, failed) in the same transaction that
   writes its last curve rows, so a trial marked `complete` always has all of its rows, and a crash
   leaves it `running`: visible, never counted as a result, and re-run by a resumed study.
-- Before a driver runs a trial it *claims* it: a row in `claims` with an expiry. The claim is taken in
-  the same transaction that checks the trial has no result yet, so two drivers never run one trial,
-  and it is dropped in the transaction that records the result. A live driver renews its claims (a
-  heartbeat thread, `Lease`); a killed one's claims expire and its trials are taken up by others, at once
-  when the killed driver ran on the same host (its process is gone).
+- Before a driver runs a trial it *claims* it (studies/claims.py: the protocol, leases and owners); the claim
+  is dropped here, in the transaction that records the trial's result.
 - Read-only commands open the file read-only (`readonly=True`): no WAL switch, no schema write, so a
   store on a read-only mount or in a folder one may not write can still be read.
 - SQLite errors (read-only file, disk full, a damaged file) become one-line `StoreError`s that say
@@ -26,11 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import sqlite3
-import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError
-from ..training.records import TERMINAL_STATUSES, CurvePoint, TrialOutcome
+from ..training.layout import StoreFiles
+from ..training.records import RESULT_STATUSES, TERMINAL_STATUSES, CurvePoint, TrialOutcome, TrialStatus
 from .connections import (
     TYPES,
     PostgresConnection,
@@ -72,8 +67,7 @@ CREATE TABLE IF NOT EXISTS trials (
     do_seed INTEGER NOT NULL,
     dropout_seed INTEGER NOT NULL,
     config_json {text} NOT NULL,
-    status {text} NOT NULL CHECK (status IN ('running', 'complete', 'diverged', 'stopped', 'failed',
-                                             'forecast-stopped')),
+    status {text} NOT NULL CHECK (status IN ({statuses})),
     started_at {real} NOT NULL,
     finished_at {real},
     wall_seconds {real},
@@ -150,14 +144,12 @@ CREATE TABLE IF NOT EXISTS claims (
 
 def schema_sql(dialect: str) -> str:
     """The schema's statements in one database's column types."""
-    return SCHEMA.format(**TYPES[dialect])
+    return SCHEMA.format(**TYPES[dialect], statuses=", ".join(f"'{status}'" for status in TrialStatus))
 
 
 # Columns added after the first release; older stores get them when opened for writing.
 ADDED_TRIAL_COLUMNS = {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT"}
 TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables are created on first write
-# How long a claim lives without a heartbeat; a live driver renews it every third of that.
-LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
 
 CACHE_RECORD = "tokenization-cache:"  # the prefix of cache entries' names in the files table
 
@@ -239,6 +231,11 @@ class Store:
             self._conn = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
+
+    @property
+    def layout(self) -> StoreFiles:
+        """Where the files beside this store live (states, snapshots, saved encoders)."""
+        return StoreFiles(self.path)
 
     def share_password_with_workers(self) -> None:
         """Local worker processes inherit this process's environment: give them the URL's password as libpq's
@@ -333,8 +330,9 @@ class Store:
         return describe_sqlite_error(self.path, err, doing)
 
     @contextmanager
-    def _transaction(self, doing: str = "writing") -> Iterator[SqliteConnection | PostgresConnection]:
-        """One writing transaction: writers queue for the lock up front, and a failure rolls everything back."""
+    def transaction(self, doing: str = "writing") -> Iterator[SqliteConnection | PostgresConnection]:
+        """One writing transaction: writers queue for the lock up front, and a failure rolls everything back. Public
+        for the modules that own a table's logic (studies/claims.py); `doing` names the work in an error."""
         conn = self._conn
         try:
             conn.begin_write()
@@ -349,9 +347,10 @@ class Store:
             raise StoreError(self._describe(err, doing)) from None
 
     @contextmanager
-    def _reading(self) -> Iterator[None]:
+    def reading(self) -> Iterator[SqliteConnection | PostgresConnection]:
+        """The connection, for reads: a database error becomes one StoreError line."""
         try:
-            yield
+            yield self._conn
         except (*self._conn.errors, pd.errors.DatabaseError) as err:
             raise StoreError(self._describe(err, "reading")) from None
 
@@ -364,7 +363,7 @@ class Store:
     # --- studies -------------------------------------------------------------------------------
     def study_id(self, name: str, spec: dict) -> int:
         """Id of the study with this name, created on first use."""
-        with self._transaction("creating a study") as db:
+        with self.transaction("creating a study") as db:
             row = db.execute("SELECT id FROM studies WHERE name = ?", (name,)).fetchone()
             if row:
                 return row[0]
@@ -372,22 +371,22 @@ class Store:
                               (name, json.dumps(spec, sort_keys=True), time.time())).fetchone()[0]
 
     def study_names(self) -> dict[int, str]:
-        with self._reading():
+        with self.reading():
             return dict(self._conn.execute("SELECT id, name FROM studies").fetchall())
 
     # --- trials --------------------------------------------------------------------------------
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
         """A trial about to train: status 'running' until finish_trial."""
-        with self._transaction("starting a trial") as db:
+        with self.transaction("starting a trial") as db:
             return self._insert_trial(db, config, trial_key, dropout_seed, study_id, time.time())
 
     def record_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None,
                      outcome: TrialOutcome, points: Iterable[CurvePoint], started_at: float | None = None) -> int:
         """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
         (interrupted, failed or stopped early), so a trial never appears twice; its claim is dropped with it."""
-        with self._transaction("recording a trial") as db:
-            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND status IN ('running', 'failed',"
-                       " 'stopped')", (trial_key, study_id))
+        with self.transaction("recording a trial") as db:
+            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND status IN (?, ?, ?)",
+                       (trial_key, study_id, TrialStatus.RUNNING, TrialStatus.FAILED, TrialStatus.STOPPED))
             trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id,
                                           time.time() if started_at is None else started_at)
             self._finish(db, trial_id, outcome, points)
@@ -398,18 +397,18 @@ class Store:
                       study_id: int | None, started_at: float) -> int:
         return db.execute(
             "INSERT INTO trials (study_id, trial_key, task, model, recipe, wi_seed, do_seed, dropout_seed,"
-            " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) RETURNING id",
+            " config_json, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (study_id, trial_key, config["task"], config["model"], config.get("recipe"), config["wi_seed"],
-             config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), started_at),
+             config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), TrialStatus.RUNNING, started_at),
         ).fetchone()[0]
 
     def add_points(self, trial_id: int, points: Iterable[CurvePoint]) -> None:
-        with self._transaction("writing curve points") as db:
+        with self.transaction("writing curve points") as db:
             self._insert_points(db, trial_id, points)
 
     def finish_trial(self, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint] = ()) -> None:
         """Write the last curve rows and the terminal status atomically."""
-        with self._transaction("finishing a trial") as db:
+        with self.transaction("finishing a trial") as db:
             self._finish(db, trial_id, outcome, points)
 
     def _finish(self, db: Connection, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint]) -> None:
@@ -425,7 +424,7 @@ class Store:
             "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
             " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
             " best_metrics_json=?, error=?, threads=?, device=?, data_hash=? WHERE id=?",
-            (outcome.status, time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
+            (str(outcome.status), time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
              outcome.metric, outcome.final_metrics.get(outcome.metric), outcome.best_metrics.get(outcome.metric),
              outcome.best_step, outcome.baseline_metric, json.dumps(outcome.final_metrics),
              json.dumps(outcome.best_metrics), outcome.error, outcome.threads, outcome.device, outcome.data_hash,
@@ -442,7 +441,7 @@ class Store:
                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, split, point) DO UPDATE SET"
                        " step = excluded.step, dtype = excluded.dtype, count = excluded.count, data = excluded.data",
                        rows)
-        if outcome.status != "stopped":  # a stopped trial stays claimed until its continuation is recorded
+        if outcome.status != TrialStatus.STOPPED:  # a stopped trial stays claimed until its continuation is recorded
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
 
@@ -450,7 +449,7 @@ class Store:
     def _with_curve_metrics(db: Connection, trial_id: int, outcome: TrialOutcome) -> TrialOutcome:
         """The outcome with its best and final evaluations read from the trial's stored curve: a resumed trial's
         worker took them from a state file, and what the store can recompute it never takes from a file."""
-        if outcome.status not in ("complete", "stopped", "diverged") or not outcome.metric:
+        if outcome.status not in (*RESULT_STATUSES, TrialStatus.STOPPED) or not outcome.metric:
             return outcome
         rows = db.execute("SELECT step, split, metric, value FROM curves WHERE trial_id = ? AND split IN ('dev', "
                           "'test') ORDER BY step", (trial_id,)).fetchall()
@@ -459,7 +458,7 @@ class Store:
             return outcome
         best_step, best_metrics = best
         return replace(outcome, best_step=best_step, best_metrics=best_metrics,
-                       final_metrics=final[1] if outcome.status != "diverged" else {})
+                       final_metrics=final[1] if outcome.status != TrialStatus.DIVERGED else {})
 
     @staticmethod
     def _record_files(db: Connection, files: list[tuple[str, str]]) -> None:
@@ -476,12 +475,12 @@ class Store:
     def record_files(self, files: Iterable[tuple[Path | str, str]]) -> None:
         """Record (path, sha256) of files just written beside the store (an autosaved state)."""
         named = [(self.file_name(path), sha256) for path, sha256 in files]
-        with self._transaction("recording file hashes") as db:
+        with self.transaction("recording file hashes") as db:
             self._record_files(db, named)
 
     def recorded_hash(self, path: Path | str) -> str | None:
         """The sha256 the store recorded when the file was written; None if it recorded none."""
-        with self._reading():
+        with self.reading():
             if "files" not in self._conn.tables():
                 return None
             row = self._conn.execute("SELECT sha256 FROM files WHERE name = ?", (self.file_name(path),)).fetchone()
@@ -489,7 +488,7 @@ class Store:
 
     def cache_records(self) -> dict[str, str]:
         """Tokenization cache entry name -> the checksum recorded when a trial of this store first used it."""
-        with self._reading():
+        with self.reading():
             if "files" not in self._conn.tables():
                 return {}
             rows = self._conn.execute("SELECT name, sha256 FROM files WHERE name LIKE ?", (CACHE_RECORD + "%",))
@@ -497,7 +496,7 @@ class Store:
 
     def files_recorded_since(self) -> float:
         """When this store began recording its files' hashes: trials started before wrote theirs unrecorded."""
-        with self._reading():
+        with self.reading():
             if "store_meta" not in self._conn.tables():
                 return float("inf")
             row = self._conn.execute("SELECT value FROM store_meta WHERE key = 'files_recorded_since'").fetchone()
@@ -515,7 +514,7 @@ class Store:
 
     def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
         """The newest attempt of a trial in a study (None: the trials run outside any study)."""
-        with self._reading():
+        with self.reading():
             cursor = self._conn.execute("SELECT * FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ?"
                                         " ORDER BY id DESC"
                                       " LIMIT 1", (trial_key, study_id))
@@ -524,7 +523,7 @@ class Store:
 
     def dev_score_at(self, trial_id: int, step: int) -> float | None:
         """The trial's primary dev metric at its latest evaluation at or before `step`."""
-        with self._reading():
+        with self.reading():
             row = self._conn.execute("SELECT c.value FROM curves c JOIN trials t ON t.id = c.trial_id WHERE"
                                    " c.trial_id = ? AND c.split = 'dev' AND c.metric = t.metric AND c.step <= ?"
                                    " ORDER BY c.step DESC LIMIT 1", (trial_id, step)).fetchone()
@@ -536,7 +535,7 @@ class Store:
         return json.loads(row["config_json"]), row["trial_key"], row["status"]
 
     def trial_row(self, trial_id: int) -> dict:
-        with self._reading():
+        with self.reading():
             cursor = self._conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,))
             row = cursor.fetchone()
         if row is None:
@@ -557,10 +556,10 @@ class Store:
 
     def thread_counts(self, study_id: int | None) -> dict[int, int]:
         """Torch thread counts of the study's finished trials, with how many trials ran with each."""
-        with self._reading():
+        with self.reading():
             rows = self._conn.execute("SELECT threads, count(*) FROM trials WHERE study_id IS NOT DISTINCT FROM ? AND threads IS NOT NULL"
-                                    " AND status IN ('complete', 'diverged', 'stopped') GROUP BY threads",
-                                    (study_id,)).fetchall()
+                                    " AND status IN (?, ?, ?) GROUP BY threads",
+                                    (study_id, *RESULT_STATUSES, TrialStatus.STOPPED)).fetchall()
         return dict(rows)
 
     def forecast_stop(self, trial_id: int, note: str) -> None:
@@ -569,9 +568,9 @@ class Store:
         if not self.holds_forecast_stops():
             raise StoreError(f"{self.label} was created before forecast-stopped trials existed; run --policy replace "
                              f"on a new store")
-        with self._transaction("recording a forecast stop") as db:
-            db.execute("UPDATE trials SET status = 'forecast-stopped', error = ? WHERE id = ? AND status = 'stopped'",
-                       (note, trial_id))
+        with self.transaction("recording a forecast stop") as db:
+            db.execute("UPDATE trials SET status = ?, error = ? WHERE id = ? AND status = ?",
+                       (TrialStatus.FORECAST_STOPPED, note, trial_id, TrialStatus.STOPPED))
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
 
@@ -580,50 +579,14 @@ class Store:
         query = ("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'trials'::regclass AND contype"
                  " = 'c'" if self._url is not None else "SELECT sql FROM sqlite_master WHERE type = 'table' AND name ="
                  " 'trials'")
-        with self._reading():
+        with self.reading():
             rows = self._conn.execute(query).fetchall()
-        return any("forecast-stopped" in row[0] for row in rows)
-
-    # --- claims --------------------------------------------------------------------------------
-    def claim(self, trial_key: str, study_id: int | None, owner: str, done_statuses: Iterable[str],
-              lease_seconds: float = LEASE_SECONDS) -> str:
-        """Take the trial for `owner` unless its latest attempt already has one of `done_statuses`.
-
-        Returns 'claimed', 'done', or 'busy' (another live driver holds it). Checked and taken in one
-        transaction, so of two drivers asking at once exactly one gets it.
-        """
-        done = tuple(done_statuses)
-        scope = study_id or 0
-        with self._transaction("claiming a trial") as db:
-            row = db.execute("SELECT status FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ?"
-                             " ORDER BY id DESC LIMIT 1", (trial_key, study_id)).fetchone()
-            if row is not None and row[0] in done:
-                return "done"
-            holder = db.execute("SELECT owner, expires_at FROM claims WHERE trial_key = ? AND scope = ?",
-                                (trial_key, scope)).fetchone()
-            if holder is not None and holder[0] != owner and holder[1] > time.time() and not _is_gone(holder[0]):
-                return "busy"
-            db.execute("INSERT INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT"
-                       " (trial_key, scope) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
-                       (trial_key, scope, owner, time.time() + lease_seconds))
-            return "claimed"
-
-    def claim_holder(self, trial_key: str, study_id: int | None) -> str | None:
-        """Who holds a live claim on the trial, if anyone."""
-        with self._reading():
-            row = self._conn.execute("SELECT owner FROM claims WHERE trial_key = ? AND scope = ? AND expires_at > ?",
-                                   (trial_key, study_id or 0, time.time())).fetchone()
-        return row[0] if row else None
-
-    def release_claims(self, owner: str) -> None:
-        """Drop every claim of `owner` (a driver that stops early), so others can run those trials at once."""
-        with self._transaction("releasing claims") as db:
-            db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+        return any(TrialStatus.FORECAST_STOPPED in row[0] for row in rows)
 
     # --- landscapes ----------------------------------------------------------------------------
     def landscape(self, key: str, kind: str, spec: dict) -> int:
         """The id of the landscape with this key, created on first use."""
-        with self._transaction("creating a landscape") as db:
+        with self.transaction("creating a landscape") as db:
             db.execute("INSERT INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)"
                        " ON CONFLICT (key) DO NOTHING",
                        (key, kind, json.dumps(spec, sort_keys=True), time.time()))
@@ -631,13 +594,13 @@ class Store:
 
     def find_landscape(self, key: str) -> int | None:
         """The id of the landscape with this key, or None; reads only."""
-        with self._reading():
+        with self.reading():
             row = self._conn.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def landscape_specs(self, kind: str) -> list[tuple[int, dict]]:
         """(id, spec) of every landscape of a kind, oldest first; a spec that is not a JSON object is left out."""
-        with self._reading():
+        with self.reading():
             rows = self._conn.execute("SELECT id, spec_json FROM landscapes WHERE kind = ? ORDER BY id",
                                       (kind,)).fetchall()
         specs = []
@@ -651,7 +614,7 @@ class Store:
         return specs
 
     def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
-        with self._transaction("writing landscape cells") as db:
+        with self.transaction("writing landscape cells") as db:
             db.executemany("INSERT INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (landscape_id, i, j, name) DO UPDATE SET"
                            " a = excluded.a, b = excluded.b, value = excluded.value",
@@ -660,7 +623,7 @@ class Store:
 
     def landscape_cells(self, landscape_id: int) -> pd.DataFrame:
         """One row per finished cell: i, j, a, b and one column per stored value."""
-        with self._reading():
+        with self.reading():
             frame = self._frame("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
                                 (landscape_id,))
         if frame.empty:
@@ -672,7 +635,7 @@ class Store:
     # --- reading -------------------------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
-        with self._reading():
+        with self.reading():
             frame = self._frame("SELECT * FROM trials ORDER BY id")
         for column in ADDED_TRIAL_COLUMNS:  # an older store opened read-only
             if column not in frame:
@@ -690,7 +653,7 @@ class Store:
         if trial_ids is not None:
             params = tuple(int(t) for t in trial_ids)
             query += f" WHERE trial_id IN ({','.join('?' * len(params))})"
-        with self._reading():
+        with self.reading():
             if "predictions" not in self._conn.tables():
                 rows = []
             else:
@@ -714,64 +677,12 @@ class Store:
             ids = tuple(trial_ids)
             query += f" WHERE trial_id IN ({','.join('?' * len(ids))})"
             params = ids
-        with self._reading():
+        with self.reading():
             return self._frame(query + " ORDER BY trial_id, split, metric, step", params)
 
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
-
-
-def new_owner() -> str:
-    """A driver's identity in `claims`: unique, and readable in messages (host and pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _is_gone(owner: str) -> bool:
-    """Whether a claim's owner is a process of this host that no longer exists (killed, say): its claims need not
-    wait out their lease. Owners on other hosts, and live processes, are not gone."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, as another user's
-        pass
-    return False
-
-
-class Lease:
-    """Keeps `owner`'s claims alive from a background thread while a driver works (its own connection:
-    connections stay in their thread). When the process dies the heartbeat stops with it, and the
-    claims expire after `lease_seconds`."""
-
-    def __init__(self, store: Store, owner: str, lease_seconds: float = LEASE_SECONDS):
-        self.store, self.owner, self.lease_seconds = store, owner, lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="steadytune-lease", daemon=True)
-
-    def __enter__(self) -> Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 3):
-            try:
-                conn = self.store.connect()
-                try:
-                    conn.execute("UPDATE claims SET expires_at = ? WHERE owner = ?",
-                                 (time.time() + self.lease_seconds, self.owner))
-                finally:
-                    conn.close()
-            except Exception:  # noqa: BLE001 - any database error: the next beat tries again
-                pass  # a claim that lapses meanwhile is only re-run, never lost
 
 
 def export(store: Store, what: str, fmt: str, out: Path) -> int:

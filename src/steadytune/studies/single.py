@@ -1,7 +1,7 @@
-"""One trial claimed, run and recorded: the `train` command (a study's trials go through studies.study).
+"""One trial claimed, run and recorded: the `train` command (a study's trials go through studies.runner).
 
-The trial is claimed in the store before it trains, as a study's are (storage.store: claims and leases), so a
-config already finished is reused and one that another process runs is refused.
+The trial is claimed in the store before it trains, as a study's are (claims.py), so a config already finished is
+reused and one that another process runs is refused.
 """
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 from ..config import RunOptions, TrialConfig
 from ..errors import ConfigError, Interrupted, StoreError, TrialError
-from ..storage.store import Lease, Store, new_owner
-from ..training.records import CurvePoint, TrialOutcome
-from ..training.trial import ProgressCallback, Trial, model_artifact_dir
+from ..storage.store import Store
+from ..training.records import RESULT_STATUSES, CurvePoint, TrialOutcome, TrialStatus
+from ..training.trial import ProgressCallback, Trial
+from .claims import Claim, Claims
 from .trackers import trial_trackers
 
 
@@ -32,36 +33,33 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
     trial = Trial(config, options, store.path, store.cache_records())
     if on_prepared is not None:
         on_prepared(trial)
-    key, owner = config.trial_key(), new_owner()
+    key, claims = config.trial_key(), Claims(store, study_id)
     wants_files = options.save_model or options.save_checkpoints > 0 or options.keep_weights
-    claimed = store.claim(key, study_id, owner, () if wants_files else ("complete", "diverged"))
-    if claimed == "done":
+    claimed = claims.take(key, () if wants_files else RESULT_STATUSES)
+    if claimed is Claim.DONE:
         row = store.latest_trial(key, study_id)
         return row["id"], store.outcome(row["id"]), True
-    if claimed == "busy":
+    if claimed is Claim.BUSY:
         raise StoreError(f"{store.label}: this trial (key {key}) is being run by another process "
-                         f"({store.claim_holder(key, study_id)}); its result will appear in the store")
-    try:
-        with Lease(store, owner):
-            trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
-            trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
+                         f"({claims.holder(key)}); its result will appear in the store")
+    with claims:
+        trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
+        trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
 
-            def reached(points: list[CurvePoint]) -> None:
-                store.add_points(trial_id, points)
-                trackers.log(points)
+        def reached(points: list[CurvePoint]) -> None:
+            store.add_points(trial_id, points)
+            trackers.log(points)
 
-            try:
-                outcome, pending = trial.run(reached, progress)
-                if options.save_model and outcome.status == "complete":
-                    trial.save_encoder(model_artifact_dir(store.path, trial_id))
-            except BaseException as err:
-                trackers.finish(trial.failed_outcome(err))
-                raise _recorded_failure(store, trial, trial_id, err) from None
-            store.finish_trial(trial_id, outcome, pending)
-            trackers.log(pending)
-            trackers.finish(outcome)
-    finally:
-        store.release_claims(owner)
+        try:
+            outcome, pending = trial.run(reached, progress)
+            if options.save_model and outcome.status == TrialStatus.COMPLETE:
+                trial.save_encoder(store.layout.model(trial_id))
+        except BaseException as err:
+            trackers.finish(trial.failed_outcome(err))
+            raise _recorded_failure(store, trial, trial_id, err) from None
+        store.finish_trial(trial_id, outcome, pending)
+        trackers.log(pending)
+        trackers.finish(outcome)
     return trial_id, outcome, False
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from ..config import TrackerSpec, parse_track
-from ..storage.store import TERMINAL_STATUSES, CurvePoint, Store, StoreError, TrialOutcome
+from ..storage.store import Store, StoreError
+from ..training.records import TERMINAL_STATUSES, CurvePoint, TrialOutcome, TrialStatus
 
 DEFAULT_TENSORBOARD_DIR = "tensorboard"
 TRIAL_KEY_TAG = "steadytune.trial_key"
@@ -93,11 +94,11 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
 
     def finish(self, outcome: TrialOutcome, end_time_ms: int | None = None) -> None:
-        self.client.set_tag(self.run_id, "steadytune.status", outcome.status)
+        self.client.set_tag(self.run_id, "steadytune.status", str(outcome.status))
         if outcome.error:
             self.client.set_tag(self.run_id, "steadytune.error", outcome.error[:5000])
-        status = {"complete": "FINISHED", "diverged": "FINISHED", "stopped": "FINISHED",
-                  "forecast-stopped": "KILLED"}.get(outcome.status, "FAILED")
+        status = {TrialStatus.COMPLETE: "FINISHED", TrialStatus.DIVERGED: "FINISHED", TrialStatus.STOPPED: "FINISHED",
+                  TrialStatus.FORECAST_STOPPED: "KILLED"}.get(outcome.status, "FAILED")
         self.client.set_terminated(self.run_id, status, end_time=end_time_ms)
 
 

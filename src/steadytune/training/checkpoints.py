@@ -29,13 +29,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import CheckpointError
+from .layout import unrecorded
+
 _FILE = re.compile(r"step-(\d+)\.safetensors")
-_TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
 HASH_KEY = "sha256"
 
-
-class CheckpointError(FileNotFoundError):
-    """Snapshots are missing or damaged, or cannot be written; the message is one line."""
 
 
 def checkpoint_steps(total_steps: int, count: int) -> list[int]:
@@ -43,13 +42,6 @@ def checkpoint_steps(total_steps: int, count: int) -> list[int]:
     if count < 2:
         return []
     return sorted({int(s) for s in np.rint(np.linspace(0, total_steps, count))})
-
-
-def checkpoint_dir(store_path: Path, trial_key: str) -> Path:
-    # The key may come from a store file, which is untrusted input: it must not be able to name another path.
-    if not isinstance(trial_key, str) or not _TRIAL_KEY.fullmatch(trial_key):
-        raise CheckpointError(f"{store_path}: {trial_key!r} is not a trial key (16 hex digits); the store may be damaged")
-    return store_path.parent / f"{store_path.stem}-checkpoints" / trial_key
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
@@ -83,29 +75,6 @@ def save_checkpoint(model: nn.Module, folder: Path, step: int, trial_key: str, t
         raise CheckpointError(f"cannot write snapshot {path} ({reason}); the snapshots written before it are "
                               f"kept") from None
     return path
-
-
-def file_sha256(path: Path | str) -> str:
-    """sha256 of a file's bytes: what the store records of each file written beside it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def unrecorded(path: Path, recorded: str | None, what: str) -> str | None:
-    """Why a file beside a store (a `what`: snapshot, state) is not the one the store recorded when it was written;
-    None when its bytes are. Every reader of such a file asks this before trusting it."""
-    if recorded is None:
-        return f"{path}: the store holds no record of this {what} (not written by a run the store recorded)"
-    try:
-        actual = file_sha256(path)
-    except OSError as err:
-        return f"{path}: cannot read the {what} ({_reason(err)})"
-    if actual != recorded:
-        return f"{path}: {what} differs from the one the store recorded when it was written (changed or replaced)"
-    return None
 
 
 def check_recorded(path: Path, recorded: str | None, legacy: bool) -> None:

@@ -28,11 +28,12 @@ from ..stabilizers.llrd import parameter_groups
 from ..tagging.encoding import collate_tags
 from ..tagging.heads import tag_share, tagging_forward
 from . import ordering
-from .checkpoints import checkpoint_dir, checkpoint_steps, file_sha256, save_checkpoint
+from .checkpoints import checkpoint_steps, save_checkpoint
 from .diagnostics import PoolerProbe, gradient_norms, part_parameters, prediction_summary
 from .evaluation import evaluate_with_predictions
 from .inputs import TrialInputs, prepare_inputs
-from .records import CurvePoint, Predictions, TrialOutcome
+from .layout import StoreFiles, file_sha256
+from .records import CurvePoint, Predictions, TrialOutcome, TrialStatus
 from .state_file import StateFileError, load_state_file, save_state_file
 
 # (step, total steps, latest values to show) -> None; called after every optimizer step.
@@ -145,7 +146,7 @@ class Trial:
         if self.checkpoint_at and store_path is None:
             raise StoreError("snapshots (--save-checkpoints, --keep-weights) live beside the store, so a trial that "
                              "keeps them needs one")
-        self.checkpoint_folder = checkpoint_dir(store_path, config.trial_key()) if self.checkpoint_at else None
+        self.checkpoint_folder = StoreFiles(store_path).snapshots(config.trial_key()) if self.checkpoint_at else None
         for method in self.stabilizers:
             method.begin(self.model, self.total_steps)
         self.diagnosed_parts = part_parameters(self.model) if options.log_grads_every else {}
@@ -187,7 +188,7 @@ class Trial:
         self.state.observe(step, tracked, predictions)
         return points
 
-    def predictions(self, status: str) -> tuple[Predictions, ...]:
+    def predictions(self, status: TrialStatus) -> tuple[Predictions, ...]:
         """Per-example predictions of the final evaluation (none for a diverged trial) and of the best one, with
         the gold labels, for every evaluated split."""
         splits = {"dev": self.inputs.dev, "test": self.inputs.test}
@@ -197,7 +198,7 @@ class Trial:
                 continue
             found.append(Predictions(split, "gold", None, np.asarray(data.labels)))
             found.append(Predictions(split, "best", self.state.best_step, self.state.best_predictions[split]))
-            if status != "diverged" and split in self.state.last_predictions:
+            if status != TrialStatus.DIVERGED and split in self.state.last_predictions:
                 found.append(Predictions(split, "final", self.state.last_step, self.state.last_predictions[split]))
         return tuple(found)
 
@@ -264,10 +265,11 @@ class Trial:
 
     def outcome(self) -> TrialOutcome:
         """Where the trial stands: diverged, complete, or stopped before its end."""
-        status = "diverged" if self.diverged else "complete" if self.finished else "stopped"
+        status = (TrialStatus.DIVERGED if self.diverged else TrialStatus.COMPLETE if self.finished
+                  else TrialStatus.STOPPED)
         return TrialOutcome(
             status=status, steps_done=self.step, total_steps=self.total_steps, metric=self.task.metric,
-            final_metrics=self.state.last_metrics if status != "diverged" else {},
+            final_metrics=self.state.last_metrics if status != TrialStatus.DIVERGED else {},
             best_metrics=self.state.best_metrics, best_step=self.state.best_step,
             baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, predictions=self.predictions(status),
             **self.provenance())
@@ -281,10 +283,8 @@ class Trial:
     def failed_outcome(self, error: BaseException | str) -> TrialOutcome:
         """A `failed` outcome at the step the trial reached."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        return TrialOutcome(status="failed", steps_done=self.step, total_steps=self.total_steps,
-                            metric=self.task.metric, final_metrics={}, best_metrics={}, best_step=None,
-                            baseline_metric=self.baseline_metric, wall_seconds=self.elapsed, error=text,
-                            **self.provenance())
+        return TrialOutcome.failed(text, self.task.metric, self.step, self.total_steps, self.baseline_metric,
+                                   self.elapsed, **self.provenance())
 
     def _train_until(self, limit: int, flush: FlushCallback, progress: ProgressCallback | None) -> list[CurvePoint]:
         c, lengths, pending = self.config, self.inputs.train.lengths, []
@@ -462,11 +462,6 @@ def _prediction_arrays(saved: dict, inputs: TrialInputs) -> dict[str, np.ndarray
     return arrays
 
 
-def model_artifact_dir(store_path: Path, trial_id: int) -> Path:
-    """Where --save-model puts a trial's fine-tuned encoder: beside the store, by trial id."""
-    return store_path.parent / f"{store_path.stem}-models" / f"trial-{trial_id}"
-
-
 def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | None:
     """--init-from takes a trial id of the store (saved with --save-model) or a model folder."""
     if init_from is None:
@@ -479,7 +474,7 @@ def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | N
         return str(folder)
     if store_path is None:
         raise StoreError(f"--init-from {init_from} names a trial, which needs the store it is in")
-    folder = model_artifact_dir(store_path, int(init_from))
+    folder = StoreFiles(store_path).model(int(init_from))
     if not (folder / "config.json").exists():
         raise StoreError(f"--init-from {init_from}: trial {init_from} of {store_path} has no saved encoder "
                          f"(run it with --save-model); looked in {folder}")

@@ -112,11 +112,19 @@ def rows(store: Path, query: str = "SELECT trial_key, status, error FROM trials 
         db.close()
 
 
+def torch_loaded(pid: int) -> bool:
+    try:
+        return b"libtorch" in Path(f"/proc/{pid}/maps").read_bytes()
+    except OSError:
+        return False
+
+
 def busy_workers(driver: subprocess.Popen, count: int) -> list[int]:
-    """Wait until `count` workers are up and have been training for a moment."""
+    """Wait until `count` workers are up and past importing torch: each holds its job by then (the driver hands it
+    over as it starts the worker), so a worker killed now dies with its trial."""
     pids = wait_for(lambda: len(workers_of(driver.pid)) >= count and workers_of(driver.pid), 120,
                     f"{count} workers")
-    time.sleep(4)  # past start-up, into the trials
+    wait_for(lambda: all(torch_loaded(pid) for pid in pids[:count]), 240, "the workers to import torch")
     return pids
 
 
@@ -124,7 +132,7 @@ def test_workers_of_a_driver_killed_while_they_import_exit_within_seconds(tiny_b
     args = study_args(tiny_bert_dir, glue_dir, tmp_path, 600, "1-2", "--workers", "2")
     driver = start(args, tmp_path, "study")
     pids = wait_for(lambda: len(workers_of(driver.pid)) >= 2 and workers_of(driver.pid), 120, "2 workers")
-    importing = [pid for pid in pids if b"libtorch" not in Path(f"/proc/{pid}/maps").read_bytes()]
+    importing = [pid for pid in pids if not torch_loaded(pid)]
     os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its workers are left behind
     driver.wait()
     assert importing, "the workers had finished importing torch before the driver was killed"
@@ -180,8 +188,7 @@ def test_ctrl_c_or_sigterm_in_train_records_the_trial_and_says_so(how, tiny_bert
             "--batch-size", "8", "--max-length", "48", "--max-steps", "100000", "--evals-per-epoch", "0",
             "--store", str(tmp_path / "runs.db"), "--cache-dir", str(tmp_path / "cache")]
     trainer = start(args, tmp_path, "train")
-    wait_for(lambda: rows(tmp_path / "runs.db"), 120, "the trial to start")
-    time.sleep(2)
+    wait_for(lambda: rows(tmp_path / "runs.db"), 120, "the trial to start")  # its row exists once it trains
     if how == "ctrl-c":
         os.killpg(trainer.pid, signal.SIGINT)
     else:
@@ -242,8 +249,10 @@ def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert
 
     states = tmp_path / "killed-states"
     driver = start(args("killed.db"), tmp_path, "first")
-    # Killed soon after its first autosave: 200 steps once ran out within a 1.5 s wait on an idle machine.
-    wait_for(lambda: any(states.glob("*.safetensors")) and time.sleep(0.5) is None, 240, "an autosaved state")
+    # Killed as soon as its first autosave is recorded in the store (a state the store never recorded is refused).
+    recorded = "SELECT count(*) FROM files WHERE name LIKE '%states%'"
+    wait_for(lambda: (rows(tmp_path / "killed.db", recorded) or [(0,)])[0][0], 240,
+             "an autosaved state recorded in the store")
     os.killpg(driver.pid, signal.SIGKILL)  # preempted mid-trial
     driver.wait()
     assert rows(tmp_path / "killed.db", "SELECT COUNT(*) FROM trials")[0][0] == 0  # nothing was recorded

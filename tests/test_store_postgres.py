@@ -149,7 +149,7 @@ def test_a_password_in_the_url_never_travels_with_a_job(postgres_url, tiny_bert_
     with Store(secret_url) as store:
         spec = StudySpec(name="secret", tasks=["rte"], config={"model": str(tiny_bert_dir), "glue_dir": str(glue_dir)})
         runner = StudyRunner(spec, store, RunOptions(checkpoint_every=1.0), Executor(workers=2))
-        job = runner._job(runner.trials[0])
+        job = runner.job(runner.trials[0])
         assert "s3cret" not in repr(job) and job.store_location == store.worker_location
         assert os.environ["PGPASSWORD"] == "s3cret"  # what spawned workers inherit
         with Store(job.store_location) as worker_side:  # what a worker opens

@@ -112,9 +112,8 @@ class PackedTrial:
         member_states = [member.optimizer.state_dict()["state"] for member in members]
         scheduler_state = first.scheduler.state_dict()
         self.model = PackedClassifier([member.model for member in members]).to(self.device)
-        for member in members:  # their weights live in the pack now: drop every reference to the single ones
-            member.model = member.optimizer = member.scheduler = member.pooler_probe = None
-            member.diagnosed_parts = {}
+        for member in members:  # their weights live in the pack now
+            member.hand_over()
         self.decayed = [name for name in self.model.names if name not in excluded]
         self.part_rows = {part: [self.model.names.index(n) for n in names] for part, names in self.parts.items()}
         self.active = list(range(len(members)))
@@ -159,7 +158,7 @@ class PackedTrial:
         another pack."""
         slot = self.active.index(k)
         member = self.members[k]
-        member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
+        member.handed_back(member.elapsed, self.generators[k].get_state())
         weights = {name: self.model.weight(name)[slot].detach().clone() for name in self.model.names}
         model_state = {key: weights[key] if key in weights else self.buffers[key] for key in self.state_keys}
         packed = self.optimizer.state_dict()
@@ -199,9 +198,8 @@ class PackedTrial:
         before = [member.elapsed for member in self.members]
 
         def charge(k: int) -> None:
-            member = self.members[k]
-            member.elapsed = before[k] + (time.perf_counter() - started) / len(self.members)
-            member.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": self.generators[k].get_state()}
+            self.members[k].handed_back(before[k] + (time.perf_counter() - started) / len(self.members),
+                                        self.generators[k].get_state())
 
         pending: list[list[CurvePoint]] = [[] for _ in self.members]
         total = self.members[0].total_steps
@@ -266,35 +264,24 @@ class PackedTrial:
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads.values():
             g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
-        clipped = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(len(self.active), -1), dim=1)
-                                                         for g in grads.values()]), dim=0) if diagnose else None)
+        clipped = None
+        if diagnose:  # the total norm per seed after clipping
+            per_tensor = [torch.linalg.vector_norm(g.reshape(len(self.active), -1), dim=1) for g in grads.values()]
+            clipped = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         points_per_member = []
         for i, k in enumerate(self.active):
-            member = self.members[k]
-            member.step += 1
-            member.last_loss = losses[i]
-            epoch = member.step / member.per_epoch
-            grad_norm = float(total[i])
-            if not math.isfinite(losses[i]):
-                member.diverged = True
-                points_per_member.append([CurvePoint(member.step, epoch, "train", "loss", losses[i])])
-                continue
-            member.diverged = not math.isfinite(grad_norm)
-            points = [CurvePoint(member.step, epoch, "train", "loss", losses[i]),
-                      CurvePoint(member.step, epoch, "train", "grad_norm", grad_norm),
-                      CurvePoint(member.step, epoch, "train", "lr", lr)]
-            if diagnose:
+            grad_norm, diagnostics = float(total[i]), {}
+            if diagnose and math.isfinite(losses[i]):
                 rows = shapes[i][0]
                 pooled = out.pooled[i, :rows]
                 diagnostics = {**{name: float(value[i]) for name, value in parts.items()}, "grad.total": grad_norm,
                                "grad.total_clipped": float(clipped[i]),
                                "pooler_saturation": (pooled.abs() >= SATURATION_THRESHOLD).float().mean().item(),
                                **prediction_summary(out.logits[i, :rows], self.task.is_regression)}
-                points += [CurvePoint(member.step, epoch, "diag", name, value) for name, value in diagnostics.items()]
-            points_per_member.append(points)
+            points_per_member.append(self.members[k].record_step(losses[i], grad_norm, lr, diagnostics))
         return points_per_member
 
     @torch.inference_mode()
@@ -326,18 +313,7 @@ class PackedTrial:
                 metrics["loss"] = float(loss[i] / len(data))
                 results[k][split] = (metrics, predictions[i])
         self.model.train()
-        out_points = {}
-        for k, by_split in results.items():
-            member = self.members[k]
-            step, epoch = member.step, member.step / member.per_epoch
-            tracked = dict(by_split["dev"][0])
-            points = [CurvePoint(step, epoch, "dev", name, value) for name, value in by_split["dev"][0].items()]
-            if "test" in by_split:
-                points += [CurvePoint(step, epoch, "test", name, value) for name, value in by_split["test"][0].items()]
-                tracked.update({f"test_{name}": value for name, value in by_split["test"][0].items()})
-            member.state.observe(step, tracked, {split: preds for split, (_, preds) in by_split.items()})
-            out_points[k] = points
-        return out_points
+        return {k: self.members[k].record_evaluation(by_split) for k, by_split in results.items()}
 
     def _leave(self, finished: list[int]) -> None:
         """Take finished members out of the pack: their slices of the parameters and optimizer state go."""

@@ -44,18 +44,20 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
                          f"({claims.holder(key)}); its result will appear in the store")
     with claims:
         trial_id = store.start_trial(config.model_dump(mode="json"), key, config.effective_dropout_seed, study_id)
-        trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
+        trackers = None
+        try:  # from the moment the trial has a row, whatever stops it (Ctrl-C included) is recorded
+            trackers = trial_trackers(options.track, "steadytune", config.model_dump(mode="json"), key)
 
-        def reached(points: list[CurvePoint]) -> None:
-            store.add_points(trial_id, points)
-            trackers.log(points)
+            def reached(points: list[CurvePoint]) -> None:
+                store.add_points(trial_id, points)
+                trackers.log(points)
 
-        try:
             outcome, pending = trial.run(reached, progress)
             if options.save_model and outcome.status == TrialStatus.COMPLETE:
                 trial.save_encoder(store.layout.model(trial_id))
         except BaseException as err:
-            trackers.finish(trial.failed_outcome(err))
+            if trackers is not None:
+                trackers.finish(trial.failed_outcome(err))
             raise _recorded_failure(store, trial, trial_id, err) from None
         store.finish_trial(trial_id, outcome, pending)
         trackers.log(pending)

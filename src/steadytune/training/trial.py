@@ -165,27 +165,39 @@ class Trial:
             groups = method.change_groups(self.model, groups)
         return optimizer_and_schedule(c, groups, self.total_steps)
 
-    def _evaluate_all(self, step: int) -> list[CurvePoint]:
+    def _evaluate_all(self) -> list[CurvePoint]:
         """Evaluate dev (and the test half, if any); best-so-far is decided on dev alone."""
-        c, epoch = self.config, step / self.per_epoch
+        c = self.config
         model = self.int8_twin.refresh() if self.int8_twin else self.model
         with bf16_autocast(self.device, c.eval_precision == "bf16"):
-            dev, dev_predictions = evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
-                                                             self.device, self.pad_token_id)
-            points = [CurvePoint(step, epoch, "dev", name, value) for name, value in dev.items()]
+            scores = {"dev": evaluate_with_predictions(model, self.inputs.dev, self.task, c.eval_batch_size,
+                                                       self.device, self.pad_token_id)}
+            extra = []
             for method in self.stabilizers:
-                for suffix, extra in method.evaluated_models().items():
-                    scores, _ = evaluate_with_predictions(extra, self.inputs.dev, self.task, c.eval_batch_size,
-                                                          self.device, self.pad_token_id)
-                    points += [CurvePoint(step, epoch, "dev", f"{name}.{suffix}", value)
-                               for name, value in scores.items()]
-            tracked, predictions = dict(dev), {"dev": dev_predictions}
+                for suffix, extra_model in method.evaluated_models().items():
+                    metrics, _ = evaluate_with_predictions(extra_model, self.inputs.dev, self.task, c.eval_batch_size,
+                                                           self.device, self.pad_token_id)
+                    extra += [CurvePoint(self.step, self.step / self.per_epoch, "dev", f"{name}.{suffix}", value)
+                              for name, value in metrics.items()]
             if self.inputs.test is not None:
-                test, predictions["test"] = evaluate_with_predictions(model, self.inputs.test, self.task,
-                                                                      c.eval_batch_size, self.device, self.pad_token_id)
-                points += [CurvePoint(step, epoch, "test", name, value) for name, value in test.items()]
-                tracked.update({f"test_{name}": value for name, value in test.items()})
-        self.state.observe(step, tracked, predictions)
+                scores["test"] = evaluate_with_predictions(model, self.inputs.test, self.task, c.eval_batch_size,
+                                                           self.device, self.pad_token_id)
+        return self.record_evaluation(scores, extra)
+
+    def record_evaluation(self, scores: dict[str, tuple[dict[str, float], np.ndarray]],
+                          extra: list[CurvePoint] = ()) -> list[CurvePoint]:
+        """An evaluation at the current step, by this trial or by a pack it trains in: per split (dev, and test if
+        any), its metrics and per-example predictions. Returns its curve points (`extra`, other models' dev scores,
+        after dev's) and updates the best-so-far, which dev alone decides."""
+        epoch = self.step / self.per_epoch
+        dev, dev_predictions = scores["dev"]
+        points = [CurvePoint(self.step, epoch, "dev", name, value) for name, value in dev.items()] + list(extra)
+        tracked, predictions = dict(dev), {"dev": dev_predictions}
+        if "test" in scores:
+            test, predictions["test"] = scores["test"]
+            points += [CurvePoint(self.step, epoch, "test", name, value) for name, value in test.items()]
+            tracked.update({f"test_{name}": value for name, value in test.items()})
+        self.state.observe(self.step, tracked, predictions)
         return points
 
     def predictions(self, status: TrialStatus) -> tuple[Predictions, ...]:
@@ -298,7 +310,7 @@ class Trial:
                     break
                 self._checkpoint()
                 if self.step in self.eval_at:
-                    pending += self._evaluate_all(self.step)
+                    pending += self._evaluate_all()
                     flush(pending)
                     pending = []
                 if progress is not None:
@@ -351,25 +363,23 @@ class Trial:
                          for k, v in collate_tags(self.inputs.train, indices, self.pad_token_id).items()}
                 loss, logits = tagging_forward(self.model, batch)
             else:
-                batch = {k: v.to(self.device)
-                         for k, v in collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression).items()}
+                collated = collate(self.inputs.train, indices, self.pad_token_id, self.task.is_regression)
+                batch = {k: v.to(self.device) for k, v in collated.items()}
                 out = self.model(**batch)
                 loss, logits = out.loss, out.logits
-            self.last_loss = loss.item()  # the task's loss; a stabilizer may add terms to what is minimized
+            task_loss = loss.item()  # the task's loss; a stabilizer may add terms to what is minimized
             for method in self.stabilizers:
                 loss = method.change_loss(self.model, batch, loss, logits)
-        self.step += 1
-        epoch = self.step / self.per_epoch
-        if not math.isfinite(self.last_loss):
-            self.diverged = True
-            return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss)]
+        if not math.isfinite(task_loss):
+            return self.record_step(task_loss)
         loss.backward()
         diagnostics = gradient_norms(self.diagnosed_parts) if diagnose else {}
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.max_grad_norm if c.max_grad_norm else math.inf).item()
         if diagnose:
             clipped = [p.grad for p in self.model.parameters() if p.grad is not None]
-            diagnostics.update({"grad.total": grad_norm, "grad.total_clipped": torch.nn.utils.get_total_norm(clipped).item(),
+            diagnostics.update({"grad.total": grad_norm,
+                                "grad.total_clipped": torch.nn.utils.get_total_norm(clipped).item(),
                                 **self.pooler_probe.saturation(),
                                 **(tag_share(logits, batch["labels"]) if self.task.tagging
                                    else prediction_summary(logits, self.task.is_regression))})
@@ -379,11 +389,35 @@ class Trial:
             method.after_step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return self.record_step(task_loss, grad_norm, lr, diagnostics)
+
+    def record_step(self, loss: float, grad_norm: float = math.nan, lr: float = math.nan,
+                    diagnostics: Mapping[str, float] | None = None) -> list[CurvePoint]:
+        """An optimizer step taken, by this trial or by a pack it trains in: the step count, divergence (a loss or
+        gradient norm that is not finite) and the step's curve points. A non-finite loss ends the trial before its
+        backward pass, so it has no gradient norm."""
+        self.step += 1
+        self.last_loss = loss
+        epoch = self.step / self.per_epoch
+        if not math.isfinite(loss):
+            self.diverged = True
+            return [CurvePoint(self.step, epoch, "train", "loss", loss)]
         self.diverged = not math.isfinite(grad_norm)
-        return [CurvePoint(self.step, epoch, "train", "loss", self.last_loss),
+        return [CurvePoint(self.step, epoch, "train", "loss", loss),
                 CurvePoint(self.step, epoch, "train", "grad_norm", grad_norm),
                 CurvePoint(self.step, epoch, "train", "lr", lr),
-                *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in diagnostics.items())]
+                *(CurvePoint(self.step, epoch, "diag", name, value) for name, value in (diagnostics or {}).items())]
+
+    def hand_over(self) -> None:
+        """Give the model, optimizer and schedule up to a pack that trains this trial's weights as a slice of its own
+        (packed/): every reference to the single ones goes, so their memory is freed."""
+        self.model = self.optimizer = self.scheduler = self.pooler_probe = None
+        self.diagnosed_parts = {}
+
+    def handed_back(self, elapsed: float, dropout_state: torch.Tensor) -> None:
+        """What a pack reports of this trial when it leaves (or saves it): its wall time and its dropout stream."""
+        self.elapsed = elapsed
+        self.dropout_rng = {"cuda" if self.device.type == "cuda" else "cpu": dropout_state}
 
     def save_state(self, path: Path, points: list[CurvePoint] | None = None, trained: dict | None = None) -> None:
         """Everything a paused trial needs to continue bit-identically in another process (see state_file.py).
@@ -456,7 +490,8 @@ def _prediction_arrays(saved: dict, inputs: TrialInputs) -> dict[str, np.ndarray
     sizes = {"dev": len(inputs.dev.labels), "test": len(inputs.test.labels) if inputs.test is not None else None}
     arrays = {}
     for split, values in saved.items():
-        if split not in sizes or not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) != sizes[split]:
+        fits = isinstance(values, torch.Tensor) and values.dim() == 1 and len(values) == sizes.get(split)
+        if split not in sizes or not fits:
             raise StateFileError(f"saved predictions for {split!r} do not fit this trial's data")
         arrays[split] = values.numpy().copy()
     return arrays

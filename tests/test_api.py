@@ -1,4 +1,4 @@
-"""The Python API: every example of docs/api.md runs, in order, and computes what the page says."""
+"""The Python API: every example of docs/reference/api.md runs, in order, and computes what the page says."""
 from __future__ import annotations
 
 import os
@@ -10,13 +10,13 @@ import pytest
 import steadytune
 from steadytune import TrialStatus
 
-PAGE = Path(__file__).parents[1] / "docs" / "api.md"
+PAGE = Path(__file__).parents[1] / "docs" / "reference" / "api.md"
 
 
 def test_the_api_page_runs_and_says_what_it_computes(tmp_path, glue_dir, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
     assert len(blocks) == 5
-    (tmp_path / "docs").symlink_to(PAGE.parent)  # run from a repository-like folder: the page's paths hold
+    (tmp_path / "docs").symlink_to(PAGE.parents[1])  # run from a repository-like folder: the page's paths hold
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STEADYTUNE_GLUE_DIR", str(glue_dir))
     namespace: dict = {}

@@ -1,7 +1,7 @@
 """steadytune: measurable, stable fine-tuning of pretrained transformer encoders on small datasets.
 
 The Python API, for notebooks (each function imports what it needs when called, so `import steadytune` stays
-light; see docs/api.md, whose examples a test runs):
+light; see docs/reference/api.md, whose examples a test runs):
 - `open_store(location)`: a store's result trials, curves and predictions as DataFrames, for `steadytune.analysis`;
 - `train(config)`: one trial, recorded in a store;
 - `run_study(spec)`: a seed study, resumable like `steadytune study run`;

@@ -154,3 +154,12 @@ def test_every_numeric_config_value_gives_a_valid_config_or_a_one_line_error():
         assert len(config.trial_key()) == 16
 
     check()
+
+
+def test_every_trial_field_has_one_help_panel_and_new_fields_keep_old_keys():
+    from steadytune.config import FIRST_RELEASE_FIELDS, KEYED_ONLY_WHEN_CHANGED, SECTIONS
+
+    panels = [field for fields in SECTIONS.values() for field in fields]
+    assert sorted(panels) == sorted(TrialConfig.model_fields)  # each field in exactly one panel of --help
+    assert FIRST_RELEASE_FIELDS <= set(TrialConfig.model_fields)
+    assert set(KEYED_ONLY_WHEN_CHANGED) == set(TrialConfig.model_fields) - FIRST_RELEASE_FIELDS

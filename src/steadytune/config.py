@@ -244,8 +244,16 @@ class TrialConfig(BaseModel):
 
 
 _ADAPTER_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_seed")
-KEYED_ONLY_WHEN_CHANGED = ("metric", "bio_repair", "head", "bio_constraints", "adapter", *_ADAPTER_OPTIONS, "noisytune",
-                           "r3f", "r3f_eps", "r3f_noise", "average", "ema_decay", "swa_start", "train_precision")
+# The fields of the first release, always in the trial key. Any field added since (a new stabilizer's, say) counts
+# only when it differs from its default: a new option never changes the keys of trials recorded before it.
+FIRST_RELEASE_FIELDS = frozenset((
+    "task", "glue_dir", "train_file", "dev_file", "text_column", "text_pair_column", "label_column", "label_names",
+    "max_train", "subset_seed", "split_dev", "split_seed", "max_length", "model", "from_scratch", "recipe", "wi_seed",
+    "do_seed", "dropout_seed", "optimizer", "lr", "batch_size", "epochs", "max_steps", "group_by_length", "warmup",
+    "lr_schedule", "weight_decay", "adam_eps", "adam_beta1", "adam_beta2", "max_grad_norm", "reinit_pooler",
+    "reinit_layers", "llrd", "mixout", "pretrained_wd", "init_from", "evals_per_epoch", "eval_batch_size",
+    "eval_precision"))
+KEYED_ONLY_WHEN_CHANGED = tuple(name for name in TrialConfig.model_fields if name not in FIRST_RELEASE_FIELDS)
 
 
 class RunOptions(BaseModel):

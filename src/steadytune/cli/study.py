@@ -190,11 +190,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     if executor_kind != "local":
         _submit(array, store, study, wait)
         return
-    given = {"--jobs": jobs != DEFAULT_JOBS, "--partition": partition is not None, "--time-min": time_min != JobArray.time_min,
-             "--mem-gb": mem_gb != JobArray.mem_gb, "--cpus-per-job": cpus_per_job != JobArray.cpus_per_job,
-             "--gpus-per-job": gpus_per_job != JobArray.gpus_per_job, "--array-parallelism": array_parallelism is not None,
-             "--jobs-folder": jobs_folder != DEFAULT_JOBS_FOLDER, "--wait": wait}
-    changed = [option for option, set_here in given.items() if set_here]
+    changed = array.changed() + (["--wait"] if wait else [])
     if changed:
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
     if options.pack > 1:
@@ -215,12 +211,12 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     with Store(store) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
-    forecast = summary.count(TrialStatus.FORECAST_STOPPED)
-    console.print(f"study {summary.study}: {summary.count(TrialStatus.COMPLETE)} complete, "
-                  f"{summary.count(TrialStatus.STOPPED)} stopped{f', {forecast} forecast-stopped' if forecast else ''}, "
-                  f"{summary.count(TrialStatus.DIVERGED)} diverged, {summary.count(TrialStatus.FAILED)} failed of "
-                  f"{summary.trials}; ran {summary.ran} now, {summary.full_trials_spent:.2f} full-trial units of compute",
-                  soft_wrap=True)
+    count = summary.count
+    forecast = count(TrialStatus.FORECAST_STOPPED)
+    console.print(f"study {summary.study}: {count(TrialStatus.COMPLETE)} complete, {count(TrialStatus.STOPPED)} stopped"
+                  f"{f', {forecast} forecast-stopped' if forecast else ''}, {count(TrialStatus.DIVERGED)} diverged, "
+                  f"{count(TrialStatus.FAILED)} failed of {summary.trials}; ran {summary.ran} now, "
+                  f"{summary.full_trials_spent:.2f} full-trial units of compute", soft_wrap=True)
 
 
 def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
@@ -230,7 +226,7 @@ def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
     jobs = submit(array, driver_command(sys.argv[1:]))
     console.print(f"submitted {len(jobs)} driver job(s) of study {study.study_name()} ({array.executor}, ids "
                   f"{', '.join(str(job.job_id) for job in jobs)}); follow with `steadytune runs {label}`; logs in "
-                  f"{array.folder}", soft_wrap=True)
+                  f"{array.jobs_folder}", soft_wrap=True)
     if not wait:
         return
     states = wait_for_jobs(jobs)

@@ -11,7 +11,10 @@
 - bias_correction: AdamW against the original BERTAdam (Zhang et al. 2021; Mosbach et al. 2021). It is the
   optimizer choice (`--optimizer`), not a hook: every trial has exactly one optimizer.
 
-Adding a method: a module with a `Stabilizer` subclass, its entry in REGISTRY, a TrialConfig field and a recipe.
+Adding a method touches three places: a module here with a `Stabilizer` subclass and its entry in REGISTRY; its
+TrialConfig field(s), each named in a help panel of config.SECTIONS (a test checks every field has one; a new field
+joins the trial key only when changed, so earlier keys stay); and, if it has the paper's defaults, a recipe. It then
+runs unpacked (packed/trial.py packs only the methods that act before training) until packing is taught it.
 """
 from __future__ import annotations
 

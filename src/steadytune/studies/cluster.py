@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,16 @@ from ..storage.connections import is_postgres
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 DEFAULT_JOBS, DEFAULT_JOBS_FOLDER = 4, Path("steadytune-jobs")
-# The options that submit the array (name -> takes a value); a job's own command is the rest.
-SUBMIT_OPTIONS = {"--executor": True, "--jobs": True, "--partition": True, "--time-min": True, "--mem-gb": True,
-                  "--gpus-per-job": True, "--cpus-per-job": True, "--array-parallelism": True,
-                  "--jobs-folder": True, "--wait": False}
 
 
 @dataclass(frozen=True)
 class JobArray:
-    """What `--executor slurm` asks the cluster for: `jobs` drivers, each with these resources."""
+    """What `--executor slurm` asks the cluster for: `jobs` drivers, each with these resources. Each field is the
+    `study run` option of its name (`time_min`: --time-min)."""
 
     executor: str                 # slurm, or submitit-local (the same array as local processes, to try a setup)
-    jobs: int
-    folder: Path                  # submitit's logs and job files
+    jobs: int = DEFAULT_JOBS
+    jobs_folder: Path = DEFAULT_JOBS_FOLDER  # submitit's logs and job files
     time_min: int = 240
     mem_gb: float = 16
     cpus_per_job: int = 4
@@ -42,10 +39,22 @@ class JobArray:
     partition: str | None = None
     array_parallelism: int | None = None  # at most this many jobs of the array run at once
 
+    def changed(self) -> list[str]:
+        """The options of this array given other values than their defaults, as flags."""
+        return [_flag(f.name) for f in fields(self) if f.name != "executor" and getattr(self, f.name) != f.default]
+
     def check(self, store: str) -> None:
         if self.executor == "slurm" and not is_postgres(store):
             raise ConfigError("--executor slurm needs a PostgreSQL store (--store postgresql://USER@HOST/DB): a "
                               "SQLite file must not be shared over a network filesystem")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# The options that submit the array (name -> takes a value); a job's own command is the rest.
+SUBMIT_OPTIONS = {**{_flag(f.name): True for f in fields(JobArray)}, "--wait": False}
 
 
 def driver_command(argv: list[str]) -> list[str]:
@@ -71,7 +80,7 @@ def submit(array: JobArray, command: list[str]) -> list[Any]:
     except ImportError:
         raise ConfigError("--executor slurm needs submitit: pip install 'steadytune[slurm]'") from None
     cluster = "local" if array.executor == "submitit-local" else "slurm"
-    executor = submitit.AutoExecutor(folder=array.folder, cluster=cluster)
+    executor = submitit.AutoExecutor(folder=array.jobs_folder, cluster=cluster)
     parameters: dict[str, Any] = {"name": "steadytune-study", "timeout_min": array.time_min, "mem_gb": array.mem_gb,
                                   "cpus_per_task": array.cpus_per_job, "gpus_per_node": array.gpus_per_job,
                                   "tasks_per_node": 1, "nodes": 1}

@@ -241,6 +241,7 @@ def test_flatter_optima_are_tested_on_the_curvature_even_where_widths_saturate()
 
 def test_curvature_is_read_back_from_the_stored_line(tmp_path):
     from steadytune.config import RunOptions
+    from steadytune.landscape.records import add_cells, landscape_id
     from steadytune.reproduce.design import SCALES
     from steadytune.reproduce.landscapes import _line_curvature, settings_for
     from steadytune.storage.store import Store
@@ -250,15 +251,15 @@ def test_curvature_is_read_back_from_the_stored_line(tmp_path):
     spec = {"kind": "surface", "directions": "random", "trial": "k1", "seed": 0, "a": a.tolist(), "b": [0.0],
             "other": None, **settings_for(scale, RunOptions()).spec()}
     with Store(tmp_path / "s.db") as store:
-        line = store.landscape("line-key", "surface", spec)
-        store.add_landscape_cells(line, [(i, 0, float(x), 0.0, {"train_loss": 0.5 + 2.0 * x * x})
+        line = landscape_id(store, "line-key", "surface", spec)
+        add_cells(store, line, [(i, 0, float(x), 0.0, {"train_loss": 0.5 + 2.0 * x * x})
                                          for i, x in enumerate(a)])
         assert _line_curvature(store, "k1", scale) == pytest.approx(4.0)
         assert np.isnan(_line_curvature(store, "other-trial", scale))
-        other = store.landscape("coarser", "surface", {**spec, "trial": "k2", "a": [-1.0, 0.0, 1.0]})
-        store.add_landscape_cells(other, [(i, 0, x, 0.0, {"train_loss": 0.5}) for i, x in enumerate([-1.0, 0.0, 1.0])])
+        other = landscape_id(store, "coarser", "surface", {**spec, "trial": "k2", "a": [-1.0, 0.0, 1.0]})
+        add_cells(store, other, [(i, 0, x, 0.0, {"train_loss": 0.5}) for i, x in enumerate([-1.0, 0.0, 1.0])])
         assert np.isnan(_line_curvature(store, "k2", scale))  # another line is not this scale's
-        store.add_landscape_cells(line, [(3, 0, float(a[3]), 0.0, {"train_loss": float("nan")})])
+        add_cells(store, line, [(3, 0, float(a[3]), 0.0, {"train_loss": float("nan")})])
         assert np.isnan(_line_curvature(store, "k1", scale))  # damaged cells are refused
 
 

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
+from steadytune.landscape.records import add_cells, find_landscape, landscape_cells, landscape_id
 from steadytune.storage.connections import database_name, shown_location, split_postgres_url
 from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome
 from steadytune.studies.claims import Claim, Claims
@@ -37,8 +38,8 @@ def write_everything(store: Store) -> None:
                                            CurvePoint(4, 1.0, "train", "loss", float("nan")),
                                            CurvePoint(2, 0.5, "diag", "grad_norm.layer_2", 3.0)])
     store.start_trial({**config, "wi_seed": 2}, "b" * 16, 8, study)
-    landscape = store.landscape("line-1", "line", {"points": 2})
-    store.add_landscape_cells(landscape, [(0, 0, -0.5, 0.0, {"loss": 0.7}), (1, 0, 0.5, 0.0, {"loss": 0.6})])
+    landscape = landscape_id(store, "line-1", "line", {"points": 2})
+    add_cells(store, landscape, [(0, 0, -0.5, 0.0, {"loss": 0.7}), (1, 0, 0.5, 0.0, {"loss": 0.6})])
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -52,12 +53,12 @@ def test_every_read_gives_the_same_frames_from_postgresql_as_from_sqlite(postgre
         pd.testing.assert_frame_equal(comparable(pg.trials()), comparable(lite.trials()))
         pd.testing.assert_frame_equal(pg.curves(), lite.curves())
         pd.testing.assert_frame_equal(pg.predictions(), lite.predictions())
-        pd.testing.assert_frame_equal(pg.landscape_cells(1), lite.landscape_cells(1))
+        pd.testing.assert_frame_equal(landscape_cells(pg, 1), landscape_cells(lite, 1))
         assert pg.outcome(1) == lite.outcome(1) and pg.trial_config(2) == lite.trial_config(2)
         assert pg.dev_score_at(1, 3) is None and pg.dev_score_at(1, 9) == 2 / 3
         assert pg.thread_counts(1) == lite.thread_counts(1) == {1: 1}
         assert pg.latest_trial("b" * 16, 1)["status"] == "running"
-        assert pg.find_landscape("line-1") == 1 and pg.landscape("line-1", "line", {}) == 1
+        assert find_landscape(pg, "line-1") == 1 and landscape_id(pg, "line-1", "line", {}) == 1
 
 
 def test_of_many_drivers_claiming_one_trial_at_once_exactly_one_gets_it(postgres_url):

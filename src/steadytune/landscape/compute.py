@@ -18,6 +18,7 @@ import pandas as pd
 from ..storage.store import Store
 from .directions import Params
 from .evaluation import LandscapeEvaluator
+from .records import add_cells, landscape_cells, landscape_id
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,15 @@ def grid_cells(a_values: np.ndarray, b_values: np.ndarray) -> list[Cell]:
 def compute(store: Store, kind: str, spec: dict, cells: list[Cell], point: Callable[[Cell], Params],
             evaluator: LandscapeEvaluator, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Evaluate the cells not yet in the store and return all of them (columns i, j, a, b, <split>_<value>)."""
-    landscape_id = store.landscape(landscape_key(spec), kind, spec)
-    done = {(row.i, row.j) for row in store.landscape_cells(landscape_id).itertuples()}
+    record = landscape_id(store, landscape_key(spec), kind, spec)
+    done = {(row.i, row.j) for row in landscape_cells(store, record).itertuples()}
     todo = [cell for cell in cells if (cell.i, cell.j) not in done]
     if progress:
         progress(len(cells) - len(todo), len(cells))
     for start in range(0, len(todo), evaluator.points_per_pass):
         chunk = todo[start:start + evaluator.points_per_pass]
         values = evaluator([point(cell) for cell in chunk])
-        store.add_landscape_cells(landscape_id, [(cell.i, cell.j, cell.a, cell.b, v) for cell, v in zip(chunk, values)])
+        add_cells(store, record, [(cell.i, cell.j, cell.a, cell.b, v) for cell, v in zip(chunk, values)])
         if progress:
             progress(len(cells) - len(todo) + start + len(chunk), len(cells))
-    return store.landscape_cells(landscape_id)
+    return landscape_cells(store, record)

@@ -28,6 +28,7 @@ from scipy import stats
 from ..config import RunOptions
 from ..landscape.analyses import layer_curves, surface
 from ..landscape.layers import THIRDS
+from ..landscape.records import add_cells, find_landscape, landscape_cells, landscape_id, landscape_specs
 from ..landscape.sources import EvaluationSettings, TrialSnapshots
 from ..storage.store import Store
 from .design import Scale
@@ -88,11 +89,11 @@ def _line_curvature(store: Store, trial_key: str, scale: Scale) -> float:
     line = _line(scale)
     wanted = {"kind": "surface", "directions": "random", "trial": trial_key, "seed": DIRECTION_SEED,
               "a": line.tolist(), "b": [0.0], **settings_for(scale, RunOptions()).spec()}
-    found = [landscape_id for landscape_id, spec in store.landscape_specs("surface")
+    found = [found_id for found_id, spec in landscape_specs(store, "surface")
              if all(spec.get(name) == value for name, value in wanted.items())]
     if not found:
         return float("nan")
-    cells = store.landscape_cells(found[-1])
+    cells = landscape_cells(store, found[-1])
     if "train_loss" not in cells or len(cells) != len(line):
         return float("nan")
     losses = cells["train_loss"].to_numpy(dtype=float)
@@ -125,19 +126,19 @@ def measure(store: Store, trial_id: int, scale: Scale, options: RunOptions,
     grid = np.round(np.linspace(-PROBED_WIDTH / 2, PROBED_WIDTH / 2, scale.surface_points), 10)
     plane = surface(store, snapshots, "random", None, DIRECTION_SEED, grid, grid, settings, progress).cells
     values["alignment"] = alignment(plane)
-    landscape_id = store.landscape(key, "reproduce-hao", {"trial": snapshots.key, "scale": scale.name})
+    record = landscape_id(store, key, "reproduce-hao", {"trial": snapshots.key, "scale": scale.name})
     # An undefined value (the rank correlation of a flat surface) is left out and reads back as NaN.
-    store.add_landscape_cells(landscape_id, [(0, 0, 0.0, 0.0, {"measured": 1.0, **{
+    add_cells(store, record, [(0, 0, 0.0, 0.0, {"measured": 1.0, **{
         name: value for name, value in values.items() if np.isfinite(value)}})])
 
 
 def recorded(store: Store, trial_key: str, scale: Scale) -> dict[str, float] | None:
     """The measurements stored for a trial key, or None; values outside their ranges are refused as damaged.
     The curvature comes from the line's cells."""
-    landscape_id = store.find_landscape(_record_key(trial_key, scale))
-    if landscape_id is None:
+    record = find_landscape(store, _record_key(trial_key, scale))
+    if record is None:
         return None
-    cells = store.landscape_cells(landscape_id)
+    cells = landscape_cells(store, record)
     if len(cells) != 1 or "measured" not in cells:
         return None
     values = {name: float(cells[name].iloc[0]) if name in cells else float("nan") for name in MEASURES}

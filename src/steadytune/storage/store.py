@@ -354,7 +354,7 @@ class Store:
         except (*self._conn.errors, pd.errors.DatabaseError) as err:
             raise StoreError(self._describe(err, "reading")) from None
 
-    def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+    def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         """A query's rows as a DataFrame, typed as pandas.read_sql_query types them (one path for both databases)."""
         cursor = self._conn.execute(sql, params)
         columns = [c[0] for c in cursor.description]
@@ -583,60 +583,11 @@ class Store:
             rows = self._conn.execute(query).fetchall()
         return any(TrialStatus.FORECAST_STOPPED in row[0] for row in rows)
 
-    # --- landscapes ----------------------------------------------------------------------------
-    def landscape(self, key: str, kind: str, spec: dict) -> int:
-        """The id of the landscape with this key, created on first use."""
-        with self.transaction("creating a landscape") as db:
-            db.execute("INSERT INTO landscapes (key, kind, spec_json, created_at) VALUES (?, ?, ?, ?)"
-                       " ON CONFLICT (key) DO NOTHING",
-                       (key, kind, json.dumps(spec, sort_keys=True), time.time()))
-            return db.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()[0]
-
-    def find_landscape(self, key: str) -> int | None:
-        """The id of the landscape with this key, or None; reads only."""
-        with self.reading():
-            row = self._conn.execute("SELECT id FROM landscapes WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def landscape_specs(self, kind: str) -> list[tuple[int, dict]]:
-        """(id, spec) of every landscape of a kind, oldest first; a spec that is not a JSON object is left out."""
-        with self.reading():
-            rows = self._conn.execute("SELECT id, spec_json FROM landscapes WHERE kind = ? ORDER BY id",
-                                      (kind,)).fetchall()
-        specs = []
-        for landscape_id, text in rows:
-            try:
-                spec = json.loads(text)
-            except (TypeError, ValueError):
-                continue
-            if isinstance(spec, dict):
-                specs.append((landscape_id, spec))
-        return specs
-
-    def add_landscape_cells(self, landscape_id: int, cells: Iterable[tuple[int, int, float, float, dict[str, float]]]) -> None:
-        with self.transaction("writing landscape cells") as db:
-            db.executemany("INSERT INTO landscape_cells (landscape_id, i, j, a, b, name, value)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (landscape_id, i, j, name) DO UPDATE SET"
-                           " a = excluded.a, b = excluded.b, value = excluded.value",
-                           ((landscape_id, i, j, a, b, name, value) for i, j, a, b, values in cells
-                            for name, value in values.items()))
-
-    def landscape_cells(self, landscape_id: int) -> pd.DataFrame:
-        """One row per finished cell: i, j, a, b and one column per stored value."""
-        with self.reading():
-            frame = self._frame("SELECT i, j, a, b, name, value FROM landscape_cells WHERE landscape_id = ?",
-                                (landscape_id,))
-        if frame.empty:
-            return pd.DataFrame(columns=["i", "j", "a", "b"])
-        wide = frame.pivot_table(index=["i", "j", "a", "b"], columns="name", values="value").reset_index()
-        wide.columns.name = None
-        return wide.sort_values(["j", "i"]).reset_index(drop=True)
-
     # --- reading -------------------------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
         with self.reading():
-            frame = self._frame("SELECT * FROM trials ORDER BY id")
+            frame = self.frame("SELECT * FROM trials ORDER BY id")
         for column in ADDED_TRIAL_COLUMNS:  # an older store opened read-only
             if column not in frame:
                 frame[column] = None
@@ -678,7 +629,7 @@ class Store:
             query += f" WHERE trial_id IN ({','.join('?' * len(ids))})"
             params = ids
         with self.reading():
-            return self._frame(query + " ORDER BY trial_id, split, metric, step", params)
+            return self.frame(query + " ORDER BY trial_id, split, metric, step", params)
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from steadytune.cli import app
@@ -30,6 +31,7 @@ def test_each_job_runs_the_study_command_without_the_options_that_submit_it():
                                     "postgresql://u@h/db", "--workers", "2"]
 
 
+@pytest.mark.slow
 def test_a_job_array_on_submitit_local_runs_each_trial_once(tiny_bert_dir, glue_dir, tmp_path):
     store = str(tmp_path / "runs.db")
     args = [*study_args(tiny_bert_dir, glue_dir, tmp_path, store), "--executor", "submitit-local", "--jobs", "2",

@@ -213,6 +213,7 @@ def flagging_the_highest_loss_ratio(ratio: pd.Series, path) -> float:
     return cut
 
 
+@pytest.mark.slow
 def test_replace_ends_with_the_requested_complete_runs_and_decides_as_the_forecaster_says(tiny_bert_dir, glue_dir,
                                                                                         tmp_path, plain_runs):
     # The eight seeds trained plainly: their features at the cut give what the policy must decide.

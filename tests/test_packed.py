@@ -124,6 +124,7 @@ def test_what_cannot_be_packed_is_refused_in_one_line(seeds):
         PackedTrial.from_configs(configs[:2], options.model_copy(update={"checkpoint_every": 1.0}))
 
 
+@pytest.mark.slow
 def test_a_study_with_pack_records_each_seed_as_its_own_trial(tiny_bert_dir, glue_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -141,6 +141,7 @@ def test_workers_of_a_driver_killed_while_they_import_exit_within_seconds(tiny_b
     wait_for(lambda: not any(alive(pid) for pid in pids), 2, "the orphaned workers to exit")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_killed_worker_costs_only_its_own_trial(tiny_bert_dir, glue_dir, tmp_path, retries):
     args = study_args(tiny_bert_dir, glue_dir, tmp_path, 600, "1-2", "--workers", "2", "--retries", str(retries))
@@ -162,6 +163,7 @@ def test_a_killed_worker_costs_only_its_own_trial(tiny_bert_dir, glue_dir, tmp_p
     assert len(recorded) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_study_within_seconds_and_keeps_finished_trials(tiny_bert_dir, glue_dir, tmp_path):
     driver = start(study_args(tiny_bert_dir, glue_dir, tmp_path, 400, "1-6", "--workers", "2"), tmp_path, "study")
     store = tmp_path / "runs.db"
@@ -200,6 +202,7 @@ def test_ctrl_c_or_sigterm_in_train_records_the_trial_and_says_so(how, tiny_bert
     assert status == "failed" and "interrupted" in error
 
 
+@pytest.mark.slow
 def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp_path):
     args = ["train", "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32",
             "--batch-size", "8", "--max-length", "48", "--max-steps", "600", "--evals-per-epoch", "0",
@@ -212,6 +215,7 @@ def test_one_config_trained_twice_at_once_runs_once(tiny_bert_dir, glue_dir, tmp
     assert [status for _, status, _ in rows(tmp_path / "runs.db")] == ["complete"]
 
 
+@pytest.mark.slow
 def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny_bert_dir, glue_dir, tmp_path):
     def args(name: str) -> list[str]:
         return ["reproduce", "--model", str(tiny_bert_dir), "--tasks", "rte", "--scale", "smoke", "--settings",
@@ -240,6 +244,7 @@ def test_a_killed_reproduction_resumes_to_the_table_of_an_uninterrupted_one(tiny
     assert measured == 2
 
 
+@pytest.mark.slow
 def test_a_preempted_trial_continues_from_its_autosave_bit_identically(tiny_bert_dir, glue_dir, tmp_path):
     def args(store: str) -> list[str]:
         return ["study", "run", "--name", "preempt", "--tasks", "rte", "--wi-seeds", "1", "--model", str(tiny_bert_dir),
@@ -296,6 +301,7 @@ def uninterrupted_study(tiny_bert_dir, glue_dir, tmp_path_factory) -> Path:
     return folder / "reference.db"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_drivers_killed_at_random_record_every_trial_once_and_bit_identically(backend, request, tiny_bert_dir,
                                                                              glue_dir, tmp_path, uninterrupted_study):

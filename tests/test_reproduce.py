@@ -32,6 +32,7 @@ def smoke(tmp_path_factory, tiny_model, glue_dir):
     return root, args, result
 
 
+@pytest.mark.slow
 def test_smoke_fills_every_row_with_a_verdict_or_a_one_line_reason(smoke):
     root, _, result = smoke
     table = pd.read_csv(root / "out" / "verdicts.csv")
@@ -138,6 +139,7 @@ def test_learning_setting_runs_the_lr_check_first_and_trains_at_its_choice(tmp_p
         assert "no candidate lr learns" in page and "the model does not learn rte at any candidate lr" in page
 
 
+@pytest.mark.slow
 def test_a_hub_name_offline_is_one_line_and_sizes_come_from_the_command_line(tmp_path, monkeypatch, tiny_model,
                                                                              glue_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

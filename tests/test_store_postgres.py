@@ -5,7 +5,15 @@ A real server runs (see the `postgres_server` fixture); each test gets a fresh d
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -18,6 +26,8 @@ from steadytune.storage.connections import database_name, shown_location, split_
 from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome
 from steadytune.studies.claims import Claim, Claims
 from steadytune.training.records import Predictions, TrialStatus
+
+REPO_ROOT = Path(__file__).parents[1]
 
 runner = CliRunner()
 
@@ -155,3 +165,98 @@ def test_a_password_in_the_url_never_travels_with_a_job(postgres_url, tiny_bert_
         assert os.environ["PGPASSWORD"] == "s3cret"  # what spawned workers inherit
         with Store(job.store_location) as worker_side:  # what a worker opens
             assert worker_side.study_names() == store.study_names()
+
+
+@pytest.mark.slow
+def test_drivers_survive_a_database_restart_mid_study(tiny_bert_dir, glue_dir, tmp_path, postgres_server):
+    """The database server is stopped (as a crash stops it) while a 2-worker study runs, and started again: the
+    driver says so in one line, waits, reconnects and goes on; every trial is recorded once, bit-identical to an
+    uninterrupted run, with no traceback."""
+    import psycopg
+
+    script = REPO_ROOT / ".ci" / "postgres"
+    folder = tempfile.mkdtemp(prefix="pg.", dir="/tmp")  # a server of its own: the shared one serves other tests
+    try:
+        url = subprocess.run([str(script), "start", folder], capture_output=True, text=True, check=True).stdout.strip()
+        store = f"{url}&files={quote(str(tmp_path))}"
+
+        def study(where: str, *extra: str) -> list[str]:
+            return ["study", "run", "--name", "restart", "--tasks", "rte", "--wi-seeds", "1-2", "--do-seeds", "1-2",
+                    "--model", str(tiny_bert_dir), "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size",
+                    "8", "--max-length", "48", "--max-steps", "60", "--evals-per-epoch", "1", "--threads", "1",
+                    "--cache-dir", str(tmp_path / "cache"), "--store", where, *extra]
+
+        def finished() -> int:
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as db:
+                    return db.execute("SELECT count(*) FROM trials WHERE status = 'complete'").fetchone()[0]
+            except psycopg.Error:  # no schema yet, or the server is down
+                return 0
+
+        log = tmp_path / "driver.log"
+        with open(log, "w") as out:
+            driver = subprocess.Popen([sys.executable, "-m", "steadytune", *study(store, "--workers", "2",
+                                                                                  "--reconnect-minutes", "3")],
+                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(lambda: finished() >= 1, 300, "a first trial recorded")
+            subprocess.run([str(script), "stop", folder], check=True, capture_output=True)
+            wait_until(lambda: "lost the connection" in log.read_text() or driver.poll() is not None, 300,
+                       "the driver to notice the lost database")
+            subprocess.run([str(script), "start", folder], check=True, capture_output=True)
+            assert driver.wait(300) == 0, log.read_text()
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+        text = log.read_text()
+        assert "Traceback" not in text and "lost the connection" in text and "reconnected after" in text, text
+        [line] = [line for line in text.splitlines() if "lost the connection" in line]  # said once, in one line
+        with Store(store, readonly=True) as db:
+            trials, curves = db.trials(), db.curves()
+        assert len(trials) == 4 and trials.trial_key.is_unique and set(trials.status) == {"complete"}
+        # Bit-identical to the same study run without an outage, in one process on SQLite.
+        assert subprocess.run([sys.executable, "-m", "steadytune", *study(str(tmp_path / "calm.db"))],
+                              capture_output=True).returncode == 0
+        with Store(tmp_path / "calm.db", readonly=True) as calm:
+            expected, expected_curves = calm.trials(), calm.curves()
+        by_key = trials.set_index("trial_key").sort_index()
+        assert by_key["final_metric"].equals(expected.set_index("trial_key").sort_index()["final_metric"])
+
+        def keyed(frame, table):
+            keys = table.set_index("id")["trial_key"]
+            return (frame.assign(key=frame["trial_id"].map(keys)).drop(columns="trial_id")
+                    .sort_values(["key", "split", "metric", "step"]).reset_index(drop=True))
+
+        pd.testing.assert_frame_equal(keyed(curves, trials), keyed(expected_curves, expected))
+    finally:
+        subprocess.run([str(script), "stop", folder], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_job_files_never_hold_the_password_and_only_their_owner_reads_them(postgres_url, tiny_bert_dir, glue_dir,
+                                                                             tmp_path):
+    """submitit used to write the URL with its password into `*_submitted.pkl` and the `*_log.out` line "The
+    following command is sent", both world-readable."""
+    secret_url = postgres_url.replace("steadytune@", "steadytune:s3cret@")
+    jobs = tmp_path / "jobs"
+    args = ["study", "run", "--name", "secret", "--tasks", "rte", "--wi-seeds", "1-2", "--model", str(tiny_bert_dir),
+            "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8", "--max-length", "48", "--max-steps",
+            "20", "--evals-per-epoch", "0", "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--store",
+            secret_url, "--executor", "submitit-local", "--jobs", "1", "--jobs-folder", str(jobs), "--wait"]
+    env = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
+    done = subprocess.run([sys.executable, "-m", "steadytune", *args], capture_output=True, text=True, cwd=tmp_path,
+                          env={**env, "COLUMNS": "200"}, timeout=600)
+    assert done.returncode == 0 and "2 complete" in done.stdout, done.stdout + done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]  # job files, logs, and the store's own files
+    assert any(path.name.endswith("_submitted.pkl") for path in written)
+    assert [path for path in written if b"s3cret" in path.read_bytes()] == []
+    assert [path for path in jobs.rglob("*") if path.stat().st_mode & 0o077] == []  # the owner's alone

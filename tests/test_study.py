@@ -164,6 +164,7 @@ def test_early_stopping_keeps_exactly_the_top_p(spec_file, tmp_path):
     assert (continued.final_metric == straight.loc[continued.index, "final_metric"]).all()
 
 
+@pytest.mark.slow
 def test_worker_processes(spec_file, tmp_path):
     spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {})
     summary = run_study(tmp_path / "w.db", spec, tmp_path, workers=2)
@@ -187,6 +188,7 @@ def ray_task_processes() -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_ray_on_a_local_cluster_reruns_the_trial_of_a_killed_worker(spec_file, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")

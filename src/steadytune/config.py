@@ -42,8 +42,37 @@ def parse_track(text: str | None) -> list[TrackerSpec]:
         kind, _, target = item.partition("=")
         if kind not in TRACKERS:
             raise ValueError(f"--track: unknown tracker {kind!r} (one of: {', '.join(TRACKERS)}, as NAME or NAME=TARGET)")
+        if kind == "mlflow":
+            mlflow_tracking_uri(target or None)  # refused here, before anything runs, if it cannot work
         specs.append(TrackerSpec(kind, target or None))
     return specs
+
+
+MLFLOW_DEFAULT_URI = "file:./mlruns"
+_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def mlflow_tracking_uri(target: str | None) -> str:
+    """The MLflow tracking URI a trial logs to: the one given, else $MLFLOW_TRACKING_URI, else ./mlruns (a folder).
+
+    steadytune installs mlflow-skinny, which logs to an MLflow server (http://, https://, databricks) or to a
+    folder (file:DIR or a path); a database URI (sqlite:///mlflow.db, MLflow's own default) needs the full mlflow
+    package. Anything else is refused in one line, naming what works."""
+    import importlib.util
+    import os
+    from urllib.parse import urlsplit
+
+    uri = target or os.environ.get("MLFLOW_TRACKING_URI") or MLFLOW_DEFAULT_URI
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    works = "an MLflow server (http://HOST:PORT) or a folder (file:DIR)"
+    if scheme in ("http", "https", "databricks", "file", ""):
+        return uri
+    if scheme in _MLFLOW_DATABASES:
+        if importlib.util.find_spec("sqlalchemy") is None:
+            raise ValueError(f"--track mlflow={uri}: a database tracking URI needs the full mlflow package (pip "
+                             f"install mlflow; steadytune installs mlflow-skinny); use {works}")
+        return uri
+    raise ValueError(f"--track mlflow={uri}: not a tracking URI MLflow can log to here; use {works}")
 
 
 class TrialConfig(BaseModel):
@@ -289,9 +318,10 @@ class RunOptions(BaseModel):
                                   "another. Default: all of them on a GPU; 1 on a CPU, where every wider pass measured "
                                   "slower than separate trials (a CPU is already busy with one seed's products).")
     track: str | None = Field(None, description="Log each trial's config, seeds and curves as it runs to experiment "
-                              "trackers: mlflow[=TRACKING_URI] and/or tensorboard[=LOG_DIR], comma-separated (default "
-                              "URI: MLflow's own, $MLFLOW_TRACKING_URI; default folder: ./tensorboard). The store "
-                              "stays the record.")
+                              "trackers: mlflow[=TRACKING_URI] and/or tensorboard[=LOG_DIR], comma-separated. MLflow: "
+                              "http://HOST:PORT (a server) or file:DIR (default: $MLFLOW_TRACKING_URI, else "
+                              "file:./mlruns); TensorBoard's default folder: ./tensorboard. The store stays the "
+                              "record.")
 
     @field_validator("track")
     @classmethod

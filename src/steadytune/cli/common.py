@@ -102,6 +102,11 @@ STORE_HELP = ("Result store: a SQLite file (created if missing), or a PostgreSQL
               "postgresql://USER@HOST/DB[?files=DIR], that drivers on several machines share (DIR: where checkpoints "
               "and autosaved states go, on a filesystem they all see).")
 err_console = SafeConsole(stderr=True)
+RECONNECT_MINUTES = 5.0
+ReconnectMinutes = Annotated[float, typer.Option(
+    parser=finite(0.0), help="With a PostgreSQL store: how long to wait for a lost database (restarted, stopped, the "
+    "network cut), reconnecting with backoff, before giving up in one line; 0: give up at once.",
+    rich_help_panel="Run")]
 
 
 def print_table(table, heading: str | None = None) -> None:

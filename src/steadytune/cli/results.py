@@ -100,6 +100,7 @@ def export(
 
 
 def _push(store: str, to: str) -> None:
+    from ..config import mlflow_tracking_uri
     from ..studies.trackers import export_to_mlflow, parse_track
 
     try:
@@ -117,5 +118,5 @@ def _push(store: str, to: str) -> None:
         task = bar.add_task("to MLflow", total=None)
         pushed, skipped = export_to_mlflow(db, target.target, lambda done, total: bar.update(task, completed=done,
                                                                                            total=total))
-    console.print(f"pushed {pushed} trial(s) to MLflow ({target.target or 'its default tracking URI'}); {skipped} were "
+    console.print(f"pushed {pushed} trial(s) to MLflow ({mlflow_tracking_uri(target.target)}); {skipped} were "
                   f"there already", soft_wrap=True)

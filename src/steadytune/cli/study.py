@@ -21,7 +21,9 @@ from ..training.inputs import load_raw, resolve_task
 from ..training.ordering import total_steps
 from ..training.records import TrialOutcome, TrialStatus
 from .common import (
+    RECONNECT_MINUTES,
     STORE_HELP,
+    ReconnectMinutes,
     console,
     err_console,
     escape,
@@ -138,6 +140,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         do_seeds: DoSeeds = None, adapter_seeds: AdapterSeeds = None, early_stop: EarlyStopOption = None,
         policy: PolicyOption = None, forecaster: ForecasterOption = None, forecast_threshold: ThresholdOption = None,
         store: Annotated[str, typer.Option(help=STORE_HELP, rich_help_panel="Run")] = "runs.db",
+        reconnect_minutes: ReconnectMinutes = RECONNECT_MINUTES,
         workers: Annotated[int, typer.Option(min=1, help="Local worker processes; torch threads are split between "
                                              "them.", rich_help_panel="Run")] = 1,
         ray_address: Annotated[Optional[str], typer.Option(help="Run trials as Ray tasks on this cluster ('auto', "
@@ -208,7 +211,7 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         elif per_pass and options.pack > per_pass:
             console.print(f"--pack {options.pack}: the pack trains in passes of at most {per_pass} seeds, one after "
                           "another", soft_wrap=True)
-    with Store(store) as db:
+    with Store(store, reconnect_seconds=60 * reconnect_minutes) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
     count = summary.count
@@ -223,6 +226,7 @@ def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
     array.check(store)
     with Store(store) as db:  # the schema exists before the drivers start, and a bad store fails here
         label = db.label
+        db.share_password_with_workers()  # the jobs inherit it as PGPASSWORD; their command does not carry it
     jobs = submit(array, driver_command(sys.argv[1:]))
     console.print(f"submitted {len(jobs)} driver job(s) of study {study.study_name()} ({array.executor}, ids "
                   f"{', '.join(str(job.job_id) for job in jobs)}); follow with `steadytune runs {label}`; logs in "

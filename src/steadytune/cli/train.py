@@ -12,7 +12,9 @@ from ..storage.store import Store, TrialOutcome
 from ..studies.single import run_stored
 from ..training.trial import Trial
 from .common import (
+    RECONNECT_MINUTES,
     STORE_HELP,
+    ReconnectMinutes,
     console,
     err_console,
     escape,
@@ -33,6 +35,7 @@ def train(
     store: Annotated[str, typer.Option(help=STORE_HELP, rich_help_panel="Run")] = "runs.db",
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or TOML file of the same options "
                                                    "(flags override it).", rich_help_panel="Run")] = None,
+    reconnect_minutes: ReconnectMinutes = RECONNECT_MINUTES,
     *, flags: dict[str, Any], run_flags: dict[str, Any],
 ) -> None:
     """Run one fine-tuning trial and record it (config, seeds, curves, metrics) in the store.
@@ -56,7 +59,7 @@ def train(
         bar.update(task_id, completed=step, total=total, loss=values["loss"],
                    best="-" if best == float("-inf") else f"{best:.4f}")
 
-    with Store(store) as db:
+    with Store(store, reconnect_seconds=60 * reconnect_minutes) as db:
         try:
             trial_id, outcome, reused = run_stored(trial_config, options, db, progress=on_step,
                                                    on_prepared=lambda trial: _notes(trial))

@@ -113,6 +113,11 @@ class SqliteConnection:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
+    @property
+    def lost(self) -> bool:
+        """A file cannot lose its connection: SQLite errors are about the file."""
+        return False
+
     def tables(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
@@ -172,10 +177,16 @@ class PostgresConnection:
     def commit(self) -> None:
         self._db.execute("COMMIT")
 
+    @property
+    def lost(self) -> bool:
+        """Whether the server is gone (restarted, stopped, the network cut): the connection cannot be used again."""
+        return self._db.closed or self._db.broken
+
     def rollback(self) -> None:
         from psycopg.pq import TransactionStatus
 
-        if self._db.info.transaction_status != TransactionStatus.IDLE:
+        # On a lost connection the server has rolled the transaction back already, and ROLLBACK would only fail.
+        if not self.lost and self._db.info.transaction_status != TransactionStatus.IDLE:
             self._db.execute("ROLLBACK")
 
     def tables(self) -> set[str]:

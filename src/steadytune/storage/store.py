@@ -20,12 +20,15 @@ Durability rules, all kept here:
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sqlite3
+import sys
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -201,14 +204,58 @@ def describe_sqlite_error(path: Path, err: Exception | str, doing: str) -> str:
     return f"{path}: store error while {doing} ({text})"
 
 
+class ConnectionLost(StoreError):
+    """A PostgreSQL store's server stopped answering: restarted, stopped, or the network cut."""
+
+
+def resilient(operation):
+    """Run a store operation again once a lost PostgreSQL server answers again: with backoff, for up to the store's
+    `reconnect_seconds` (0: not at all), saying so in one line when the connection is lost and when it is back.
+
+    Each operation is one transaction or one read, re-run whole, so each is written to be repeated. A transaction
+    cut off by the loss was rolled back by the server. One whose commit went through just before the connection
+    dropped writes nothing new the second time: its rows are upserts, and `record_trial` finds its own result."""
+    @functools.wraps(operation)
+    def run(owner, *args, **kwargs):
+        store = getattr(owner, "store", owner)  # a Store, or an object working through one (studies/claims.py)
+        lost_at, attempt = None, 0
+        while True:
+            try:
+                result = operation(owner, *args, **kwargs)
+            except ConnectionLost as err:
+                if store.reconnect_seconds <= 0:
+                    raise
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    store.say(f"{err}; reconnecting for up to {store.reconnect_seconds:g} s")
+                if now - lost_at >= store.reconnect_seconds:
+                    raise ConnectionLost(f"{store.label}: the database did not answer for {store.reconnect_seconds:g}"
+                                         f" s; gave up (what was recorded before stays; run the same command again "
+                                         f"to go on)") from None
+                time.sleep(min(0.5 * 2 ** attempt, 10.0))
+                attempt += 1
+                store.reconnect()
+                continue
+            if lost_at is not None:
+                store.say(f"{store.label}: reconnected after {time.monotonic() - lost_at:.0f} s; going on")
+            return result
+    return run
+
+
 class Store:
-    def __init__(self, location: Path | str, readonly: bool = False, create: bool = True):
+    def __init__(self, location: Path | str, readonly: bool = False, create: bool = True,
+                 reconnect_seconds: float = 0):
         """A SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL).
 
         `readonly` opens without writing anything; `create=False` refuses a missing file instead of creating it.
         `path` is where files beside the store go (checkpoints, autosaved states, kept weights): next to a
-        SQLite file, or for PostgreSQL in the URL's `files=DIR` folder; `label` names the store in messages."""
+        SQLite file, or for PostgreSQL in the URL's `files=DIR` folder; `label` names the store in messages.
+        `reconnect_seconds`: how long an operation on a PostgreSQL store waits for a lost server to come back
+        (drivers wait minutes; a reader fails at once)."""
         self.readonly = readonly
+        self.reconnect_seconds = reconnect_seconds
+        self.say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
         # What a worker opens: the URL without its password, which reaches workers through libpq's PGPASSWORD
         # (share_password_with_workers), so that no job, queue or spilled Ray object ever carries it.
         self.worker_location, self._password = (without_password(location) if is_postgres(location)
@@ -262,6 +309,9 @@ class Store:
             # Trials started before this moment wrote their files before the store recorded their hashes.
             conn.execute("INSERT INTO store_meta (key, value) VALUES ('files_recorded_since', ?) ON CONFLICT (key)"
                          " DO NOTHING", (repr(time.time()),))
+            # What names this store wherever it is opened from (a path, a URL with or without its password).
+            conn.execute("INSERT INTO store_meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING",
+                         (uuid.uuid4().hex,))
         except BaseException:
             conn.rollback()
             raise
@@ -329,6 +379,25 @@ class Store:
             return f"{self.label}: store error while {doing} ({_one_line(err)})"
         return describe_sqlite_error(self.path, err, doing)
 
+    def _failure(self, err: BaseException, doing: str) -> StoreError:
+        if self._conn.lost:
+            return ConnectionLost(f"{self.label}: lost the connection to the database while {doing} "
+                                  f"({_one_line(err)})")
+        return StoreError(self._describe(err, doing))
+
+    def reconnect(self) -> bool:
+        """Open a new connection in place of a lost one; False while the server does not answer yet."""
+        try:
+            conn = PostgresConnection.open(self._url, readonly=self.readonly, timeout=10)
+        except postgres_errors():
+            return False
+        try:
+            self._conn.close()
+        except postgres_errors():
+            pass
+        self._conn = conn
+        return True
+
     @contextmanager
     def transaction(self, doing: str = "writing") -> Iterator[SqliteConnection | PostgresConnection]:
         """One writing transaction: writers queue for the lock up front, and a failure rolls everything back. Public
@@ -344,7 +413,7 @@ class Store:
             conn.commit()
         except conn.errors as err:
             conn.rollback()
-            raise StoreError(self._describe(err, doing)) from None
+            raise self._failure(err, doing) from None
 
     @contextmanager
     def reading(self) -> Iterator[SqliteConnection | PostgresConnection]:
@@ -352,7 +421,7 @@ class Store:
         try:
             yield self._conn
         except (*self._conn.errors, pd.errors.DatabaseError) as err:
-            raise StoreError(self._describe(err, "reading")) from None
+            raise self._failure(err, "reading") from None
 
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         """A query's rows as a DataFrame, typed as pandas.read_sql_query types them (one path for both databases)."""
@@ -361,6 +430,7 @@ class Store:
         return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
 
     # --- studies -------------------------------------------------------------------------------
+    @resilient
     def study_id(self, name: str, spec: dict) -> int:
         """Id of the study with this name, created on first use."""
         with self.transaction("creating a study") as db:
@@ -370,23 +440,31 @@ class Store:
             return db.execute("INSERT INTO studies (name, spec_json, created_at) VALUES (?, ?, ?) RETURNING id",
                               (name, json.dumps(spec, sort_keys=True), time.time())).fetchone()[0]
 
+    @resilient
     def study_names(self) -> dict[int, str]:
         with self.reading():
             return dict(self._conn.execute("SELECT id, name FROM studies").fetchall())
 
     # --- trials --------------------------------------------------------------------------------
+    @resilient
     def start_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None = None) -> int:
         """A trial about to train: status 'running' until finish_trial."""
         with self.transaction("starting a trial") as db:
             return self._insert_trial(db, config, trial_key, dropout_seed, study_id, time.time())
 
+    @resilient
     def record_trial(self, config: dict, trial_key: str, dropout_seed: int, study_id: int | None,
                      outcome: TrialOutcome, points: Iterable[CurvePoint], started_at: float | None = None) -> int:
         """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
         (interrupted, failed or stopped early), so a trial never appears twice; its claim is dropped with it."""
         with self.transaction("recording a trial") as db:
-            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND status IN (?, ?, ?)",
-                       (trial_key, study_id, TrialStatus.RUNNING, TrialStatus.FAILED, TrialStatus.STOPPED))
+            if outcome.status in RESULT_STATUSES:  # a result is recorded once: a repeated write finds it (resilient)
+                found = db.execute("SELECT id FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND"
+                                   " status IN (?, ?)", (trial_key, study_id, *RESULT_STATUSES)).fetchone()
+                if found is not None:
+                    return found[0]
+            db.execute("DELETE FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND status IN"
+                       " (?, ?, ?)", (trial_key, study_id, TrialStatus.RUNNING, TrialStatus.FAILED, TrialStatus.STOPPED))
             trial_id = self._insert_trial(db, config, trial_key, dropout_seed, study_id,
                                           time.time() if started_at is None else started_at)
             self._finish(db, trial_id, outcome, points)
@@ -402,10 +480,12 @@ class Store:
              config["do_seed"], dropout_seed, json.dumps(config, sort_keys=True), TrialStatus.RUNNING, started_at),
         ).fetchone()[0]
 
+    @resilient
     def add_points(self, trial_id: int, points: Iterable[CurvePoint]) -> None:
         with self.transaction("writing curve points") as db:
             self._insert_points(db, trial_id, points)
 
+    @resilient
     def finish_trial(self, trial_id: int, outcome: TrialOutcome, points: Iterable[CurvePoint] = ()) -> None:
         """Write the last curve rows and the terminal status atomically."""
         with self.transaction("finishing a trial") as db:
@@ -472,12 +552,14 @@ class Store:
         path, folder = Path(path).resolve(), self.path.parent.resolve()
         return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.as_posix()
 
+    @resilient
     def record_files(self, files: Iterable[tuple[Path | str, str]]) -> None:
         """Record (path, sha256) of files just written beside the store (an autosaved state)."""
         named = [(self.file_name(path), sha256) for path, sha256 in files]
         with self.transaction("recording file hashes") as db:
             self._record_files(db, named)
 
+    @resilient
     def recorded_hash(self, path: Path | str) -> str | None:
         """The sha256 the store recorded when the file was written; None if it recorded none."""
         with self.reading():
@@ -486,6 +568,7 @@ class Store:
             row = self._conn.execute("SELECT sha256 FROM files WHERE name = ?", (self.file_name(path),)).fetchone()
         return row[0] if row else None
 
+    @resilient
     def cache_records(self) -> dict[str, str]:
         """Tokenization cache entry name -> the checksum recorded when a trial of this store first used it."""
         with self.reading():
@@ -494,6 +577,7 @@ class Store:
             rows = self._conn.execute("SELECT name, sha256 FROM files WHERE name LIKE ?", (CACHE_RECORD + "%",))
             return {name[len(CACHE_RECORD):]: sha256 for name, sha256 in rows.fetchall()}
 
+    @resilient
     def files_recorded_since(self) -> float:
         """When this store began recording its files' hashes: trials started before wrote theirs unrecorded."""
         with self.reading():
@@ -505,6 +589,15 @@ class Store:
         except (TypeError, ValueError):
             return float("inf")
 
+    @property
+    def store_id(self) -> str:
+        """This store's own id, kept in it: the same through any path or URL it is opened by. A store last written by
+        a version before the id existed (and opened read-only since) is named by its label instead."""
+        with self.reading():
+            row = (self._conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+                   if "store_meta" in self._conn.tables() else None)
+        return row[0] if row and isinstance(row[0], str) else self.label
+
     @staticmethod
     def _insert_points(db: Connection, trial_id: int, points: Iterable[CurvePoint]) -> None:
         db.executemany("INSERT INTO curves (trial_id, step, epoch, split, metric, value) VALUES (?, ?, ?, ?, ?, ?)"
@@ -512,6 +605,7 @@ class Store:
                        " value = excluded.value",
                        ((trial_id, p.step, p.epoch, p.split, p.metric, p.value) for p in points))
 
+    @resilient
     def latest_trial(self, trial_key: str, study_id: int | None) -> dict | None:
         """The newest attempt of a trial in a study (None: the trials run outside any study)."""
         with self.reading():
@@ -521,6 +615,7 @@ class Store:
             row = cursor.fetchone()
         return dict(zip([c[0] for c in cursor.description], row)) if row else None
 
+    @resilient
     def dev_score_at(self, trial_id: int, step: int) -> float | None:
         """The trial's primary dev metric at its latest evaluation at or before `step`."""
         with self.reading():
@@ -529,11 +624,13 @@ class Store:
                                    " ORDER BY c.step DESC LIMIT 1", (trial_id, step)).fetchone()
         return row[0] if row else None
 
+    @resilient
     def trial_config(self, trial_id: int) -> tuple[dict, str, str]:
         """A trial's resolved config, trial key and status."""
         row = self.trial_row(trial_id)
         return json.loads(row["config_json"]), row["trial_key"], row["status"]
 
+    @resilient
     def trial_row(self, trial_id: int) -> dict:
         with self.reading():
             cursor = self._conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,))
@@ -542,6 +639,7 @@ class Store:
             raise StoreError(f"{self.path} has no trial {trial_id}")
         return dict(zip([c[0] for c in cursor.description], row))
 
+    @resilient
     def outcome(self, trial_id: int) -> TrialOutcome:
         """A recorded trial's outcome, as it was reported when it finished."""
         row = self.trial_row(trial_id)
@@ -554,6 +652,7 @@ class Store:
                             error=row["error"], threads=row.get("threads"), device=row.get("device"),
                             data_hash=row.get("data_hash"))
 
+    @resilient
     def thread_counts(self, study_id: int | None) -> dict[int, int]:
         """Torch thread counts of the study's finished trials, with how many trials ran with each."""
         with self.reading():
@@ -562,6 +661,7 @@ class Store:
                                     (study_id, *RESULT_STATUSES, TrialStatus.STOPPED)).fetchall()
         return dict(rows)
 
+    @resilient
     def forecast_stop(self, trial_id: int, note: str) -> None:
         """A trial paused at the forecaster's fraction and flagged: terminal `forecast-stopped`, its curve kept, its
         claim dropped (its replacement is another trial)."""
@@ -574,6 +674,7 @@ class Store:
             db.execute("DELETE FROM claims WHERE (trial_key, scope) IN (SELECT trial_key, coalesce(study_id, 0)"
                        " FROM trials WHERE id = ?)", (trial_id,))
 
+    @resilient
     def holds_forecast_stops(self) -> bool:
         """Whether the trials table admits the forecast-stopped status (SQLite stores made before it do not)."""
         query = ("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'trials'::regclass AND contype"
@@ -584,6 +685,7 @@ class Store:
         return any(TrialStatus.FORECAST_STOPPED in row[0] for row in rows)
 
     # --- reading -------------------------------------------------------------------------------
+    @resilient
     def trials(self) -> pd.DataFrame:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
         with self.reading():
@@ -595,6 +697,7 @@ class Store:
         configs.columns = [f"cfg.{c}" for c in configs.columns]
         return pd.concat([frame.drop(columns=["config_json"]), configs], axis=1)
 
+    @resilient
     def predictions(self, trial_ids: Iterable[int] | None = None) -> pd.DataFrame:
         """Long format: trial_id, split, point, step, example, value (class id or regression value).
 
@@ -621,6 +724,7 @@ class Store:
             return pd.DataFrame(columns=["trial_id", "split", "point", "step", "example", "value"])
         return pd.concat(frames, ignore_index=True)
 
+    @resilient
     def curves(self, trial_ids: Iterable[int] | None = None) -> pd.DataFrame:
         query = "SELECT * FROM curves"
         params: tuple = ()

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
-from ..storage.store import Store
+from ..storage.store import Store, resilient
 
 # How long a claim lives without a heartbeat; a live driver renews it every third of that.
 LEASE_SECONDS = float(os.environ.get("STEADYTUNE_LEASE_SECONDS", 60))
@@ -69,6 +69,7 @@ class Claims:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @resilient
     def take(self, trial_key: str, done_statuses: Iterable[str]) -> Claim:
         """Claim the trial unless its latest attempt already ended in one of `done_statuses`; renewing one's own
         claim is a claim. A claim whose owner's lease has lapsed, or whose owner is gone, is taken over."""
@@ -88,6 +89,7 @@ class Claims:
                        (trial_key, self.scope, self.owner, now + self.lease_seconds))
             return Claim.CLAIMED
 
+    @resilient
     def holder(self, trial_key: str) -> str | None:
         """Who holds a live claim on the trial, if anyone."""
         with self.store.reading() as db:
@@ -105,6 +107,7 @@ class Claims:
         with self.store.transaction("renewing claims") as db:
             db.execute(sql, params)
 
+    @resilient
     def release(self) -> None:
         """Drop every claim of this owner (it stops early), so others can run those trials at once."""
         with self.store.transaction("releasing claims") as db:

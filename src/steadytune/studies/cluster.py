@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..storage.connections import is_postgres
+from ..storage.connections import is_postgres, without_password
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 DEFAULT_JOBS, DEFAULT_JOBS_FOLDER = 4, Path("steadytune-jobs")
@@ -58,7 +58,9 @@ SUBMIT_OPTIONS = {**{_flag(f.name): True for f in fields(JobArray)}, "--wait": F
 
 
 def driver_command(argv: list[str]) -> list[str]:
-    """The `steadytune study run ...` command each job runs: argv without the options that submit the array."""
+    """The `steadytune study run ...` command each job runs: argv without the options that submit the array, and
+    without the store URL's password. submitit writes the command into its job files and logs; the password reaches
+    the jobs through the environment instead (PGPASSWORD, see `submit`), or their own ~/.pgpass."""
     command, skip = [], False
     for arg in argv:
         if skip:
@@ -68,8 +70,16 @@ def driver_command(argv: list[str]) -> list[str]:
         if name in SUBMIT_OPTIONS:
             skip = SUBMIT_OPTIONS[name] and "=" not in arg
             continue
+        if name == "--store" and "=" in arg:
+            arg = "--store=" + _secret_free(arg.split("=", 1)[1])
+        elif command and command[-1] == "--store":
+            arg = _secret_free(arg)
         command.append(arg)
     return [sys.executable, "-m", "steadytune", *command]
+
+
+def _secret_free(location: str) -> str:
+    return without_password(location)[0] if is_postgres(location) else location
 
 
 def submit(array: JobArray, command: list[str]) -> list[Any]:
@@ -90,8 +100,16 @@ def submit(array: JobArray, command: list[str]) -> list[Any]:
         parameters["slurm_array_parallelism"] = array.array_parallelism
     executor.update_parameters(**parameters)
     job = CommandFunction(command, cwd=os.getcwd())
-    with executor.batch():
-        jobs = [executor.submit(job) for _ in range(array.jobs)]
+    # Job files, pickles and logs readable by the submitting user alone: the umask reaches what submitit writes
+    # here and what the jobs write (SLURM passes it on; local jobs inherit it).
+    array.jobs_folder.mkdir(parents=True, exist_ok=True)
+    array.jobs_folder.chmod(0o700)
+    umask = os.umask(0o077)
+    try:
+        with executor.batch():
+            jobs = [executor.submit(job) for _ in range(array.jobs)]
+    finally:
+        os.umask(umask)
     return jobs
 
 

@@ -33,7 +33,7 @@ def test_each_job_runs_the_study_command_without_the_options_that_submit_it():
 
 @pytest.mark.slow
 def test_a_job_array_on_submitit_local_runs_each_trial_once(tiny_bert_dir, glue_dir, tmp_path):
-    store = str(tmp_path / "runs.db")
+    store = str(tmp_path / "runs" / "runs.db")  # its folder is made, as for any command that writes a store
     args = [*study_args(tiny_bert_dir, glue_dir, tmp_path, store), "--executor", "submitit-local", "--jobs", "2",
             "--jobs-folder", str(tmp_path / "jobs"), "--wait"]
     done = subprocess.run([sys.executable, "-m", "steadytune", *args], capture_output=True, text=True, cwd=tmp_path,

@@ -9,7 +9,9 @@ import time
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from steadytune.cli import app
 from steadytune.storage.store import CurvePoint, Store, StoreError, TrialOutcome, export, schema_sql
 from steadytune.studies.claims import Claim, Claims
 from steadytune.training.records import RESULT_STATUSES
@@ -267,3 +269,41 @@ def test_read_only_opening_writes_nothing_and_reads_old_stores(tmp_path):
         Store(tmp_path / "other.db", readonly=True)
     with pytest.raises(StoreError, match="store file does not exist"):
         Store(tmp_path / "missing.db", readonly=True)
+
+
+def test_gc_frees_only_what_no_trial_can_use(tmp_path):
+    from steadytune.storage.cleanup import collect
+
+    keys = {name: f"{n:016x}" for n, name in enumerate(["done", "paused", "interrupted", "failed", "running"], 1)}
+    with Store(tmp_path / "r.db") as store:
+        study = store.study_id("s", {})
+        store.record_trial(CONFIG, keys["done"], 1, study, outcome(), [])
+        store.record_trial(CONFIG, keys["paused"], 1, study, outcome("stopped", steps_done=3), [])
+        store.record_trial(CONFIG, keys["failed"], 1, study, outcome("failed", error="OSError"), [])
+        Claims(store, study, "a-live-driver").take(keys["running"], ())
+        layout = store.layout
+        layout.states.mkdir()
+        states = {name: layout.state(study, key) for name, key in keys.items()}
+        for path in states.values():
+            path.write_bytes(b"x" * 100)
+        orphan = layout.state(study + 7, keys["done"])  # of a study the store does not hold
+        orphan.write_bytes(b"x" * 50)
+        (layout.states / "notes.txt").write_text("mine")  # not a file steadytune names: left alone
+        snapshots = {name: layout.snapshots(key) / "step-4.safetensors" for name, key in keys.items()}
+        for path in snapshots.values():
+            path.parent.mkdir(parents=True)
+            path.write_bytes(b"y" * 1000)
+        store.record_files([(snapshots["failed"], "ab" * 32)])
+
+        planned = collect(store, dry_run=True)
+        assert all(item.path.exists() for item in planned)  # a dry run removes nothing
+        gone = {item.path for item in collect(store)}
+        assert gone == {item.path for item in planned} == {states["done"], orphan, snapshots["failed"],
+                                                             snapshots["interrupted"]}
+        assert not any(path.exists() for path in gone) and not snapshots["failed"].parent.exists()
+        assert all(path.exists() for path in (states["paused"], states["interrupted"], states["failed"],
+                                              states["running"], snapshots["done"], snapshots["paused"],
+                                              snapshots["running"], layout.states / "notes.txt"))
+        assert store.recorded_hash(snapshots["failed"]) is None  # its record went with it
+    result = CliRunner().invoke(app, ["gc", str(tmp_path / "r.db")])
+    assert result.exit_code == 0 and "0 file(s), 0 bytes" in result.output, result.output

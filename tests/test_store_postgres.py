@@ -260,3 +260,23 @@ def test_job_files_never_hold_the_password_and_only_their_owner_reads_them(postg
     assert any(path.name.endswith("_submitted.pkl") for path in written)
     assert [path for path in written if b"s3cret" in path.read_bytes()] == []
     assert [path for path in jobs.rglob("*") if path.stat().st_mode & 0o077] == []  # the owner's alone
+
+
+def test_slurm_off_a_cluster_is_one_line_and_dry_run_prints_the_array(postgres_url, tiny_bert_dir, glue_dir, tmp_path):
+    secret_url = postgres_url.replace("steadytune@", "steadytune:s3cret@")
+    args = ["study", "run", "--tasks", "rte", "--wi-seeds", "1-4", "--model", str(tiny_bert_dir), "--glue-dir",
+            str(glue_dir), "--store", secret_url, "--executor", "slurm",
+            "--jobs", "4", "--partition", "gpu", "--mem-gb", "32", "--jobs-folder", str(tmp_path / "jobs")]
+    refused = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert refused.exit_code == 2 and "cannot submit SLURM jobs" in refused.output and "--dry-run" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and "Traceback" not in refused.output
+    # A subprocess: each job's command is this process's own command line, as the user typed it.
+    shown = subprocess.run([sys.executable, "-m", "steadytune", *args, "--dry-run"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    printed = shown.stdout
+    for line in ("#SBATCH --array=0-3%4", "#SBATCH --partition=gpu", "#SBATCH --mem=32GB", "#SBATCH --ntasks-per-node=1"):
+        assert line in printed
+    [command] = [line for line in printed.splitlines() if line.startswith("# each job runs:")]
+    assert "study run" in command and "--executor" not in command and "--dry-run" not in command
+    assert "s3cret" not in printed

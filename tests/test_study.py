@@ -194,6 +194,9 @@ def test_ray_on_a_local_cluster_reruns_the_trial_of_a_killed_worker(spec_file, t
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         spec = load_spec(spec_file(wi_seeds="1-2", do_seeds="1", max_steps=300, evals_per_epoch=0), {})
+        # A trial no node can place was left waiting forever, without a word: it is refused in one line.
+        with pytest.raises(ConfigError, match="--cpus-per-trial 4: no node of the Ray cluster has 4 CPU"):
+            run_study(tmp_path / "too-big.db", spec, tmp_path, ray_address="auto", cpus_per_trial=4)
         result: dict = {}
         study = threading.Thread(target=lambda: result.update(summary=run_study(
             tmp_path / "ray.db", spec, tmp_path, ray_address="auto", cpus_per_trial=1, retries=1)))

@@ -80,12 +80,12 @@ def train(config: TrialConfig | Mapping[str, Any], store: str | Path = "runs/ste
     not trained again (its recorded outcome is returned). `config` is a TrialConfig or its fields as a dict (the
     defaults are Devlin et al.'s); `options`: RunOptions or their fields (device, threads, cache_dir, ...)."""
     from .config import RunOptions, TrialConfig, build_config
-    from .storage.store import Store
+    from .storage.store import Store, store_folder_made
     from .studies.single import run_stored
 
     config = config if isinstance(config, TrialConfig) else build_config(dict(config))
     options = options if isinstance(options, RunOptions) else RunOptions(**dict(options or {}))
-    with Store(_store_folder_made(store)) as db:
+    with Store(store_folder_made(store)) as db:
         return run_stored(config, options, db)[1]
 
 
@@ -95,7 +95,7 @@ def run_study(spec: StudySpec | Mapping[str, Any] | str | Path, store: str | Pat
     processes, as `steadytune study run` does: finished trials are skipped, so a second call resumes. Returns a
     StudySummary: the study's trials, how many this call ran, its compute, and `count(status)` of each TrialStatus."""
     from .config import RunOptions
-    from .storage.store import Store
+    from .storage.store import Store, store_folder_made
     from .studies.executors import Executor
     from .studies.runner import StudyRunner
     from .studies.spec import StudySpec, load_spec
@@ -105,14 +105,5 @@ def run_study(spec: StudySpec | Mapping[str, Any] | str | Path, store: str | Pat
     elif not isinstance(spec, StudySpec):
         spec = StudySpec(**dict(spec))
     options = options if isinstance(options, RunOptions) else RunOptions(**dict(options or {}))
-    with Store(_store_folder_made(store)) as db:
+    with Store(store_folder_made(store)) as db:
         return StudyRunner(spec, db, options, Executor(workers=workers)).run()
-
-
-def _store_folder_made(store: str | Path) -> str | Path:
-    """A SQLite store's folder, created if missing (the default `runs/` included); a URL as it is."""
-    from .storage.connections import is_postgres
-
-    if not is_postgres(store):
-        Path(store).parent.mkdir(parents=True, exist_ok=True)
-    return store

@@ -5,11 +5,12 @@ import typer
 
 from .diagnose import diagnose
 from .forecast import forecast_app
+from .gc import gc
 from .landscape import landscape_app
 from .recipes import recipes
 from .report import report
 from .reproduce import reproduce
-from .results import export, runs
+from .results import export, runs, studies
 from .soup import soup
 from .study import study_app
 from .train import train
@@ -18,6 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="
                   help="Measurable, stable fine-tuning of pretrained encoders on small datasets.")
 app.command()(train)
 app.command()(runs)
+app.command()(studies)
 app.command()(export)
 app.command()(recipes)
 app.add_typer(study_app, name="study")
@@ -27,3 +29,4 @@ app.add_typer(landscape_app, name="landscape")
 app.command()(reproduce)
 app.command()(soup)
 app.add_typer(forecast_app, name="forecast")
+app.command()(gc)

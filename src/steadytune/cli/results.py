@@ -12,6 +12,7 @@ from rich.table import Table
 from ..config import ConfigError
 from ..storage.store import Store
 from ..storage.store import export as export_frame
+from ..training.records import TrialStatus
 from .common import console, fmt_metric, print_table, progress_bar, reports_user_errors
 
 # Existence is checked by Store, whose one-line error keeps a long path whole (typer's error box would wrap it).
@@ -19,10 +20,18 @@ STORE_ARGUMENT = typer.Argument(help="Result store: a SQLite file, or a postgres
 
 
 @reports_user_errors
-def runs(store: Annotated[str, STORE_ARGUMENT]) -> None:
+def runs(store: Annotated[str, STORE_ARGUMENT],
+         study: Annotated[Optional[list[str]], typer.Option("--study", help="Only this study's trials "
+                                                            "(repeatable).")] = None) -> None:
     """Table of the trials in a store: seeds, status, best and final dev metric, baseline, time."""
     with Store(store, readonly=True) as db:
         trials, label = db.trials(), db.label
+        if study:
+            ids = {number: name for number, name in db.study_names().items() if name in study}
+            missing = sorted(set(study) - set(ids.values()))
+            if missing:
+                raise ConfigError(f"{label}: no study named {missing[0]!r} (`steadytune studies {label}` lists them)")
+            trials = trials[trials["study_id"].isin(list(ids))].reset_index(drop=True)
     # Columns that are the same for every trial go in the heading, so the table fits an 80-column terminal.
     # The heading is one line that is never wrapped: a long store path must stay whole, whatever the width.
     shared = {column: trials[column].unique() for column in ("study_id", "task", "model", "recipe", "metric")}
@@ -120,3 +129,20 @@ def _push(store: str, to: str) -> None:
                                                                                            total=total))
     console.print(f"pushed {pushed} trial(s) to MLflow ({mlflow_tracking_uri(target.target)}); {skipped} were "
                   f"there already", soft_wrap=True)
+
+
+@reports_user_errors
+def studies(store: Annotated[str, STORE_ARGUMENT]) -> None:
+    """The studies in a store: their trials by status, their drivers alive, and whether they are cancelled."""
+    from ..studies.status import study_status
+
+    with Store(store, readonly=True) as db:
+        found, label = study_status(db), db.label
+    console.print(f"{label}: {len(found)} studies", soft_wrap=True, markup=False)
+    table = Table("id", "study", "planned", "complete", "running", "queued", "failed", "drivers", "",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for s in found:
+        table.add_row(str(s.study_id), s.name, str(s.planned), str(s.count(TrialStatus.COMPLETE)), str(len(s.running)),
+                      str(s.queued), str(s.count(TrialStatus.FAILED)), str(len(s.drivers)),
+                      "cancelled" if s.cancelled else "")
+    print_table(table)

@@ -1,8 +1,10 @@
 """`steadytune study plan|run`: seed grids, resumable, in parallel, with Dodge's early stopping."""
 from __future__ import annotations
 
+import shlex
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,8 +13,16 @@ from rich.table import Table
 
 from ..config import ConfigError
 from ..storage.connections import is_postgres, shown_location
-from ..storage.store import Store
-from ..studies.cluster import DEFAULT_JOBS, DEFAULT_JOBS_FOLDER, EXECUTORS, JobArray, driver_command, submit
+from ..storage.store import Store, store_folder_made
+from ..studies.cluster import (
+    DEFAULT_JOBS,
+    DEFAULT_JOBS_FOLDER,
+    EXECUTORS,
+    JobArray,
+    driver_command,
+    sbatch_script,
+    submit,
+)
 from ..studies.cluster import wait as wait_for_jobs
 from ..studies.executors import Executor
 from ..studies.runner import StudyEvents, StudyRunner, StudySummary
@@ -173,6 +183,9 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
                                                   rich_help_panel="Cluster")] = DEFAULT_JOBS_FOLDER,
         wait: Annotated[bool, typer.Option("--wait", help="Stay until every job has ended, then summarize the "
                                            "study.", rich_help_panel="Cluster")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the sbatch script the array would submit and "
+                                              "the command each job runs; submit nothing.",
+                                              rich_help_panel="Cluster")] = False,
         *, flags: dict[str, Any], run_flags: dict[str, Any]) -> None:
     """Run a study; re-running the same command resumes it (finished trials are skipped).
 
@@ -191,9 +204,9 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
     array = JobArray(executor_kind, jobs, jobs_folder, time_min, mem_gb, cpus_per_job, gpus_per_job, partition,
                      array_parallelism)
     if executor_kind != "local":
-        _submit(array, store, study, wait)
+        _submit(array, store, study, wait, dry_run)
         return
-    changed = array.changed() + (["--wait"] if wait else [])
+    changed = array.changed() + (["--wait"] if wait else []) + (["--dry-run"] if dry_run else [])
     if changed:
         raise ConfigError(f"{changed[0]} applies to --executor slurm or submitit-local; this study runs here")
     if options.pack > 1:
@@ -211,10 +224,13 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
         elif per_pass and options.pack > per_pass:
             console.print(f"--pack {options.pack}: the pack trains in passes of at most {per_pass} seeds, one after "
                           "another", soft_wrap=True)
-    with Store(store, reconnect_seconds=60 * reconnect_minutes) as db:
+    with Store(store_folder_made(store), reconnect_seconds=60 * reconnect_minutes) as db:
         runner = StudyRunner(study, db, options, executor)
         summary = _run_with_progress(runner)
     count = summary.count
+    if summary.cancelled:
+        console.print(f"study {summary.study} is cancelled (steadytune study cancel): no trial of it starts; "
+                      f"`steadytune study cancel {summary.study} --undo` lets it run again", soft_wrap=True)
     forecast = count(TrialStatus.FORECAST_STOPPED)
     console.print(f"study {summary.study}: {count(TrialStatus.COMPLETE)} complete, {count(TrialStatus.STOPPED)} stopped"
                   f"{f', {forecast} forecast-stopped' if forecast else ''}, {count(TrialStatus.DIVERGED)} diverged, "
@@ -222,9 +238,14 @@ def run(spec: Spec = None, name: Name = None, tasks: Tasks = None, recipes: Reci
                   f"{summary.full_trials_spent:.2f} full-trial units of compute", soft_wrap=True)
 
 
-def _submit(array: JobArray, store: str, study: StudySpec, wait: bool) -> None:
+def _submit(array: JobArray, store: str, study: StudySpec, wait: bool, dry_run: bool) -> None:
     array.check(store)
-    with Store(store) as db:  # the schema exists before the drivers start, and a bad store fails here
+    if dry_run:
+        console.print(sbatch_script(array), markup=False, highlight=False, soft_wrap=True)
+        console.print("# each job runs: " + " ".join(shlex.quote(part) for part in driver_command(sys.argv[1:])),
+                      markup=False, highlight=False, soft_wrap=True)
+        return
+    with Store(store_folder_made(store)) as db:  # the schema exists before the drivers start; a bad store fails here
         label = db.label
         db.share_password_with_workers()  # the jobs inherit it as PGPASSWORD; their command does not carry it
     jobs = submit(array, driver_command(sys.argv[1:]))
@@ -283,3 +304,84 @@ def _run_with_progress(runner: StudyRunner) -> StudySummary:
                                       on_state_refused=on_state_refused))
     finally:
         stop_bar(bar)
+
+
+@study_app.command("status")
+@reports_user_errors
+def status(store: Annotated[str, typer.Argument(help="Result store: a SQLite file, or a postgresql:// URL.")],
+           study: Annotated[Optional[list[str]], typer.Option("--study", help="Only this study (repeatable).")] = None,
+           watch: Annotated[bool, typer.Option("--watch", help="Refresh in place every --every seconds until "
+                                               "Ctrl-C.")] = False,
+           every: Annotated[float, typer.Option(parser=finite(0.5), help="Seconds between refreshes with "
+                                                "--watch.")] = 2.0) -> None:
+    """Where each study stands: trials complete, running (where, for how long, at which step), queued, failed and
+    forecast-stopped; the drivers alive; and an estimate of the time left. Read from the store, from any machine."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from ..studies.status import study_status
+
+    with Store(store, readonly=True) as db:
+        if not watch:
+            for part in _status_parts(study_status(db, study), db.label):
+                print_table(part) if isinstance(part, Table) else console.print(part, soft_wrap=True, markup=False)
+            return
+        with Live(console=console, auto_refresh=False) as live:
+            try:
+                while True:
+                    live.update(Group(*_status_parts(study_status(db, study), db.label)), refresh=True)
+                    time.sleep(every)
+            except KeyboardInterrupt:
+                pass
+
+
+def _status_parts(found: list, label: str) -> list:
+    """Each study's status line, and a table of its running trials."""
+    if not found:
+        return [f"{label}: no studies"]
+    parts = []
+    for s in found:
+        counts = ", ".join(f"{s.count(status)} {status}" for status in (TrialStatus.COMPLETE, TrialStatus.FAILED,
+                                                                      TrialStatus.DIVERGED, TrialStatus.STOPPED,
+                                                                      TrialStatus.FORECAST_STOPPED)
+                           if s.count(status) or status in (TrialStatus.COMPLETE, TrialStatus.FAILED))
+        eta = "" if s.eta_seconds is None else f"; about {_duration(s.eta_seconds)} left"
+        parts.append(f"study {s.name}{' (cancelled)' if s.cancelled else ''}: {counts}, {len(s.running)} running, "
+                     f"{s.queued} queued (of {s.planned} planned); {len(s.drivers)} driver(s) alive"
+                     + (f": {', '.join(s.drivers)}" if s.drivers else "") + eta)
+        parts += [f"  note: {note}" for note in s.notes]
+        if s.running:
+            table = Table("trial", "key", "driver", "running", "lease renewed", "step", box=None, pad_edge=False)
+            for trial in s.running:
+                step = "-" if trial.step is None else f"{trial.step}/{trial.total_steps}"
+                table.add_row(trial.trial or "-", trial.trial_key, trial.driver, _duration(trial.running_for),
+                              f"{trial.lease_age:.0f} s ago", step)
+            parts.append(table)
+    return parts
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@study_app.command("cancel")
+@reports_user_errors
+def cancel(name: Annotated[str, typer.Argument(help="The study's name (`steadytune studies STORE` lists them).")],
+           store: Annotated[str, typer.Option(help=STORE_HELP)] = "runs.db",
+           undo: Annotated[bool, typer.Option("--undo", help="Let the study run again.")] = False) -> None:
+    """Stop every driver of a study, on every host, from starting another of its trials: running trials finish and
+    are recorded, finished ones stay as they are. `--undo` lets it run again (`study run` resumes it)."""
+    from ..studies.status import cancel as cancel_study
+
+    with Store(store) as db:
+        cancel_study(db, name, undo)
+        label = db.label
+    console.print(f"study {name} of {label} " + ("may run again: `study run` resumes it" if undo else
+                                                  "is cancelled: its drivers start no other trial (running ones "
+                                                  "finish); `steadytune study cancel --undo` lets it run again"),
+                  soft_wrap=True, markup=False)

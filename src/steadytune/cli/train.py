@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from ..storage.store import Store, TrialOutcome
+from ..storage.store import Store, TrialOutcome, store_folder_made
 from ..studies.single import run_stored
 from ..training.trial import Trial
 from .common import (
@@ -59,7 +59,7 @@ def train(
         bar.update(task_id, completed=step, total=total, loss=values["loss"],
                    best="-" if best == float("-inf") else f"{best:.4f}")
 
-    with Store(store, reconnect_seconds=60 * reconnect_minutes) as db:
+    with Store(store_folder_made(store), reconnect_seconds=60 * reconnect_minutes) as db:
         try:
             trial_id, outcome, reused = run_stored(trial_config, options, db, progress=on_step,
                                                    on_prepared=lambda trial: _notes(trial))

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS studies (
     id {id},
     name {text} NOT NULL UNIQUE,
     spec_json {text} NOT NULL,
-    created_at {real} NOT NULL
+    created_at {real} NOT NULL,
+    cancelled_at {real}    -- `study cancel`: no driver claims another of its trials
 );
 CREATE TABLE IF NOT EXISTS trials (
     id {id},
@@ -86,7 +87,10 @@ CREATE TABLE IF NOT EXISTS trials (
     error {text},
     threads INTEGER,
     device {text},
-    data_hash {text}
+    data_hash {text},
+    host {text},           -- where it trained
+    driver {text},         -- the driver that ran it: host:pid:id
+    slurm_job {text}       -- its SLURM job (array job_task), if it ran in one
 );
 CREATE INDEX IF NOT EXISTS trials_key ON trials(trial_key);
 CREATE INDEX IF NOT EXISTS trials_study ON trials(study_id);
@@ -140,7 +144,16 @@ CREATE TABLE IF NOT EXISTS claims (
     scope INTEGER NOT NULL,  -- the study id, 0 for trials run outside a study
     owner {text} NOT NULL,
     expires_at {real} NOT NULL,
+    claimed_at {real},
+    step INTEGER,            -- where the trial stands, as its worker last reported (at each evaluation)
+    total_steps INTEGER,
     PRIMARY KEY (trial_key, scope)
+){without_rowid};
+CREATE TABLE IF NOT EXISTS drivers (
+    owner {text} PRIMARY KEY,  -- host:pid:id, as in claims
+    scope INTEGER NOT NULL,    -- the study it runs, 0 for `train`
+    started_at {real} NOT NULL,
+    seen_at {real} NOT NULL    -- its last heartbeat: alive while within a lease of now
 ){without_rowid};
 """
 
@@ -150,8 +163,13 @@ def schema_sql(dialect: str) -> str:
     return SCHEMA.format(**TYPES[dialect], statuses=", ".join(f"'{status}'" for status in TrialStatus))
 
 
-# Columns added after the first release; older stores get them when opened for writing.
-ADDED_TRIAL_COLUMNS = {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT"}
+# Columns added after the first release, by table; older stores get them when opened for writing.
+ADDED_COLUMNS = {
+    "trials": {"threads": "INTEGER", "device": "TEXT", "data_hash": "TEXT", "host": "{text}", "driver": "{text}",
+               "slurm_job": "{text}"},
+    "claims": {"claimed_at": "{real}", "step": "INTEGER", "total_steps": "INTEGER"},
+    "studies": {"cancelled_at": "{real}"},
+}
 TABLES = ("studies", "trials", "curves")  # what a store must hold; later tables are created on first write
 
 CACHE_RECORD = "tokenization-cache:"  # the prefix of cache entries' names in the files table
@@ -219,27 +237,32 @@ def resilient(operation):
     def run(owner, *args, **kwargs):
         store = getattr(owner, "store", owner)  # a Store, or an object working through one (studies/claims.py)
         lost_at, attempt = None, 0
-        while True:
-            try:
-                result = operation(owner, *args, **kwargs)
-            except ConnectionLost as err:
-                if store.reconnect_seconds <= 0:
-                    raise
-                now = time.monotonic()
-                if lost_at is None:
-                    lost_at = now
-                    store.say(f"{err}; reconnecting for up to {store.reconnect_seconds:g} s")
-                if now - lost_at >= store.reconnect_seconds:
-                    raise ConnectionLost(f"{store.label}: the database did not answer for {store.reconnect_seconds:g}"
-                                         f" s; gave up (what was recorded before stays; run the same command again "
-                                         f"to go on)") from None
-                time.sleep(min(0.5 * 2 ** attempt, 10.0))
-                attempt += 1
-                store.reconnect()
-                continue
+        try:
+            while True:
+                try:
+                    result = operation(owner, *args, **kwargs)
+                except ConnectionLost as err:
+                    if store.reconnect_seconds <= 0:
+                        raise
+                    now = time.monotonic()
+                    if lost_at is None:
+                        lost_at = now
+                        store.say(f"{err}; reconnecting for up to {store.reconnect_seconds:g} s")
+                    if now - lost_at >= store.reconnect_seconds:
+                        raise ConnectionLost(f"{store.label}: the database did not answer for "
+                                             f"{store.reconnect_seconds:g} s; gave up (what was recorded before stays;"
+                                             f" run the same command again to go on)") from None
+                    time.sleep(min(0.5 * 2 ** attempt, 10.0))
+                    attempt += 1
+                    store.reconnect()
+                    store.replaying = True
+                    continue
+                if lost_at is not None:
+                    store.say(f"{store.label}: reconnected after {time.monotonic() - lost_at:.0f} s; going on")
+                return result
+        finally:
             if lost_at is not None:
-                store.say(f"{store.label}: reconnected after {time.monotonic() - lost_at:.0f} s; going on")
-            return result
+                store.replaying = False
     return run
 
 
@@ -255,6 +278,7 @@ class Store:
         (drivers wait minutes; a reader fails at once)."""
         self.readonly = readonly
         self.reconnect_seconds = reconnect_seconds
+        self.replaying = False  # an operation is being re-run after a lost connection (resilient)
         self.say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
         # What a worker opens: the URL without its password, which reaches workers through libpq's PGPASSWORD
         # (share_password_with_workers), so that no job, queue or spilled Ray object ever carries it.
@@ -277,7 +301,9 @@ class Store:
         try:
             self._conn = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a usable steadytune store ({err})") from None
+            described = describe_sqlite_error(self.path, err, "opening it")
+            raise StoreError(described if "damaged" in described else
+                             f"{self.path}: not a usable steadytune store ({err})") from None
 
     @property
     def layout(self) -> StoreFiles:
@@ -302,10 +328,11 @@ class Store:
             for statement in schema_sql(conn.dialect).split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            present = conn.columns("trials")
-            for column, kind in ADDED_TRIAL_COLUMNS.items():
-                if column not in present:
-                    conn.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+            for table, added in ADDED_COLUMNS.items():
+                present = conn.columns(table)
+                for column, kind in added.items():
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(**TYPES[conn.dialect])}")
             # Trials started before this moment wrote their files before the store recorded their hashes.
             conn.execute("INSERT INTO store_meta (key, value) VALUES ('files_recorded_since', ?) ON CONFLICT (key)"
                          " DO NOTHING", (repr(time.time()),))
@@ -458,7 +485,7 @@ class Store:
         """A finished attempt, all in one transaction, replacing unfinished attempts of the same trial in the study
         (interrupted, failed or stopped early), so a trial never appears twice; its claim is dropped with it."""
         with self.transaction("recording a trial") as db:
-            if outcome.status in RESULT_STATUSES:  # a result is recorded once: a repeated write finds it (resilient)
+            if self.replaying and outcome.status in RESULT_STATUSES:  # its first try may have committed
                 found = db.execute("SELECT id FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ? AND"
                                    " status IN (?, ?)", (trial_key, study_id, *RESULT_STATUSES)).fetchone()
                 if found is not None:
@@ -503,12 +530,12 @@ class Store:
         db.execute(
             "UPDATE trials SET status=?, finished_at=?, wall_seconds=?, steps_done=?, total_steps=?, metric=?,"
             " final_metric=?, best_metric=?, best_step=?, baseline_metric=?, final_metrics_json=?,"
-            " best_metrics_json=?, error=?, threads=?, device=?, data_hash=? WHERE id=?",
+            " best_metrics_json=?, error=?, threads=?, device=?, data_hash=?, host=?, driver=?, slurm_job=? WHERE id=?",
             (str(outcome.status), time.time(), outcome.wall_seconds, outcome.steps_done, outcome.total_steps,
              outcome.metric, outcome.final_metrics.get(outcome.metric), outcome.best_metrics.get(outcome.metric),
              outcome.best_step, outcome.baseline_metric, json.dumps(outcome.final_metrics),
              json.dumps(outcome.best_metrics), outcome.error, outcome.threads, outcome.device, outcome.data_hash,
-             trial_id),
+             outcome.host, outcome.driver, outcome.slurm_job, trial_id),
         )
         rows = []
         for predictions in outcome.predictions:
@@ -690,7 +717,7 @@ class Store:
         """One row per trial; the resolved config flattened into `cfg.*` columns (a flat results table)."""
         with self.reading():
             frame = self.frame("SELECT * FROM trials ORDER BY id")
-        for column in ADDED_TRIAL_COLUMNS:  # an older store opened read-only
+        for column in ADDED_COLUMNS["trials"]:  # an older store opened read-only
             if column not in frame:
                 frame[column] = None
         configs = pd.json_normalize([json.loads(c) for c in frame["config_json"]]) if len(frame) else pd.DataFrame()
@@ -734,6 +761,14 @@ class Store:
             params = ids
         with self.reading():
             return self.frame(query + " ORDER BY trial_id, split, metric, step", params)
+
+
+def store_folder_made(location: str | Path) -> str | Path:
+    """A SQLite store's folder, created if missing (`runs/` the first time); a URL as it is. For the commands that
+    write a store: readers still say in one line that a store is missing."""
+    if not is_postgres(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return location
 
 
 def _one_line(err: BaseException) -> str:

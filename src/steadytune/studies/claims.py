@@ -29,6 +29,7 @@ class Claim(StrEnum):
     CLAIMED = "claimed"  # this owner runs the trial now
     DONE = "done"  # its latest attempt already ended in one of the statuses asked about
     BUSY = "busy"  # another live owner holds it
+    CANCELLED = "cancelled"  # its study was cancelled (`study cancel`): no more of its trials start
 
 
 def new_owner() -> str:
@@ -71,11 +72,16 @@ class Claims:
 
     @resilient
     def take(self, trial_key: str, done_statuses: Iterable[str]) -> Claim:
-        """Claim the trial unless its latest attempt already ended in one of `done_statuses`; renewing one's own
-        claim is a claim. A claim whose owner's lease has lapsed, or whose owner is gone, is taken over."""
+        """Claim the trial unless its latest attempt already ended in one of `done_statuses`, or its study is
+        cancelled; renewing one's own claim is a claim. A claim whose owner's lease has lapsed, or whose owner is
+        gone, is taken over."""
         done = tuple(done_statuses)
         now = self.clock()
         with self.store.transaction("claiming a trial") as db:
+            study = (db.execute("SELECT cancelled_at FROM studies WHERE id = ?", (self.study_id,)).fetchone()
+                     if self.study_id is not None else None)
+            if study is not None and study[0] is not None:
+                return Claim.CANCELLED
             row = db.execute("SELECT status FROM trials WHERE trial_key = ? AND study_id IS NOT DISTINCT FROM ?"
                              " ORDER BY id DESC LIMIT 1", (trial_key, self.study_id)).fetchone()
             if row is not None and row[0] in done:
@@ -84,9 +90,10 @@ class Claims:
                                 (trial_key, self.scope)).fetchone()
             if holder is not None and holder[0] != self.owner and holder[1] > now and not owner_is_gone(holder[0]):
                 return Claim.BUSY
-            db.execute("INSERT INTO claims (trial_key, scope, owner, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT"
-                       " (trial_key, scope) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
-                       (trial_key, self.scope, self.owner, now + self.lease_seconds))
+            db.execute("INSERT INTO claims (trial_key, scope, owner, expires_at, claimed_at) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (trial_key, scope) DO UPDATE SET owner = excluded.owner, expires_at ="
+                       " excluded.expires_at, claimed_at = excluded.claimed_at, step = NULL, total_steps = NULL",
+                       (trial_key, self.scope, self.owner, now + self.lease_seconds, now))
             return Claim.CLAIMED
 
     @resilient
@@ -98,22 +105,35 @@ class Claims:
         return row[0] if row else None
 
     def renew(self, conn=None) -> None:
-        """Push the expiry of every claim of this owner one lease ahead (the heartbeat)."""
-        sql = "UPDATE claims SET expires_at = ? WHERE owner = ?"
-        params = (self.clock() + self.lease_seconds, self.owner)
+        """Push the expiry of every claim of this owner one lease ahead, and say it is alive (the heartbeat)."""
+        now = self.clock()
+        statements = [("UPDATE claims SET expires_at = ? WHERE owner = ?", (now + self.lease_seconds, self.owner)),
+                      ("UPDATE drivers SET seen_at = ? WHERE owner = ?", (now, self.owner))]
         if conn is not None:
-            conn.execute(sql, params)
+            for sql, params in statements:
+                conn.execute(sql, params)
             return
         with self.store.transaction("renewing claims") as db:
-            db.execute(sql, params)
+            for sql, params in statements:
+                db.execute(sql, params)
 
     @resilient
     def release(self) -> None:
-        """Drop every claim of this owner (it stops early), so others can run those trials at once."""
+        """Drop every claim of this owner (it stops early), so others can run those trials at once, and its entry
+        among the live drivers."""
         with self.store.transaction("releasing claims") as db:
             db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            db.execute("DELETE FROM drivers WHERE owner = ?", (self.owner,))
+
+    @resilient
+    def _arrive(self) -> None:
+        now = self.clock()
+        with self.store.transaction("registering a driver") as db:
+            db.execute("INSERT INTO drivers (owner, scope, started_at, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT"
+                       " (owner) DO UPDATE SET seen_at = excluded.seen_at", (self.owner, self.scope, now, now))
 
     def __enter__(self) -> Claims:
+        self._arrive()
         self._thread = threading.Thread(target=self._beat, name="steadytune-lease", daemon=True)
         self._thread.start()
         return self
@@ -133,3 +153,10 @@ class Claims:
                     conn.close()
             except Exception:  # noqa: BLE001 - any database error: the next beat tries again
                 pass  # a claim that lapses meanwhile is only re-run, never lost
+
+
+def report_progress(store: Store, trial_key: str, study_id: int | None, step: int, total_steps: int) -> None:
+    """Where a claimed trial stands, as its worker reports it at each evaluation: `study status` shows it."""
+    with store.transaction("reporting progress") as db:
+        db.execute("UPDATE claims SET step = ?, total_steps = ? WHERE trial_key = ? AND scope = ?",
+                   (step, total_steps, trial_key, study_id or 0))

@@ -11,6 +11,7 @@ for this user's jobs; steadytune never reads a job's result pickle back.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -54,7 +55,7 @@ def _flag(name: str) -> str:
 
 
 # The options that submit the array (name -> takes a value); a job's own command is the rest.
-SUBMIT_OPTIONS = {**{_flag(f.name): True for f in fields(JobArray)}, "--wait": False}
+SUBMIT_OPTIONS = {**{_flag(f.name): True for f in fields(JobArray)}, "--wait": False, "--dry-run": False}
 
 
 def driver_command(argv: list[str]) -> list[str]:
@@ -82,16 +83,45 @@ def _secret_free(location: str) -> str:
     return without_password(location)[0] if is_postgres(location) else location
 
 
-def submit(array: JobArray, command: list[str]) -> list[Any]:
-    """Submit the array; returns submitit's jobs (their ids, states and log paths)."""
+def _submitit():
     try:
         import submitit
-        from submitit.helpers import CommandFunction
     except ImportError:
         raise ConfigError("--executor slurm needs submitit: pip install 'steadytune[slurm]'") from None
+    return submitit
+
+
+def sbatch_script(array: JobArray) -> str:
+    """The sbatch script `--executor slurm` submits for this array, as submitit writes it (--dry-run prints it; the
+    command in it runs each job's pickled `steadytune study run` command from the jobs folder)."""
+    _submitit()
+    from submitit.slurm.slurm import _convert_mem, _make_sbatch_string  # submitit's own (pinned: constraints.txt)
+
+    folder = array.jobs_folder.resolve()
+    command = " ".join(shlex.quote(part) for part in (sys.executable, "-u", "-m", "submitit.core._submit",
+                                                       str(folder)))
+    return _make_sbatch_string(command=command, folder=folder, job_name=JOB_NAME, partition=array.partition,
+                               time=array.time_min, nodes=1, ntasks_per_node=1, cpus_per_task=array.cpus_per_job,
+                               gpus_per_node=array.gpus_per_job or None, mem=_convert_mem(array.mem_gb),
+                               map_count=array.jobs, array_parallelism=array.array_parallelism or array.jobs)
+
+
+JOB_NAME = "steadytune-study"
+
+
+def submit(array: JobArray, command: list[str]) -> list[Any]:
+    """Submit the array; returns submitit's jobs (their ids, states and log paths)."""
+    submitit = _submitit()
+    from submitit.helpers import CommandFunction
+
     cluster = "local" if array.executor == "submitit-local" else "slurm"
-    executor = submitit.AutoExecutor(folder=array.jobs_folder, cluster=cluster)
-    parameters: dict[str, Any] = {"name": "steadytune-study", "timeout_min": array.time_min, "mem_gb": array.mem_gb,
+    try:
+        executor = submitit.AutoExecutor(folder=array.jobs_folder, cluster=cluster)
+    except RuntimeError as err:  # submitit's "Could not detect srun": not a SLURM cluster
+        raise ConfigError(f"--executor slurm: this machine cannot submit SLURM jobs ({' '.join(str(err).split())}); "
+                          f"run it on a login node of the cluster, try the array here with --executor "
+                          f"submitit-local, or print the sbatch script with --dry-run") from None
+    parameters: dict[str, Any] = {"name": JOB_NAME, "timeout_min": array.time_min, "mem_gb": array.mem_gb,
                                   "cpus_per_task": array.cpus_per_job, "gpus_per_node": array.gpus_per_job,
                                   "tasks_per_node": 1, "nodes": 1}
     if array.partition:

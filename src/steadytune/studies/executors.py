@@ -98,11 +98,12 @@ class Executor:
         # Ray re-runs a task whose worker died (max_retries); trials are deterministic, so that is safe.
         remote = ray.remote(execute).options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
                                              max_retries=self.retries)
-        capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus_per_trial, 1e-9)))
+        self._check_ray_request(ray)
         pending: dict = {}
         try:
             while True:
-                while len(pending) < capacity and (item := next_job()) is not None:
+                # Asked again before each hand-out: nodes that join the cluster later are used.
+                while len(pending) < self._ray_capacity(ray) and (item := next_job()) is not None:
                     pending[remote.remote(item[1])] = (item[0], time.time())
                 if not pending:
                     return
@@ -117,6 +118,28 @@ class Executor:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def _check_ray_request(self, ray) -> None:
+        """Refuse, in one line, a trial no node of the cluster can place: Ray would wait for it forever, silently."""
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        for name, wanted, flag in (("CPU", self.cpus_per_trial, "--cpus-per-trial"),
+                                   ("GPU", self.gpus_per_trial, "--gpus-per-trial")):
+            largest = max((node.get(name, 0) for node in nodes), default=0)
+            if wanted > largest:
+                raise ConfigError(f"{flag} {wanted:g}: no node of the Ray cluster has {wanted:g} {name}(s) (the "
+                                  f"largest has {largest:g}); ask for at most {largest:g}, or add a node that has them")
+
+    def _ray_capacity(self, ray) -> int:
+        """Trials the cluster can run at once: per live node, its CPUs (and GPUs) over what a trial asks for."""
+        total = 0
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            resources = node.get("Resources", {})
+            fits = [resources.get(name, 0) // wanted for name, wanted in (("CPU", self.cpus_per_trial),
+                                                                          ("GPU", self.gpus_per_trial)) if wanted > 0]
+            total += int(min(fits)) if fits else 1
+        return max(1, total)
 
     def threads_per_worker(self) -> int:
         """Torch threads per trial: the Ray CPUs it reserves, or this machine's cores split between N workers."""

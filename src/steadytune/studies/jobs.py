@@ -19,6 +19,7 @@ from ..errors import ConfigError, StoreError
 from ..storage.store import Store
 from ..training.layout import file_sha256, unrecorded
 from ..training.records import CurvePoint, TrialOutcome, TrialStatus
+from .claims import report_progress
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Job:
     options: dict
     store_path: str | None = None  # resolves --init-from trial ids
     store_location: str | None = None  # the store (path or URL): where autosaves' hashes are recorded and looked up
+    study_id: int | None = None  # whose claim the worker's progress is reported on (`study status`)
     stop_at_fraction: float | None = None
     state_in: str | None = None
     state_out: str | None = None
@@ -125,6 +127,29 @@ def prepare(job: Job, options: RunOptions) -> PreparedJob:
     return PreparedJob(trial, stop_at, list(trial.restored_points), trial.step, refused)
 
 
+class Progress:
+    """A worker's report of where its trial stands, written onto its claim at each evaluation, for `study status`.
+    Best effort: a store that cannot be written to now is not the trial's problem."""
+
+    def __init__(self, job: Job):
+        self.job, self.store = job, None
+        self.key = TrialConfig(**job.config).trial_key()
+
+    def __call__(self, points: list[CurvePoint], total_steps: int) -> None:
+        if not self.job.store_location or not points:
+            return
+        try:
+            if self.store is None:
+                self.store = Store(self.job.store_location, create=False)
+            report_progress(self.store, self.key, self.job.study_id, max(p.step for p in points), total_steps)
+        except StoreError:
+            pass
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
 def job_trackers(job: Job, options: RunOptions):
     from .trackers import trial_trackers
 
@@ -147,14 +172,18 @@ def execute(job: Job) -> JobResult | list[JobResult]:
         trial, points = prepared.trial, prepared.points
         if job.autosave and options.checkpoint_every:
             trial.autosave_to(Path(job.autosave), options.checkpoint_every, record_autosave(job))
-        trackers = job_trackers(job, options)
+        trackers, progress = job_trackers(job, options), Progress(job)
         trackers.log(points)
 
         def reached(new: list[CurvePoint]) -> None:
             points.extend(new)
             trackers.log(new)
+            progress(new, trial.total_steps)
 
-        outcome, pending = trial.run(reached, stop_at=prepared.stop_at)
+        try:
+            outcome, pending = trial.run(reached, stop_at=prepared.stop_at)
+        finally:
+            progress.close()
         trackers.log(pending)
         trackers.finish(outcome)
         if job.state_out and outcome.status == TrialStatus.STOPPED:
@@ -196,12 +225,14 @@ def execute_pack(job: Job) -> list[JobResult]:
         return [failed_result(err, started_at) for _ in jobs]
     points = [member.points for member in prepared]
     trackers = [job_trackers(member_job, options) for member_job in jobs]
+    progress = [Progress(member_job) for member_job in jobs]
     for tracker, earlier in zip(trackers, points):
         tracker.log(earlier)
 
     def reached(k: int, new: list[CurvePoint]) -> None:
         points[k].extend(new)
         trackers[k].log(new)
+        progress[k](new, prepared[k].trial.total_steps)
 
     saved: dict[int, str] = {}
 
@@ -213,6 +244,9 @@ def execute_pack(job: Job) -> list[JobResult]:
         results = pack.run(reached, [member.stop_at for member in prepared], on_stop=stopped)
     except Exception as err:  # noqa: BLE001
         return [failed_result(err, started_at) for _ in jobs]
+    finally:
+        for report in progress:
+            report.close()
     out = []
     for k, (outcome, pending) in enumerate(results):
         if k in saved:

@@ -49,6 +49,7 @@ class StudySummary:
     ran: int  # trials this run recorded
     full_trials_spent: float  # this run's compute, in units of one trial trained from start to end
     statuses: dict[TrialStatus, int] = field(default_factory=dict)  # the study's trials by status
+    cancelled: bool = False  # the study was cancelled (`study cancel`): trials not started were left
 
     def count(self, status: TrialStatus) -> int:
         return self.statuses.get(status, 0)
@@ -75,6 +76,7 @@ class StudyRunner:
         self.options = options
         self.poll_seconds = poll_seconds
         self.claims = Claims(store, self.study_id)
+        self.cancelled = False
         self.full_trials_spent = 0.0
         self.recorded: Counter[str] = Counter()
 
@@ -102,7 +104,8 @@ class StudyRunner:
             raise Interrupted(self._interrupted()) from None
         statuses = Counter(self.status(t) for t in self.trials)
         return StudySummary(self.spec.study_name(), len(self.trials), sum(self.recorded.values()),
-                            self.full_trials_spent, {s: statuses[s] for s in TrialStatus if s in statuses})
+                            self.full_trials_spent, {s: statuses[s] for s in TrialStatus if s in statuses},
+                            self.cancelled)
 
     def _interrupted(self) -> str:
         kept = ", ".join(f"{n} {status}" for status, n in self.recorded.items()) or "none"
@@ -136,7 +139,7 @@ class StudyRunner:
         # With autosaves, a trial continues from the state a killed or preempted run left, if there is one when the
         # job starts (a missing file means a fresh start).
         return Job(trial.config.model_dump(mode="json"), self.options.model_dump(mode="json"),
-                   store_path=str(self.store.path), store_location=self.store.worker_location,
+                   store_path=str(self.store.path), store_location=self.store.worker_location, study_id=self.study_id,
                    stop_at_fraction=stop_at_fraction, state_in=state if resume or autosave else None,
                    state_out=state if save_state else None, autosave=state if autosave else None,
                    experiment=self.spec.study_name())
@@ -154,6 +157,10 @@ class StudyRunner:
                 answer = self.claims.take(trial.config.trial_key(), done)
                 if answer is Claim.BUSY:
                     deferred.append((trial, job))
+                if answer is Claim.CANCELLED:  # `study cancel`: the running trials finish, no other starts
+                    self.cancelled = True
+                    queue.clear()
+                    deferred.clear()
                 return answer is Claim.CLAIMED
 
             def next_job():
@@ -215,6 +222,7 @@ class StudyRunner:
     def _record(self, trial: PlannedTrial, trial_id: int | None, start_step: int, result: JobResult,
                 events: StudyEvents) -> None:
         config = trial.config
+        result = replace(result, outcome=replace(result.outcome, driver=self.claims.owner))
         if trial_id is None:
             self.store.record_trial(config.model_dump(mode="json"), config.trial_key(), config.effective_dropout_seed,
                                     self.study_id, result.outcome, result.points, started_at=result.started_at)

@@ -6,6 +6,7 @@ reused and one that another process runs is refused.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..config import RunOptions, TrialConfig
 from ..errors import ConfigError, Interrupted, StoreError, TrialError
@@ -59,6 +60,7 @@ def run_stored(config: TrialConfig, options: RunOptions, store: Store, study_id:
             if trackers is not None:
                 trackers.finish(trial.failed_outcome(err))
             raise _recorded_failure(store, trial, trial_id, err) from None
+        outcome = replace(outcome, driver=claims.owner)
         store.finish_trial(trial_id, outcome, pending)
         trackers.log(pending)
         trackers.finish(outcome)

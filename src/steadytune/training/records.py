@@ -65,6 +65,9 @@ class TrialOutcome:
     predictions: tuple[Predictions, ...] = ()  # per-example, for instability analyses
     files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files beside the store the trial wrote
     cache_entries: tuple[tuple[str, str], ...] = ()  # (name, checksum) of the tokenization cache entries it used
+    host: str | None = None        # where it trained
+    driver: str | None = None      # the driver that ran it (host:pid:id), which claimed it
+    slurm_job: str | None = None   # its SLURM job, array job_task for an array
 
     @classmethod
     def failed(cls, error: str, metric: str = "", steps_done: int = 0, total_steps: int = 0,

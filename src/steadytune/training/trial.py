@@ -8,6 +8,8 @@ only after the model is built, so nothing else draws from it.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -290,7 +292,8 @@ class Trial:
         """Where and on what the trial ran: the outcome fields that are not results."""
         threads = torch.get_num_threads() if self.device.type == "cpu" else None
         return {"threads": threads, "device": str(self.device), "data_hash": self.inputs.data_hash,
-                "files": tuple(self.files_written), "cache_entries": self.inputs.cache_entries}
+                "files": tuple(self.files_written), "cache_entries": self.inputs.cache_entries,
+                "host": socket.gethostname(), "slurm_job": slurm_job()}
 
     def failed_outcome(self, error: BaseException | str) -> TrialOutcome:
         """A `failed` outcome at the step the trial reached."""
@@ -495,6 +498,12 @@ def _prediction_arrays(saved: dict, inputs: TrialInputs) -> dict[str, np.ndarray
             raise StateFileError(f"saved predictions for {split!r} do not fit this trial's data")
         arrays[split] = values.numpy().copy()
     return arrays
+
+
+def slurm_job() -> str | None:
+    """The SLURM job this process runs in (an array's job_task), from SLURM's environment; None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def resolve_init_from(init_from: str | None, store_path: Path | None) -> str | None:

@@ -358,7 +358,8 @@ def test_every_float_flag_refuses_non_finite_numbers_in_one_line(value, tmp_path
     flags = _float_flags()
     assert len({(tuple(path), flag) for path, flag, _, _ in flags}) >= 30  # the config's flags and the commands' own
     for path, flag, nargs, arguments in flags:
-        extra = ["--task", "rte"] if path == ["train"] else ["--tasks", "rte"] if path[0] == "study" else []
+        extra = (["--task", "rte"] if path == ["train"] else ["--tasks", "rte"] if path in (["study", "run"],
+                                                                                           ["study", "plan"]) else [])
         result = runner.invoke(app, [*path, *arguments, *extra, flag, *[value] * nargs], env={"COLUMNS": "200"})
         message = f"{' '.join(path)} {flag} {value}: {result.output}"
         assert result.exit_code == 2, message

@@ -209,6 +209,7 @@ def test_drivers_survive_a_database_restart_mid_study(tiny_bert_dir, glue_dir, t
             if driver.poll() is None:
                 os.killpg(driver.pid, signal.SIGKILL)
         text = log.read_text()
+        print(text)  # what the docs quote
         assert "Traceback" not in text and "lost the connection" in text and "reconnected after" in text, text
         [line] = [line for line in text.splitlines() if "lost the connection" in line]  # said once, in one line
         with Store(store, readonly=True) as db:

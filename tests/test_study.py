@@ -16,7 +16,7 @@ from steadytune.analysis.early_stopping import EarlyStop, cut_step, survivors
 from steadytune.config import ConfigError, RunOptions
 from steadytune.storage.store import Store, StoreError
 from steadytune.studies.executors import Executor
-from steadytune.studies.runner import StudyRunner
+from steadytune.studies.runner import StudyEvents, StudyRunner
 from steadytune.studies.spec import expand, load_spec, parse_seeds
 from steadytune.training.records import TrialStatus
 
@@ -91,6 +91,18 @@ def test_study_runs_and_rerun_skips_finished(spec_file, tmp_path):
     with Store(tmp_path / "s.db") as store:
         trials = store.trials()
     assert len(trials) == 4 and trials.trial_key.is_unique and set(trials.status) == {"complete"}
+
+
+def test_progress_counts_the_studys_trials_whichever_driver_ran_them(spec_file, tmp_path):
+    """A driver's bar counted its own trials: of two drivers sharing 8 trials, one ended at "5/8"."""
+    first = load_spec(spec_file(wi_seeds="1-2", do_seeds="1"), {"name": "shared"})
+    run_study(tmp_path / "s.db", first, tmp_path)  # another driver's share, recorded before this one starts
+    seen: list[tuple[int, int]] = []
+    with Store(tmp_path / "s.db") as store:
+        grown = load_spec(spec_file(wi_seeds="1-4", do_seeds="1"), {"name": "shared"})
+        summary = StudyRunner(grown, store, options(tmp_path), Executor(workers=1)).run(
+            StudyEvents(on_progress=lambda done, total: seen.append((done, total))))
+    assert summary.ran == 2 and seen == [(2, 4), (3, 4), (4, 4)]
 
 
 def test_resume_after_kill_loses_and_duplicates_nothing(spec_file, tmp_path):

@@ -271,8 +271,10 @@ def _run_with_progress(runner: StudyRunner) -> StudySummary:
     task_id = bar.add_task("study", total=None, counts="", best="-")
 
     def on_start(total: int) -> None:  # the bar appears once trials run, never over an error found before
-        bar.update(task_id, total=total)
         bar.start()
+
+    def on_progress(done: int, total: int) -> None:  # the study's, whichever driver ran them
+        bar.update(task_id, completed=done, total=total)
 
     def on_result(trial: PlannedTrial, outcome: TrialOutcome) -> None:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
@@ -283,8 +285,8 @@ def _run_with_progress(runner: StudyRunner) -> StudySummary:
             err_console.print(f"[red]trial {escape(trial.config.task)} wi={trial.config.wi_seed} "
                               f"do={trial.config.do_seed} failed:[/] {escape(outcome.error)}", markup=True,
                               soft_wrap=True)
-        bar.update(task_id, advance=1, best=fmt_metric(best["value"]),
-                   counts=" ".join(f"{k} {v}" for k, v in counts.items() if v))
+        bar.update(task_id, best=fmt_metric(best["value"]),
+                   counts="this driver: " + " ".join(f"{k} {v}" for k, v in counts.items() if v))
 
     def on_resume(trial: PlannedTrial, step: int) -> None:
         err_console.print(f"trial {trial.config.task} wi={trial.config.wi_seed} do={trial.config.do_seed} continued "
@@ -301,7 +303,7 @@ def _run_with_progress(runner: StudyRunner) -> StudySummary:
 
     try:
         return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume,
-                                      on_state_refused=on_state_refused))
+                                      on_state_refused=on_state_refused, on_progress=on_progress))
     finally:
         stop_bar(bar)
 

@@ -643,6 +643,13 @@ class Store:
         return dict(zip([c[0] for c in cursor.description], row)) if row else None
 
     @resilient
+    def latest_statuses(self, study_id: int | None) -> dict[str, str]:
+        """trial key -> the status of its latest attempt, for every trial of a study."""
+        with self.reading() as db:
+            return dict(db.execute("SELECT trial_key, status FROM trials WHERE study_id IS NOT DISTINCT FROM ? ORDER"
+                                   " BY id", (study_id,)).fetchall())
+
+    @resilient
     def dev_score_at(self, trial_id: int, step: int) -> float | None:
         """The trial's primary dev metric at its latest evaluation at or before `step`."""
         with self.reading():

@@ -38,6 +38,8 @@ class StudyEvents:
     on_wait: Callable[[int], None] = lambda count: None  # trials another driver is running
     on_resume: Callable[[PlannedTrial, int], None] = lambda trial, step: None  # continued from a saved state
     on_state_refused: Callable[[PlannedTrial, str], None] = lambda trial, reason: None  # restarted: why
+    # The whole study's trials at their end or cut, whichever driver ran them, and how many it has: after each result.
+    on_progress: Callable[[int, int], None] = lambda done, total: None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class StudyRunner:
         events = events or StudyEvents()
         self.check_threads()
         events.on_start(self.policy.planned(self))
+        events.on_progress(*self.progress())
         try:
             with self.claims:
                 self.policy.run(self, events)
@@ -238,3 +241,11 @@ class StudyRunner:
         if result.outcome.total_steps:
             self.full_trials_spent += (result.outcome.steps_done - start_step) / result.outcome.total_steps
         events.on_result(trial, result.outcome)
+        events.on_progress(*self.progress())
+
+    def progress(self) -> tuple[int, int]:
+        """(trials of the study at their end or at a cut, trials of the study), read from the store: what every
+        driver of the study has done, not this one alone."""
+        latest = self.store.latest_statuses(self.study_id)
+        ended = (*RESULT_STATUSES, TrialStatus.STOPPED, TrialStatus.FORECAST_STOPPED)
+        return sum(latest.get(t.config.trial_key()) in ended for t in self.trials), len(self.trials)

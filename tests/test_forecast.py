@@ -359,3 +359,23 @@ def test_the_default_forecaster_is_what_its_script_fits_on_the_real_rows_beside_
                            env={"COLUMNS": "200"})
     assert scored.exit_code == 0, scored.output
     assert "forecaster default (fit on" in scored.output and "20%" in scored.output
+
+
+def test_the_grids_lr_rule_picks_the_most_even_mix_and_says_why():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "forecast_grids.py"
+    spec = importlib.util.spec_from_file_location("forecast_grids", path)
+    grids = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grids)
+
+    def check(finals: dict[float, list[float]]) -> pd.DataFrame:
+        return pd.DataFrame([{"cfg.lr": lr, "final": f, "baseline_metric": 0.5, "status": "complete"}
+                             for lr, values in finals.items() for f in values])
+
+    # 5e-5 never learns, 1e-4 fails 1 of 3, 2e-4 fails 2 of 3: both mix, 1e-4 and 2e-4 are as even; the smaller wins.
+    lr, why = grids.chosen_lr(check({5e-5: [0.5, 0.5, 0.5], 1e-4: [0.5, 0.7, 0.7], 2e-4: [0.5, 0.5, 0.7]}))
+    assert lr == 1e-4 and "lr 0.0001: 3 runs, 2 learned, 1 failed" in why
+    lr, why = grids.chosen_lr(check({5e-5: [0.6, 0.6, 0.6], 1e-4: [0.7, 0.7, 0.7], 2e-4: [0.5, 0.5, 0.5]}))
+    assert lr == 1e-4 and "largest that learns" in why
+    assert grids.chosen_lr(check({5e-5: [0.5] * 3, 1e-4: [0.5] * 3, 2e-4: [0.5] * 3}))[0] is None

@@ -108,7 +108,7 @@ def _one(store: Store, row: tuple, tables: set[str], now: float) -> StudyStatus:
     queued = sum(key not in latest and key not in running_keys for key in planned)
     left = queued + statuses.get(TrialStatus.FAILED, 0) + sum(
         1 - (t.step or 0) / t.total_steps if t.total_steps else 1 for t in running)
-    eta = statistics.median(times) * left / max(1, len(running)) if times and not cancelled else None
+    eta = statistics.median(times) * left / max(1, len(running)) if times and left and not cancelled else None
     notes = [] if planned else ["its spec was written by another version: trials not yet started are not counted"]
     return StudyStatus(name, study_id, len(planned), statuses, running, queued,
                        [_driver(owner) for (owner,) in drivers if not owner_is_gone(owner)], eta, cancelled, notes)

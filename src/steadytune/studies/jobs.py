@@ -87,11 +87,16 @@ def check_state_hash(path: Path, recorded: str | None) -> None:
 
 def record_autosave(job: Job) -> Callable[[Path, str], None]:
     """Where a worker's autosave is recorded: in the job's store, as soon as it is written (the driver may be gone
-    by the time the trial is next resumed)."""
+    by the time the trial is next resumed). A store that cannot be written now (its database restarting) leaves the
+    state unrecorded, which a resume refuses and replaces by a start from scratch, with the same result: the trial
+    itself goes on."""
     def record(path: Path, sha256: str) -> None:
         if job.store_location:
-            with Store(job.store_location, create=False) as store:
-                store.record_files([(path, sha256)])
+            try:
+                with Store(job.store_location, create=False) as store:
+                    store.record_files([(path, sha256)])
+            except StoreError:
+                pass
     return record
 
 

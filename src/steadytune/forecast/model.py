@@ -74,18 +74,17 @@ def resolve(forecaster: str | Path) -> Path:
     return DEFAULT_PATH if str(forecaster) == DEFAULT else Path(forecaster)
 
 
-def fit(table: pd.DataFrame, failed: pd.Series, fraction: float, fitted_on: str,
-        features: tuple[str, ...] = FEATURES) -> Forecaster:
-    """Fit on a feature table (feature_table's rows) and each row's failed label, reading `features`."""
+def fit(table: pd.DataFrame, failed: pd.Series, fraction: float, fitted_on: str) -> Forecaster:
+    """Fit on a feature table (feature_table's rows) and each row's failed label."""
     from sklearn.linear_model import LogisticRegression
 
     labels = failed.to_numpy(dtype=bool)
     if labels.all() or not labels.any():
         raise ForecastError(f"cannot fit a forecaster on {len(labels)} trials that all "
                             f"{'failed' if labels.all() else 'succeeded'}: it needs both kinds")
-    x = table[list(features)].to_numpy(dtype=float)
+    x = table[list(FEATURES)].to_numpy(dtype=float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0  # a constant feature tells nothing; it keeps weight 0
     model = LogisticRegression(class_weight="balanced").fit((x - mean) / scale, labels)
-    return Forecaster(fraction, tuple(features), tuple(mean), tuple(scale), tuple(model.coef_[0]),
-                      float(model.intercept_[0]), fitted_on)
+    return Forecaster(fraction, FEATURES, tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]),
+                      fitted_on)

@@ -1,11 +1,22 @@
 """WIP (#39): the online forecaster's self-check, a decision whose error rates are measured by simulation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from steadytune.forecast.features import FEATURES
-from steadytune.forecast.online import OnlineSettings, act_rate, binomial_margin, planned_looks, self_check, spread_order
+from steadytune.forecast.online import (
+    OnlineSettings,
+    act_rate,
+    binomial_margin,
+    planned_looks,
+    self_check,
+    spread_order,
+)
+from steadytune.training.records import TrialStatus
 
 
 def test_the_first_runs_spread_over_the_seeds():
@@ -36,3 +47,90 @@ def test_a_check_says_why_in_one_line():
     table.loc[failed, "dev_margin"] -= 4.0  # failed runs stand far below the others at the cut
     planted = self_check(table, failed, np.repeat(np.arange(5), 3), OnlineSettings(permutations=199), rng)
     assert planted.passed and planted.auc == 1.0 and "it acts" in planted.reason and "\n" not in planted.reason
+
+
+class MadeUpExecutor:
+    """Trains nothing: each job's curve is made up from its seeds, so that whether a run fails, and whether its early
+    curve shows it, is planted. Stands in for the worker processes of a real study."""
+
+    workers, ray_address, total = 2, None, 100
+
+    def __init__(self, fails, early_sign: bool):
+        self.fails, self.early_sign = fails, early_sign
+
+    def threads_per_worker(self) -> int:
+        return 1
+
+    def run(self, next_job):
+        while (item := next_job()) is not None:
+            yield item[0], self.result(item[1])
+
+    def result(self, job):
+        import time
+
+        from steadytune.analysis.early_stopping import cut_step
+        from steadytune.config import TrialConfig
+        from steadytune.studies.jobs import JobResult
+        from steadytune.training.records import CurvePoint, TrialOutcome
+
+        config = TrialConfig(**job.config)
+        fails = self.fails(config.wi_seed, config.do_seed)
+        cut = cut_step(self.total, 0.3)
+        start = cut if job.state_in and job.stop_at_fraction is None else 0
+        stop = cut_step(self.total, job.stop_at_fraction) if job.stop_at_fraction else self.total
+        points, dev = [], 0.5
+        for step in range(start + 1, stop + 1):
+            shows = fails and (self.early_sign or step > cut)
+            points.append(CurvePoint(step, step / 10, "train", "loss", 0.69 if shows else 0.69 - 0.3 * step / 100))
+            if step % 10 == 0:
+                dev = 0.5 if shows else 0.5 + 0.3 * step / self.total + 0.001 * config.do_seed
+                points.append(CurvePoint(step, step / 10, "dev", "accuracy", dev))
+        status = TrialStatus.COMPLETE if stop == self.total else TrialStatus.STOPPED
+        if job.state_out and status == TrialStatus.STOPPED:
+            Path(job.state_out).write_bytes(b"a made-up state")  # what a worker saves at the cut
+        outcome = TrialOutcome(status, stop, self.total, "accuracy", {"accuracy": dev}, {"accuracy": dev}, stop, 0.5,
+                               1.0, threads=1)
+        return JobResult(outcome, points, time.time())
+
+
+def online_study(tmp_path, fails, early_sign: bool):
+    from steadytune.config import RunOptions
+    from steadytune.storage.store import Store
+    from steadytune.studies.runner import StudyEvents, StudyRunner
+    from steadytune.studies.spec import StudySpec
+
+    spec = StudySpec(name="online", tasks=["rte"], wi_seeds="1-5", do_seeds="1-5", policy="replace",
+                     config={"model": "made-up", "max_train": 32})
+    notes: list[str] = []
+    with Store(tmp_path / "online.db") as store:
+        summary = StudyRunner(spec, store, RunOptions(), MadeUpExecutor(fails, early_sign)).run(
+            StudyEvents(on_note=notes.append))
+        trials = store.trials()
+    return summary, trials, notes
+
+
+def test_a_planted_signal_is_found_online_and_acted_on_only_after_the_check_passes(tmp_path):
+    from steadytune.training.records import TrialStatus
+
+    summary, trials, notes = online_study(tmp_path, lambda wi, do: (wi + do) % 3 == 0, early_sign=True)
+    acted = [n for n in notes if "it acts" in n]
+    assert len(acted) == 1 and all("does not act yet" in n for n in notes[:notes.index(acted[0])]), notes
+    stopped = trials[trials["status"] == TrialStatus.FORECAST_STOPPED]
+    assert len(stopped) > 0 and ((stopped["wi_seed"] + stopped["do_seed"]) % 3 == 0).all()  # only planted failures
+    looked_at = int(acted[0].split(" on ")[1].split(" runs")[0])
+    first = trials.sort_values("id").head(looked_at)
+    assert (first["steps_done"] == MadeUpExecutor.total).all()  # before it acted, every run trained fully
+    good = trials[(trials["wi_seed"] + trials["do_seed"]) % 3 != 0]
+    assert (good["status"] == TrialStatus.COMPLETE).all()
+    assert (stopped["steps_done"] == 30).all()  # each flagged run cost 30% of a run, at the cut
+    complete = int((trials["status"] == TrialStatus.COMPLETE).sum())
+    assert summary.full_trials_spent == pytest.approx(complete + 0.3 * len(stopped))
+
+
+def test_with_no_early_signal_it_never_acts_and_equals_full_training(tmp_path):
+    from steadytune.training.records import TrialStatus
+
+    summary, trials, notes = online_study(tmp_path, lambda wi, do: (wi + do) % 3 == 0, early_sign=False)
+    assert notes and all("does not act yet" in n or "needs both outcomes" in n for n in notes), notes
+    assert len(trials) == 25 and set(trials["status"]) == {TrialStatus.COMPLETE}
+    assert summary.full_trials_spent == 25

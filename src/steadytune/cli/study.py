@@ -73,8 +73,10 @@ PolicyOption = Annotated[Optional[str], typer.Option(
     "replacements per trial). dodge+replace: Dodge's cut at the forecaster's fraction, where a flagged trial is "
     "forecast-stopped and never continued.", rich_help_panel="Study")]
 ForecasterOption = Annotated[Optional[str], typer.Option(
-    "--forecaster", help="Forecaster file for --policy replace or dodge+replace (`steadytune forecast fit`), or "
-    "'default' for the one that ships with steadytune (fit on real MiniLM-L6 trials at 20% of training).",
+    "--forecaster", help="For --policy replace: 'online' (the default) fits the study's own forecaster on its "
+    "complete runs and acts once it passes a self-check. For replace or dodge+replace: a forecaster file (`steadytune "
+    "forecast fit`), or 'default' for the one that ships with steadytune (fit on real MiniLM-L6 trials at 20% of "
+    "training).",
     rich_help_panel="Study")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
     "--forecast-threshold", parser=finite(), help="Flag a trial when P(failed) is at least this (default 0.5).",
@@ -297,13 +299,17 @@ def _run_with_progress(runner: StudyRunner) -> StudySummary:
                           f"do={trial.config.do_seed}: its saved state was refused ({escape(reason)}); it ran from the "
                           "start, which gives the same result", markup=True, soft_wrap=True)
 
+    def on_note(line: str) -> None:
+        err_console.print(line, soft_wrap=True, markup=False)
+
     def on_wait(count: int) -> None:
         bar.update(task_id, counts=" ".join(f"{k} {v}" for k, v in counts.items() if v)
                    + f"  waiting for {count} trial(s) another driver runs")
 
     try:
         return runner.run(StudyEvents(on_start=on_start, on_result=on_result, on_wait=on_wait, on_resume=on_resume,
-                                      on_state_refused=on_state_refused, on_progress=on_progress))
+                                      on_state_refused=on_state_refused, on_progress=on_progress,
+                                      on_note=on_note))
     finally:
         stop_bar(bar)
 

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..storage.store import Store
 from ..training.records import RESULT_STATUSES, TrialStatus
 from .jobs import Job
-from .spec import PlannedTrial, StudySpec, planned_trial
+from .spec import ONLINE, PlannedTrial, StudySpec, planned_trial
 
 # Statuses after which a trial is not run again in the first pass: it has a result or waits at its cut.
 FIRST_PASS_DONE = (*RESULT_STATUSES, TrialStatus.STOPPED)
@@ -35,6 +35,8 @@ class Driver(Protocol):
 
     store: Store
     trials: list[PlannedTrial]
+    study_id: int
+    executor: Any
 
     def status(self, trial: PlannedTrial) -> TrialStatus | None: ...
     def latest(self, trial: PlannedTrial) -> dict | None: ...
@@ -190,8 +192,129 @@ class Replace(Policy):
             batch = replacements
 
 
+class OnlineReplace(Policy):
+    """--policy replace --forecaster online (forecast/online.py): trials in an order that spreads their seeds, trained
+    fully until the study's own forecaster passes its self-check at a planned look; from then on, as `Replace`,
+    with the forecaster refitted on the complete runs before each batch. Until it acts, it says why, once per look."""
+
+    first_pass_done = FORECAST_PASS_DONE
+
+    def __init__(self, spec: StudySpec, settings):
+        self.spec, self.settings = spec, settings
+        self.check = None  # the look that passed
+
+    def run(self, runner: Driver, events: Any) -> None:
+        from collections import deque
+
+        from ..forecast.online import planned_looks, spread_order
+
+        def cell_of(trial: PlannedTrial) -> tuple:
+            return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
+
+        used: dict[tuple, set[int]] = {}
+        for trial in runner.trials:
+            used.setdefault(cell_of(trial), set()).add(trial.config.wi_seed)
+        budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in used.items()}
+        cells = [(t.config.wi_seed, t.config.do_seed) for t in runner.trials]
+        queue = deque(runner.trials[i] for i in spread_order(cells))
+        looks = deque(planned_looks(self.settings))
+        width = max(1, getattr(runner.executor, "workers", 1))
+        self._look(runner, looks, events)
+        while queue:
+            batch = [queue.popleft() for _ in range(min(width, len(queue)))]
+            if self.check is None:
+                runner.execute([(t, runner.job(t)) for t in batch if runner.status(t) not in FORECAST_PASS_DONE],
+                               FORECAST_PASS_DONE, events)
+                self._look(runner, looks, events)
+                continue
+            runner.execute([(t, runner.job(t, stop_at_fraction=self.settings.fraction, save_state=True))
+                            for t in batch if runner.status(t) not in FORECAST_PASS_DONE], FORECAST_PASS_DONE, events)
+            forecaster = self._fit(runner)
+            continuing = []
+            for trial in batch:
+                row = runner.latest(trial)
+                if row is None or row["status"] != TrialStatus.STOPPED:
+                    continue
+                probability = _probability(runner.store, row, forecaster)
+                if probability < self.settings.threshold:
+                    continuing.append((trial, runner.job(trial, resume=runner.state_path(trial).exists())))
+                    continue
+                runner.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
+                                                      f"{row['steps_done']} of {row['total_steps']} (online: "
+                                                      f"{forecaster.fitted_on})")
+                runner.drop_state(trial)
+                cell = cell_of(trial)
+                if budget[cell] > 0:
+                    budget[cell] -= 1
+                    seed = max(used[cell]) + 1
+                    used[cell].add(seed)
+                    replacement = planned_trial(self.spec, trial.config.task, trial.group[1], seed,
+                                                trial.config.do_seed, trial.config.adapter_seed)
+                    runner.trials.append(replacement)
+                    queue.append(replacement)
+            runner.execute(continuing, RESULT_STATUSES, events)
+
+    def _complete(self, runner: Driver):
+        """The study's complete runs, oldest first, with their features at the decision fraction and outcomes."""
+        from ..analysis.failures import failed
+        from ..forecast.features import feature_table
+
+        trials = runner.store.trials()
+        trials = trials[(trials["study_id"] == runner.study_id) & trials["status"].isin(RESULT_STATUSES)]
+        trials = trials.sort_values("id").reset_index(drop=True)
+        table = feature_table(trials, runner.store.curves(trials["id"].tolist()), self.settings.fraction)
+        return table, failed(trials, "final_metric").to_numpy(bool), trials["wi_seed"].to_numpy()
+
+    def _look(self, runner: Driver, looks, events: Any) -> None:
+        """At each planned look the complete runs have reached: the self-check, on the first runs that completed
+        (read from the store, so a resumed study checks the same runs)."""
+        import numpy as np
+
+        from ..forecast.online import self_check
+
+        while self.check is None and looks:
+            table, failed, wi = self._complete(runner)
+            if len(failed) < looks[0]:
+                return
+            runs = looks.popleft()
+            check = self_check(table.iloc[:runs], failed[:runs], wi[:runs], self.settings,
+                               np.random.default_rng(runs))  # seeded by the look: a resumed study checks the same
+            getattr(events, "on_note", lambda line: None)(f"online forecaster: {check.reason}")
+            if check.passed:
+                self.check = check
+
+    def _fit(self, runner: Driver):
+        from ..forecast.model import fit
+
+        table, failed, _ = self._complete(runner)
+        import pandas as pd
+
+        return fit(table, pd.Series(failed), self.settings.fraction,
+                   f"{len(failed)} complete runs of this study ({int(failed.sum())} failed); self-check "
+                   f"AUC {self.check.auc:.2f}, p {self.check.p:.3f}")
+
+
+def _probability(store: Store, row: dict, forecaster) -> float:
+    import pandas as pd
+
+    from ..analysis.failures import num_classes
+    from ..forecast.features import trial_features
+
+    config = json.loads(row["config_json"])
+    features = trial_features(store.curves([row["id"]]), row["steps_done"], row["metric"], row["baseline_metric"],
+                              num_classes(row["task"], config.get("label_names")))
+    return float(forecaster.probability(pd.DataFrame([features]))[0])
+
+
 def policy_for(spec: StudySpec, store: Store) -> Policy:
     """The spec's policy, its forecaster loaded and checked against the store."""
+    if spec.policy == "replace" and spec.forecaster == ONLINE:
+        from ..forecast.online import OnlineSettings
+
+        if not store.holds_forecast_stops():
+            raise ConfigError(f"{store.label} was created before forecast-stopped trials existed; run --policy "
+                              f"replace on a new store")
+        return OnlineReplace(spec, OnlineSettings(threshold=spec.forecast_threshold))
     forecast = Forecast(spec, store) if spec.forecasts() else None
     if spec.policy == "replace":
         return Replace(spec, forecast)

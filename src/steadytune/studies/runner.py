@@ -40,6 +40,7 @@ class StudyEvents:
     on_state_refused: Callable[[PlannedTrial, str], None] = lambda trial, reason: None  # restarted: why
     # The whole study's trials at their end or cut, whichever driver ran them, and how many it has: after each result.
     on_progress: Callable[[int, int], None] = lambda done, total: None
+    on_note: Callable[[str], None] = lambda line: None  # a policy's one-line news (the online forecaster's checks)
 
 
 @dataclass(frozen=True)

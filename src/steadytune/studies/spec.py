@@ -23,6 +23,7 @@ from ..recipes import recipe_overrides
 STUDY_KEYS = ("name", "tasks", "recipes", "wi_seeds", "do_seeds", "adapter_seeds", "seed_pairs", "early_stop", "policy",
               "forecaster", "forecast_threshold")
 POLICY_KEYS = ("policy", "forecaster", "forecast_threshold")
+ONLINE = "online"  # --forecaster online: the study fits its own forecaster as its runs complete
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -71,8 +72,10 @@ class StudySpec(BaseModel):
         "trial to the forecaster's fraction; one it flags is stored as forecast-stopped and the next unused WI seed "
         "takes its place. dodge+replace: Dodge's cut, where a trial the forecaster flags is forecast-stopped and "
         "never continued. A spec with --early-stop and no policy is dodge.")
-    forecaster: str | None = Field(None, description="Forecaster file (`steadytune forecast fit`) for --policy "
-                                   "replace or dodge+replace; 'default': the one that ships with steadytune.")
+    forecaster: str | None = Field(None, description="For --policy replace or dodge+replace: 'online' (replace's "
+                                   "default): the study fits its own on its complete runs and acts once it passes a "
+                                   "self-check; a file from `steadytune forecast fit`; or 'default', the one that "
+                                   "ships with steadytune.")
     forecast_threshold: float = Field(0.5, gt=0, le=1, description="Flag a trial when P(failed) is at least this.")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig values for every trial.")
 
@@ -133,6 +136,14 @@ class StudySpec(BaseModel):
             return list(zip(self.wi_seeds, self.do_seeds))
         return [(wi, do) for wi in self.wi_seeds for do in self.do_seeds]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _online_by_default(cls, values: Any) -> Any:
+        """A forecasting policy without a forecaster file fits its own as the study runs (forecast/online.py)."""
+        if isinstance(values, dict) and values.get("policy") == "replace" and not values.get("forecaster"):
+            values = {**values, "forecaster": ONLINE}
+        return values
+
     @model_validator(mode="after")
     def _policy_needs(self) -> StudySpec:
         if self.policy in ("dodge", "dodge+replace") and not self.early_stop:
@@ -142,6 +153,8 @@ class StudySpec(BaseModel):
         if self.policy == "replace" and self.early_stop:
             raise ValueError("--policy replace trains every unflagged trial to the end; for Dodge's cut with the "
                              "forecaster, use --policy dodge+replace")
+        if self.policy == "dodge+replace" and self.forecaster == ONLINE:
+            raise ValueError("--forecaster online applies to --policy replace (dodge+replace takes a forecaster file)")
         if self.policy in ("replace", "dodge+replace") and not self.forecaster:
             raise ValueError(f"--policy {self.policy} needs --forecaster FILE (from `steadytune forecast fit`)")
         if self.policy in ("full", "dodge") and (self.forecaster or self.forecast_threshold != 0.5):

@@ -134,3 +134,57 @@ def test_with_no_early_signal_it_never_acts_and_equals_full_training(tmp_path):
     assert notes and all("does not act yet" in n or "needs both outcomes" in n for n in notes), notes
     assert len(trials) == 25 and set(trials["status"]) == {TrialStatus.COMPLETE}
     assert summary.full_trials_spent == 25
+
+
+class Interrupting(MadeUpExecutor):
+    """As MadeUpExecutor, but stops the study (as Ctrl-C or a kill would) after `after` results."""
+
+    def __init__(self, fails, early_sign: bool, after: int):
+        super().__init__(fails, early_sign)
+        self.after = after
+
+    def run(self, next_job):
+        for count, item in enumerate(super().run(next_job)):
+            if count == self.after:
+                raise KeyboardInterrupt
+            yield item
+
+
+def test_an_interrupted_online_study_resumes_to_the_same_decisions(tmp_path):
+    from steadytune.config import RunOptions
+    from steadytune.errors import Interrupted
+    from steadytune.storage.store import Store
+    from steadytune.studies.runner import StudyRunner
+    from steadytune.studies.spec import StudySpec
+
+    def fails(wi: int, do: int) -> bool:
+        return (wi + do) % 3 == 0
+
+    (tmp_path / "calm").mkdir()
+    _, calm, _ = online_study(tmp_path / "calm", fails, early_sign=True)
+    spec = StudySpec(name="online", tasks=["rte"], wi_seeds="1-5", do_seeds="1-5", policy="replace",
+                     config={"model": "made-up", "max_train": 32})
+
+    def recorded(store) -> dict:
+        with store.reading() as db:
+            return dict(db.execute("SELECT key, value FROM store_meta WHERE key LIKE 'online-decision:%'").fetchall())
+
+    seen: dict = {}
+    for after in (20, 5, 3, 1000):  # interrupted three times, after the check passed, then run to its end
+        with Store(tmp_path / "cut.db") as store:
+            try:
+                StudyRunner(spec, store, RunOptions(), Interrupting(fails, True, after)).run()
+            except Interrupted:
+                pass
+            now = recorded(store)
+        assert {key: now[key] for key in seen} == seen  # a decision once recorded is the one a resumed study uses
+        seen = now
+    with Store(tmp_path / "cut.db", readonly=True) as store:
+        resumed = store.trials()
+
+    def decisions(trials):
+        return sorted(zip(trials["trial_key"], trials["status"]))
+
+    assert decisions(resumed) == decisions(calm)
+    decided = resumed[resumed["steps_done"].eq(30) | resumed["status"].eq("forecast-stopped")]
+    assert len(seen) >= len(decided) > 0

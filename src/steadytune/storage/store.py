@@ -616,6 +616,18 @@ class Store:
         except (TypeError, ValueError):
             return float("inf")
 
+    @resilient
+    def remember(self, key: str, value: str) -> None:
+        """Keep a small record in the store (store_meta), such as a policy's decision, so a resumed run reads it."""
+        with self.transaction("recording a decision") as db:
+            db.execute("INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+
+    @resilient
+    def recalled(self, key: str) -> str | None:
+        with self.reading() as db:
+            row = db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     @property
     def store_id(self) -> str:
         """This store's own id, kept in it: the same through any path or URL it is opened by. A store last written by

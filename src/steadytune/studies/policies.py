@@ -235,7 +235,7 @@ class OnlineReplace(Policy):
                 row = runner.latest(trial)
                 if row is None or row["status"] != TrialStatus.STOPPED:
                     continue
-                probability = _probability(runner.store, row, forecaster)
+                probability = self._decision(runner, trial, row, forecaster)
                 if probability < self.settings.threshold:
                     continuing.append((trial, runner.job(trial, resume=runner.state_path(trial).exists())))
                     continue
@@ -253,6 +253,18 @@ class OnlineReplace(Policy):
                     runner.trials.append(replacement)
                     queue.append(replacement)
             runner.execute(continuing, RESULT_STATUSES, events)
+
+    def _decision(self, runner: Driver, trial: PlannedTrial, row: dict, forecaster) -> float:
+        """P(failed) of a trial at its cut: the one recorded when it was first decided (a resumed study, which may
+        have refitted its forecaster since, decides the same), else from `forecaster`, then recorded."""
+        key = f"online-decision:study{runner.study_id}:{trial.config.trial_key()}"
+        recorded = runner.store.recalled(key)
+        if recorded is not None:
+            return float(json.loads(recorded)["probability"])
+        probability = _probability(runner.store, row, forecaster)
+        runner.store.remember(key, json.dumps({"probability": probability, "forecaster": forecaster.fitted_on,
+                                               "coef": list(forecaster.coef), "intercept": forecaster.intercept}))
+        return probability
 
     def _complete(self, runner: Driver):
         """The study's complete runs, oldest first, with their features at the decision fraction and outcomes."""

@@ -1,4 +1,5 @@
-"""WIP (#39): the online forecaster's self-check, a decision whose error rates are measured by simulation."""
+"""The online forecaster: its self-check, a decision whose error rates are measured by simulation, and the policy in a
+study whose runs are made up, so that a failure and its early sign are planted."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The online failure forecaster (WIP, #39): fitted on the study's own complete runs, trusted only once it checks out.
+"""The online failure forecaster: fitted on the study's own complete runs, trusted only once it checks out.
 
 A forecaster fitted on other tasks did not carry over (docs/forecast/index.md): within one grid the signal was there
 (AUC 0.92 at 30% of training), across tasks it was not. So a study fits its own:

@@ -41,7 +41,7 @@ def test_status_of_a_live_two_driver_study_shows_its_running_trials_where_they_r
     store = tmp_path / "lab.db"
     args = ["study", "run", "--name", "lab", "--tasks", "rte", "--wi-seeds", "1-6", "--model", str(tiny_bert_dir),
             "--glue-dir", str(glue_dir), "--max-train", "32", "--batch-size", "8", "--max-length", "48",
-            "--max-steps", "200", "--evals-per-epoch", "2", "--threads", "1", "--store", str(store), "--cache-dir",
+            "--max-steps", "120", "--evals-per-epoch", "2", "--threads", "1", "--store", str(store), "--cache-dir",
             str(tmp_path / "cache")]
     logs = [tmp_path / f"driver-{n}.log" for n in (1, 2)]
     drivers = []
@@ -62,7 +62,7 @@ def test_status_of_a_live_two_driver_study_shows_its_running_trials_where_they_r
         assert "study lab:" in shown.output and "2 running" in shown.output and "2 driver(s) alive" in shown.output
         for trial in live.running:
             assert trial.trial_key in shown.output and f"{host}:" in shown.output
-        assert "/200" in shown.output  # the step its worker reported
+        assert "/120" in shown.output  # the step its worker reported
 
         # Cancelled: no driver starts another trial; the running ones finish and are recorded.
         cancelled = runner.invoke(app, ["study", "cancel", "lab", "--store", str(store)])

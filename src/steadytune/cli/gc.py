@@ -16,7 +16,7 @@ def gc(store: Annotated[str, typer.Argument(help="Result store: a SQLite file, o
     """Remove saved states of trials that ended for good and snapshots of attempts that left no result, reporting
     the bytes freed. Nothing a trial can still use goes: states of paused or interrupted trials, snapshots of
     trials with a result or running, saved encoders."""
-    with Store(store, readonly=dry_run) as db:
+    with Store(store, readonly=dry_run, create=False) as db:
         found = collect(db, dry_run)
         label = db.label
     for item in found:

@@ -386,7 +386,7 @@ def cancel(name: Annotated[str, typer.Argument(help="The study's name (`steadytu
     are recorded, finished ones stay as they are. `--undo` lets it run again (`study run` resumes it)."""
     from ..studies.status import cancel as cancel_study
 
-    with Store(store) as db:
+    with Store(store, create=is_postgres(store)) as db:  # a mistyped path must not create an empty store file
         cancel_study(db, name, undo)
         label = db.label
     console.print(f"study {name} of {label} " + ("may run again: `study run` resumes it" if undo else

@@ -142,7 +142,7 @@ def studies(store: Annotated[str, STORE_ARGUMENT]) -> None:
     table = Table("id", "study", "planned", "complete", "running", "queued", "failed", "drivers", "",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for s in found:
-        table.add_row(str(s.study_id), s.name, str(s.planned), str(s.count(TrialStatus.COMPLETE)), str(len(s.running)),
-                      str(s.queued), str(s.count(TrialStatus.FAILED)), str(len(s.drivers)),
+        table.add_row(str(s.study_id), s.name, str(s.planned), str(s.count(TrialStatus.COMPLETE)),
+                      str(len(s.running)), str(s.queued), str(s.count(TrialStatus.FAILED)), str(len(s.drivers)),
                       "cancelled" if s.cancelled else "")
     print_table(table)

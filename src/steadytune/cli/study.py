@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..config import ConfigError
 from ..storage.connections import is_postgres, shown_location
@@ -332,7 +333,7 @@ def status(store: Annotated[str, typer.Argument(help="Result store: a SQLite fil
     with Store(store, readonly=True) as db:
         if not watch:
             for part in _status_parts(study_status(db, study), db.label):
-                print_table(part) if isinstance(part, Table) else console.print(part, soft_wrap=True, markup=False)
+                print_table(part) if isinstance(part, Table) else console.print(part, soft_wrap=True)
             return
         with Live(console=console, auto_refresh=False) as live:
             try:
@@ -346,7 +347,7 @@ def status(store: Annotated[str, typer.Argument(help="Result store: a SQLite fil
 def _status_parts(found: list, label: str) -> list:
     """Each study's status line, and a table of its running trials."""
     if not found:
-        return [f"{label}: no studies"]
+        return [Text(f"{label}: no studies")]
     parts = []
     for s in found:
         counts = ", ".join(f"{s.count(status)} {status}" for status in (TrialStatus.COMPLETE, TrialStatus.FAILED,
@@ -354,15 +355,17 @@ def _status_parts(found: list, label: str) -> list:
                                                                       TrialStatus.FORECAST_STOPPED)
                            if s.count(status) or status in (TrialStatus.COMPLETE, TrialStatus.FAILED))
         eta = "" if s.eta_seconds is None else f"; about {_duration(s.eta_seconds)} left"
-        parts.append(f"study {s.name}{' (cancelled)' if s.cancelled else ''}: {counts}, {len(s.running)} running, "
-                     f"{s.queued} queued (of {s.planned} planned); {len(s.drivers)} driver(s) alive"
-                     + (f": {', '.join(s.drivers)}" if s.drivers else "") + eta)
-        parts += [f"  note: {note}" for note in s.notes]
+        # Plain text: a study's name is the user's string (the console takes no markup).
+        parts.append(Text(f"study {s.name}{' (cancelled)' if s.cancelled else ''}: {counts}, {len(s.running)} "
+                          f"running, {s.queued} queued (of {s.planned} planned); {len(s.drivers)} driver(s) alive"
+                          + (f": {', '.join(s.drivers)}" if s.drivers else "") + eta))
+        parts += [Text(f"  note: {note}") for note in s.notes]
         if s.running:
             table = Table("trial", "key", "driver", "running", "lease renewed", "step", box=None, pad_edge=False)
             for trial in s.running:
                 step = "-" if trial.step is None else f"{trial.step}/{trial.total_steps}"
-                table.add_row(trial.trial or "-", trial.trial_key, trial.driver, _duration(trial.running_for),
+                table.add_row(trial.trial or "-", trial.trial_key, trial.driver,
+                              _duration(trial.running_for),
                               f"{trial.lease_age:.0f} s ago", step)
             parts.append(table)
     return parts

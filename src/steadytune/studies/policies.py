@@ -85,24 +85,11 @@ class Forecast:
         row = runner.latest(trial)
         if row is None or row["status"] != TrialStatus.STOPPED:
             return False
-        probability = self.failure_probability(runner.store, row)
+        probability = failure_probability(runner.store, row, self.model)
         if probability < self.threshold:
             return False
-        runner.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
-                                              f"{row['steps_done']} of {row['total_steps']}")
-        runner.drop_state(trial)
+        forecast_stop(runner, trial, row, probability)
         return True
-
-    def failure_probability(self, store: Store, row: dict) -> float:
-        import pandas as pd
-
-        from ..analysis.failures import num_classes
-        from ..forecast.features import trial_features
-
-        config = json.loads(row["config_json"])
-        features = trial_features(store.curves([row["id"]]), row["steps_done"], row["metric"],
-                                  row["baseline_metric"], num_classes(row["task"], config.get("label_names")))
-        return float(self.model.probability(pd.DataFrame([features]))[0])
 
 
 class Dodge(Policy):
@@ -162,34 +149,22 @@ class Replace(Policy):
         self.spec, self.forecast = spec, forecast
 
     def run(self, runner: Driver, events: Any) -> None:
-        def cell_of(trial: PlannedTrial) -> tuple:  # what a replacement keeps: all but the WI seed
-            return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
-
-        used: dict[tuple, set[int]] = {}
-        for trial in runner.trials:
-            used.setdefault(cell_of(trial), set()).add(trial.config.wi_seed)
-        budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in used.items()}
+        replacements = Replacements(self.spec, runner.trials)
         batch = list(runner.trials)
         while batch:
             first = [(t, runner.job(t, stop_at_fraction=self.forecast.fraction, save_state=True)) for t in batch
                      if runner.status(t) not in FORECAST_PASS_DONE]
             runner.execute(first, FORECAST_PASS_DONE, events)
-            continuing, replacements = [], []
+            continuing, added = [], []
             for trial in batch:
                 flagged = self.forecast.stop_if_flagged(runner, trial)
                 if not flagged and runner.status(trial) == TrialStatus.STOPPED:
                     continuing.append((trial, runner.job(trial, resume=runner.state_path(trial).exists())))
                 if runner.status(trial) == TrialStatus.FORECAST_STOPPED:
-                    cell = cell_of(trial)
-                    if budget[cell] > 0:
-                        budget[cell] -= 1
-                        seed = max(used[cell]) + 1
-                        used[cell].add(seed)
-                        replacements.append(planned_trial(self.spec, trial.config.task, trial.group[1], seed,
-                                                          trial.config.do_seed, trial.config.adapter_seed))
+                    added += filter(None, [replacements.next_for(trial)])
             runner.execute(continuing, RESULT_STATUSES, events)
-            runner.trials += replacements
-            batch = replacements
+            runner.trials += added
+            batch = added
 
 
 class OnlineReplace(Policy):
@@ -208,13 +183,7 @@ class OnlineReplace(Policy):
 
         from ..forecast.online import planned_looks, spread_order
 
-        def cell_of(trial: PlannedTrial) -> tuple:
-            return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
-
-        used: dict[tuple, set[int]] = {}
-        for trial in runner.trials:
-            used.setdefault(cell_of(trial), set()).add(trial.config.wi_seed)
-        budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in used.items()}
+        replacements = Replacements(self.spec, runner.trials)
         cells = [(t.config.wi_seed, t.config.do_seed) for t in runner.trials]
         queue = deque(runner.trials[i] for i in spread_order(cells))
         looks = deque(planned_looks(self.settings))
@@ -239,17 +208,9 @@ class OnlineReplace(Policy):
                 if probability < self.settings.threshold:
                     continuing.append((trial, runner.job(trial, resume=runner.state_path(trial).exists())))
                     continue
-                runner.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
-                                                      f"{row['steps_done']} of {row['total_steps']} (online: "
-                                                      f"{forecaster.fitted_on})")
-                runner.drop_state(trial)
-                cell = cell_of(trial)
-                if budget[cell] > 0:
-                    budget[cell] -= 1
-                    seed = max(used[cell]) + 1
-                    used[cell].add(seed)
-                    replacement = planned_trial(self.spec, trial.config.task, trial.group[1], seed,
-                                                trial.config.do_seed, trial.config.adapter_seed)
+                forecast_stop(runner, trial, row, probability, f" (online: {forecaster.fitted_on})")
+                replacement = replacements.next_for(trial)
+                if replacement is not None:
                     runner.trials.append(replacement)
                     queue.append(replacement)
             runner.execute(continuing, RESULT_STATUSES, events)
@@ -261,7 +222,7 @@ class OnlineReplace(Policy):
         recorded = runner.store.recalled(key)
         if recorded is not None:
             return float(json.loads(recorded)["probability"])
-        probability = _probability(runner.store, row, forecaster)
+        probability = failure_probability(runner.store, row, forecaster)
         runner.store.remember(key, json.dumps({"probability": probability, "forecaster": forecaster.fitted_on,
                                                "coef": list(forecaster.coef), "intercept": forecaster.intercept}))
         return probability
@@ -296,17 +257,44 @@ class OnlineReplace(Policy):
                 self.check = check
 
     def _fit(self, runner: Driver):
+        import pandas as pd
+
         from ..forecast.model import fit
 
         table, failed, _ = self._complete(runner)
-        import pandas as pd
-
         return fit(table, pd.Series(failed), self.settings.fraction,
                    f"{len(failed)} complete runs of this study ({int(failed.sum())} failed); self-check "
                    f"AUC {self.check.auc:.2f}, p {self.check.p:.3f}")
 
 
-def _probability(store: Store, row: dict, forecaster) -> float:
+class Replacements:
+    """The trials that take flagged ones' places: the next unused WI seed of the flagged trial's cell (same task,
+    recipe, DO and adapter seed), at most MAX_REPLACEMENTS per requested trial of a cell, so a forecaster that flags
+    everything cannot run on."""
+
+    def __init__(self, spec: StudySpec, trials: list[PlannedTrial]):
+        self.spec, self.used = spec, {}
+        for trial in trials:
+            self.used.setdefault(self._cell(trial), set()).add(trial.config.wi_seed)
+        self.budget = {cell: MAX_REPLACEMENTS * len(seeds) for cell, seeds in self.used.items()}
+
+    @staticmethod
+    def _cell(trial: PlannedTrial) -> tuple:  # what a replacement keeps: all but the WI seed
+        return trial.config.task, trial.group[1], trial.config.do_seed, trial.config.adapter_seed
+
+    def next_for(self, trial: PlannedTrial) -> PlannedTrial | None:
+        cell = self._cell(trial)
+        if self.budget[cell] <= 0:
+            return None
+        self.budget[cell] -= 1
+        seed = max(self.used[cell]) + 1
+        self.used[cell].add(seed)
+        return planned_trial(self.spec, trial.config.task, trial.group[1], seed, trial.config.do_seed,
+                             trial.config.adapter_seed)
+
+
+def failure_probability(store: Store, row: dict, forecaster) -> float:
+    """P(failed) of a stored trial, from its stored curve up to the step it reached (the cut)."""
     import pandas as pd
 
     from ..analysis.failures import num_classes
@@ -316,6 +304,13 @@ def _probability(store: Store, row: dict, forecaster) -> float:
     features = trial_features(store.curves([row["id"]]), row["steps_done"], row["metric"], row["baseline_metric"],
                               num_classes(row["task"], config.get("label_names")))
     return float(forecaster.probability(pd.DataFrame([features]))[0])
+
+
+def forecast_stop(runner: Driver, trial: PlannedTrial, row: dict, probability: float, how: str = "") -> None:
+    """A trial paused at the cut and flagged: terminal forecast-stopped, with why; its saved state goes."""
+    runner.store.forecast_stop(row["id"], f"forecast-stopped: P(failed) = {probability:.3f} at step "
+                                          f"{row['steps_done']} of {row['total_steps']}{how}")
+    runner.drop_state(trial)
 
 
 def policy_for(spec: StudySpec, store: Store) -> Policy:

@@ -13,15 +13,14 @@ progress, saved encoders (`--init-from` names them by trial id), and any file th
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..training.layout import TRIAL_KEY
 from ..training.records import RESULT_STATUSES, TrialStatus
 from .store import Store
 
-_STATE = re.compile(r"study(\d+)-([0-9a-f]{16})\.safetensors")
 ENDED_FOR_GOOD = (*RESULT_STATUSES, TrialStatus.FORECAST_STOPPED)
 
 
@@ -45,18 +44,18 @@ def removable(store: Store) -> list[Removable]:
     found = []
     states = store.layout.states
     for path in sorted(states.glob("study*-*.safetensors")) if states.is_dir() else []:
-        match = _STATE.fullmatch(path.name)
-        if match is None:
+        named = store.layout.state_of(path)
+        if named is None:
             continue
-        study, key = int(match.group(1)), match.group(2)
+        study, key = named
         if study not in studies:
             found.append(Removable(path, path.stat().st_size, f"state of study {study}, which the store does not hold"))
         elif latest.get((study, key)) in ENDED_FOR_GOOD:
             found.append(Removable(path, path.stat().st_size, f"state of a trial that is {latest[(study, key)]}"))
-    snapshots = store.layout.snapshots("0" * 16).parent
+    snapshots = store.layout.checkpoints
     for folder in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
         key = folder.name
-        if not (folder.is_dir() and re.fullmatch(r"[0-9a-f]{16}", key)) or key in with_result | continuing | claimed:
+        if not (folder.is_dir() and TRIAL_KEY.fullmatch(key)) or key in with_result | continuing | claimed:
             continue
         for path in sorted(folder.glob("step-*.safetensors")):
             found.append(Removable(path, path.stat().st_size, "snapshot of a trial with no result and none running"))

@@ -24,7 +24,8 @@ from ..training.records import RESULT_STATUSES, TrialStatus
 from .jobs import Job
 from .spec import ONLINE, PlannedTrial, StudySpec, planned_trial
 
-# Statuses after which a trial is not run again in the first pass: it has a result or waits at its cut.
+# Statuses after which a trial is not run again in the first pass: it has a result or waits at its cut (and, with a
+# forecaster, is forecast-stopped): a trial at its end or cut.
 FIRST_PASS_DONE = (*RESULT_STATUSES, TrialStatus.STOPPED)
 FORECAST_PASS_DONE = (*FIRST_PASS_DONE, TrialStatus.FORECAST_STOPPED)
 MAX_REPLACEMENTS = 2  # per requested trial of a cell, under --policy replace

@@ -25,7 +25,7 @@ from ..training.records import RESULT_STATUSES, TrialOutcome, TrialStatus
 from .claims import Claim, Claims
 from .executors import Executor
 from .jobs import Job, JobResult
-from .policies import policy_for
+from .policies import FIRST_PASS_DONE, FORECAST_PASS_DONE, policy_for
 from .spec import PlannedTrial, StudySpec, expand
 
 
@@ -113,7 +113,7 @@ class StudyRunner:
 
     def _interrupted(self) -> str:
         kept = ", ".join(f"{n} {status}" for status, n in self.recorded.items()) or "none"
-        finished = sum(self.status(t) in (*RESULT_STATUSES, TrialStatus.STOPPED) for t in self.trials)
+        finished = sum(self.status(t) in FIRST_PASS_DONE for t in self.trials)
         return (f"interrupted: trials recorded by this run are kept ({kept}); {finished} of {len(self.trials)} trials "
                 f"of study {self.spec.study_name()} are finished in {self.store.label}; queued and running trials were "
                 f"cancelled. Run the same command again to resume")
@@ -248,5 +248,4 @@ class StudyRunner:
         """(trials of the study at their end or at a cut, trials of the study), read from the store: what every
         driver of the study has done, not this one alone."""
         latest = self.store.latest_statuses(self.study_id)
-        ended = (*RESULT_STATUSES, TrialStatus.STOPPED, TrialStatus.FORECAST_STOPPED)
-        return sum(latest.get(t.config.trial_key()) in ended for t in self.trials), len(self.trials)
+        return sum(latest.get(t.config.trial_key()) in FORECAST_PASS_DONE for t in self.trials), len(self.trials)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from ..errors import StoreError
 from ..storage.store import Store
-from ..training.records import RESULT_STATUSES, TrialStatus
+from ..training.records import TrialStatus
 from .claims import LEASE_SECONDS, owner_is_gone
-
-ENDED = (*RESULT_STATUSES, TrialStatus.STOPPED, TrialStatus.FORECAST_STOPPED)
+from .policies import FORECAST_PASS_DONE
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def _one(store: Store, row: tuple, tables: set[str], now: float) -> StudyStatus:
     running = [RunningTrial(key, planned.get(key, ""), _driver(owner), now - (claimed_at or now),
                             now - (expires_at - LEASE_SECONDS), step, total)
                for key, owner, expires_at, claimed_at, step, total in claims
-               if latest.get(key) not in ENDED and not owner_is_gone(owner)]
+               if latest.get(key) not in FORECAST_PASS_DONE and not owner_is_gone(owner)]
     running_keys = {trial.trial_key for trial in running}
     queued = sum(key not in latest and key not in running_keys for key in planned)
     left = queued + statuses.get(TrialStatus.FAILED, 0) + sum(

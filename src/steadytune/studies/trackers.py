@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -29,11 +28,11 @@ import pandas as pd
 
 from ..config import TrackerSpec, mlflow_tracking_uri, parse_track
 from ..storage.store import Store, StoreError
+from ..training.layout import TRIAL_KEY
 from ..training.records import TERMINAL_STATUSES, CurvePoint, TrialOutcome, TrialStatus
 
 DEFAULT_TENSORBOARD_DIR = "tensorboard"
 TRIAL_KEY_TAG = "steadytune.trial_key"
-TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
 STORE_TAG, TRIAL_ID_TAG = "steadytune.store", "steadytune.trial_id"  # where an exported run came from
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-_TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
+TRIAL_KEY = re.compile(r"[0-9a-f]{16}")  # what trial keys look like (config.TrialConfig.trial_key)
+_STATE = re.compile(r"study(\d+)-([0-9a-f]{16})\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,17 @@ class StoreFiles:
     def states(self) -> Path:
         return self._beside("states")
 
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of every trial's snapshot folder."""
+        return self._beside("checkpoints")
+
+    @staticmethod
+    def state_of(path: Path) -> tuple[int, str] | None:
+        """(study id, trial key) of a state file named as `state` names it; None for any other name."""
+        match = _STATE.fullmatch(path.name)
+        return (int(match.group(1)), match.group(2)) if match else None
+
     def state(self, study_id: int, trial_key: str) -> Path:
         """A study trial's saved state: its cut (early stopping) or its latest autosave."""
         return self.states / f"study{study_id}-{self._checked(trial_key)}.safetensors"
@@ -42,14 +54,14 @@ class StoreFiles:
     def snapshots(self, trial_key: str) -> Path:
         """The folder of a trial's snapshots and kept weights: by trial key, so a rerun of one config overwrites
         identical files."""
-        return self._beside("checkpoints") / self._checked(trial_key)
+        return self.checkpoints / self._checked(trial_key)
 
     def model(self, trial_id: int) -> Path:
         """The folder of a trial's fine-tuned encoder (--save-model)."""
         return self._beside("models") / f"trial-{int(trial_id)}"
 
     def _checked(self, trial_key: str) -> str:
-        if not isinstance(trial_key, str) or not _TRIAL_KEY.fullmatch(trial_key):
+        if not isinstance(trial_key, str) or not TRIAL_KEY.fullmatch(trial_key):
             raise CheckpointError(f"{self.store_path}: {trial_key!r} is not a trial key (16 hex digits); the store "
                                   f"may be damaged")
         return trial_key

@@ -2,6 +2,7 @@
 study whose runs are made up, so that a failure and its early sign are planted."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +10,13 @@ import pandas as pd
 import pytest
 
 from steadytune.forecast.features import FEATURES
-from steadytune.forecast.online import (
-    OnlineSettings,
-    act_rate,
-    binomial_margin,
-    planned_looks,
-    self_check,
-    spread_order,
-)
+from steadytune.forecast.online import OnlineSettings, act_rate, planned_looks, self_check, spread_order
 from steadytune.training.records import TrialStatus
+
+
+def binomial_margin(rate: float, replications: int) -> float:
+    """Two Monte Carlo standard errors of a simulated rate."""
+    return 2 * math.sqrt(max(rate * (1 - rate), 1e-4) / replications)
 
 
 def test_the_first_runs_spread_over_the_seeds():

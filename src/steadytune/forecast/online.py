@@ -145,7 +145,3 @@ def act_rate(grid: int, failure_rate: float, separation: float, settings: Online
                 break
     return acted / replications
 
-
-def binomial_margin(rate: float, replications: int) -> float:
-    """Two Monte Carlo standard errors of a simulated rate."""
-    return 2 * math.sqrt(max(rate * (1 - rate), 1e-4) / replications)

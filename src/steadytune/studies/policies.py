@@ -188,7 +188,7 @@ class OnlineReplace(Policy):
         cells = [(t.config.wi_seed, t.config.do_seed) for t in runner.trials]
         queue = deque(runner.trials[i] for i in spread_order(cells))
         looks = deque(planned_looks(self.settings))
-        width = max(1, getattr(runner.executor, "workers", 1))
+        width = max(1, runner.executor.workers)  # a batch: as many trials as run at once
         self._look(runner, looks, events)
         while queue:
             batch = [queue.popleft() for _ in range(min(width, len(queue)))]
@@ -253,7 +253,7 @@ class OnlineReplace(Policy):
             runs = looks.popleft()
             check = self_check(table.iloc[:runs], failed[:runs], wi[:runs], self.settings,
                                np.random.default_rng(runs))  # seeded by the look: a resumed study checks the same
-            getattr(events, "on_note", lambda line: None)(f"online forecaster: {check.reason}")
+            events.on_note(f"online forecaster: {check.reason}")
             if check.passed:
                 self.check = check
 

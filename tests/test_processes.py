@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from steadytune.cli import app
 
@@ -88,16 +89,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def rows(store: Path, query: str = "SELECT trial_key, status, error FROM trials ORDER BY id") -> list[tuple]:

@@ -6,25 +6,17 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from steadytune.cli import app
 from steadytune.storage.store import Store
 from steadytune.studies.status import study_status
 
 runner = CliRunner()
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def status_of(store: Path):

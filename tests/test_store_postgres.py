@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from steadytune.cli import app
 from steadytune.landscape.records import add_cells, find_landscape, landscape_cells, landscape_id
@@ -199,9 +199,9 @@ def test_drivers_survive_a_database_restart_mid_study(tiny_bert_dir, glue_dir, t
                                                                                   "--reconnect-minutes", "3")],
                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_until(lambda: finished() >= 1, 300, "a first trial recorded")
+            wait_for(lambda: finished() >= 1, 300, "a first trial recorded")
             subprocess.run([str(script), "stop", folder], check=True, capture_output=True)
-            wait_until(lambda: "lost the connection" in log.read_text() or driver.poll() is not None, 300,
+            wait_for(lambda: "lost the connection" in log.read_text() or driver.poll() is not None, 300,
                        "the driver to notice the lost database")
             subprocess.run([str(script), "start", folder], check=True, capture_output=True)
             assert driver.wait(300) == 0, log.read_text()
@@ -233,12 +233,6 @@ def test_drivers_survive_a_database_restart_mid_study(tiny_bert_dir, glue_dir, t
         subprocess.run([str(script), "stop", folder], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
